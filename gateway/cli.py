@@ -1,0 +1,40 @@
+"""The `rufus-gateway` command. Subcommands live beside the code they drive and load lazily, so
+`rufus-gateway parse` does not import aiohttp and a broken area cannot break every command."""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+import click
+
+from gateway import __version__
+
+# command name -> "module:attribute" of a click.Command
+COMMANDS: dict[str, str] = {}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *COMMANDS])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in COMMANDS:
+            module, _, attr = COMMANDS[cmd_name].partition(":")
+            command: click.Command = getattr(import_module(module), attr)
+            return command
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="rufus-gateway")
+def cli() -> None:
+    """Finish-line gateway: timing reader -> SQLite outbox -> RUFUS Cloud, nothing lost, nothing doubled."""
+
+
+def main(argv: list[str] | None = None) -> Any:
+    return cli.main(args=argv, prog_name="rufus-gateway")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""The two values that cross the gateway: a Read (what a reader saw) and a Passing (what the cloud gets)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+_TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
+
+
+def to_utc_ms(ts: datetime) -> datetime:
+    """Normalise an aware datetime to UTC, truncated to whole milliseconds (the cloud's precision)."""
+    if ts.tzinfo is None:
+        raise ValueError("naive datetime: a reader time must carry its zone")
+    ts = ts.astimezone(UTC)
+    return ts.replace(microsecond=ts.microsecond - ts.microsecond % 1000)
+
+
+def format_ts(ts: datetime) -> str:
+    """`YYYY-MM-DDTHH:mm:ss.sssZ`, always milliseconds, always `Z` (the cloud's only timestamp form)."""
+    ts = to_utc_ms(ts)
+    return ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"
+
+
+def parse_ts(text: str) -> datetime:
+    """Inverse of format_ts; strict, so a malformed cloud timestamp is noticed rather than guessed."""
+    if not _TS_RE.match(text):
+        raise ValueError(f"not a YYYY-MM-DDTHH:mm:ss.sssZ timestamp: {text!r}")
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+def is_cloud_ts(text: str) -> bool:
+    return bool(_TS_RE.match(text))
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    """One detection as a reader reported it. `timestamp` is the reader's time, aware, UTC, ms precision."""
+
+    chip: str | None
+    bib: str | None
+    timestamp: datetime
+    antenna: int | None = None
+    rssi: float | None = None
+    reader: str | None = None  # the reader's own id where the protocol has one, else the link's name
+    seq: int | None = None  # the reader's sequence number where the protocol has one
+    raw: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Passing:
+    """A passing exactly as the cloud's `passings_list` item allows (no other keys)."""
+
+    timestamp: datetime
+    num_passing: int
+    bib: str
+    chip: str | None = None
+    participant_id: str | None = None
+    status: str | None = None
+    timezone: str | None = None
+    gender: str | None = None
+    latitude: float | None = None
+    longitude: float | None = None

@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import io
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from click.testing import CliRunner
+
+from gateway import errors, log
+from gateway.backoff import Backoff, Streak
+from gateway.cli import cli
+from gateway.model import format_ts, parse_ts, to_utc_ms
+
+
+def test_format_ts_is_utc_millis_z() -> None:
+    ts = datetime(2026, 5, 3, 9, 4, 5, 123987, tzinfo=timezone(timedelta(hours=2)))
+    assert format_ts(ts) == "2026-05-03T07:04:05.123Z"
+    assert parse_ts("2026-05-03T07:04:05.123Z") == to_utc_ms(ts)
+
+
+@pytest.mark.parametrize("bad", ["2026-05-03T07:04:05Z", "2026-05-03 07:04:05.123Z", "2026-05-03T07:04:05.123+00:00"])
+def test_parse_ts_is_strict(bad: str) -> None:
+    with pytest.raises(ValueError):
+        parse_ts(bad)
+
+
+def test_naive_datetime_refused() -> None:
+    with pytest.raises(ValueError):
+        format_ts(datetime(2026, 1, 1))
+
+
+def test_error_tree_lets_callers_catch_broadly() -> None:
+    assert issubclass(errors.SessionClosedError, errors.NotFoundError)
+    for cls in (errors.AuthError, errors.RetryableError, errors.BadRequestError, errors.PayloadTooLargeError):
+        assert issubclass(cls, errors.CloudError)
+        assert issubclass(cls, errors.GatewayError)
+    e = errors.RetryableError("503 from cloud", status=503, retry_after=2.0)
+    assert e.retry_after == 2.0 and e.status == 503
+
+
+def test_backoff_full_jitter_is_capped_and_honours_retry_after() -> None:
+    b = Backoff(base=1.0, cap=4.0)
+    delays = [b.next_delay() for _ in range(50)]
+    assert all(0 <= d <= 4.0 for d in delays)
+    assert max(delays) > 1.0  # it does grow
+    assert b.next_delay(retry_after=7.0) >= 7.0
+    b.reset()
+    assert b.attempts == 0
+
+
+def test_streak_warns_once_then_reports_recovery() -> None:
+    buf = io.StringIO()
+    log.configure("debug", stream=buf, json=True)
+    s = Streak("cloud upload", log.get_logger("t"))
+    s.failed("timeout")
+    s.failed("timeout")
+    s.failed("timeout")
+    assert s.succeeded() is not None
+    lines = [json.loads(x) for x in buf.getvalue().splitlines()]
+    assert [x["level"] for x in lines] == ["warning", "debug", "debug", "info"]
+    assert "outage_s" in lines[-1]
+
+
+def test_registered_secret_never_reaches_a_log_line() -> None:
+    buf = io.StringIO()
+    log.configure("debug", stream=buf, json=True)
+    secret = "ror-0123456789abcdef0123"
+    log.register_secret(secret)
+    lg = log.get_logger("t")
+    lg.info("calling", url=f"https://x/v0?k={secret}", api_key=secret, headers={"api_key": secret})
+    try:
+        raise RuntimeError(f"boom with {secret}")
+    except RuntimeError:
+        lg.exception("failed")
+    out = buf.getvalue()
+    assert secret not in out
+    assert "***" in out
+
+
+def test_cli_help_and_version() -> None:
+    r = CliRunner().invoke(cli, ["--version"])
+    assert r.exit_code == 0 and "0.1.0" in r.output
+    assert CliRunner().invoke(cli, ["--help"]).exit_code == 0
