@@ -1,0 +1,383 @@
+"""TOML file + environment -> frozen, validated settings.
+
+Every error is one line naming the file, the line and the key (`gateway.toml:12: [cloud] batch_size: ...`),
+raised as ConfigError; the daemon turns it into exit code 78 (EX_CONFIG) so systemd does not crash-loop
+on a typo. The API key is never echoed back, even when it is the bad value.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from gateway.errors import ConfigError
+
+EX_CONFIG = 78
+DEFAULT_BASE_URL = "https://api.runonrufus.com/v0"
+_HEX64 = re.compile(r"^[0-9A-F]{64}$")
+_KEY_RE = re.compile(r"^ror-[0-9a-f]{20}$")
+SECRET_KEYS = {("cloud", "api_key"), ("status", "token")}
+
+
+@dataclass(frozen=True)
+class CloudSettings:
+    base_url: str = DEFAULT_BASE_URL
+    api_key: str = field(default="", repr=False)
+    api_key_header: str = "api_key"
+    batch_size: int = 500
+    linger_s: float = 0.2
+    connect_timeout_s: float = 10.0
+    read_timeout_s: float = 30.0
+    backoff_cap_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class DeviceSettings:
+    deviceid: str | None = None
+    serial_number: str | None = None
+    model: str | None = None
+    alias: str | None = None
+    firmware: str | None = None
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    token_session: str | None = None
+    alias: str | None = None
+    timezone: str | None = None
+    latitude: float | None = None
+    longitude: float | None = None
+    follow_active_session: bool = False
+
+
+@dataclass(frozen=True)
+class ReaderSettings:
+    name: str
+    url: str
+    format: str = "csv"
+    tz: str = "UTC"
+    dedup_window_s: float = 3.0
+    dedup_mode: str = "first"
+    finished_window_s: float | None = None
+    chip_map: str | None = None
+    chip_last_n: int | None = None
+
+
+@dataclass(frozen=True)
+class OutboxSettings:
+    path: str = "rufus-gateway.db"
+
+
+@dataclass(frozen=True)
+class StatusSettings:
+    listen: str | None = "127.0.0.1:8088"
+    token: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class Settings:
+    cloud: CloudSettings = CloudSettings()
+    device: DeviceSettings = DeviceSettings()
+    session: SessionSettings = SessionSettings()
+    readers: tuple[ReaderSettings, ...] = ()
+    outbox: OutboxSettings = OutboxSettings()
+    status: StatusSettings = StatusSettings()
+    log_level: str = "info"
+    source: str = "<defaults>"
+
+    @property
+    def control_socket(self) -> str:
+        """The daemon's local control endpoint (a unix socket beside the database: local by construction)."""
+        return str(Path(self.outbox.path).with_suffix(".ctl"))
+
+
+T = TypeVar("T")
+
+
+class _Loader:
+    def __init__(self, data: Mapping[str, Any], path: str, text: str) -> None:
+        self.data = data
+        self.path = path
+        self.lines = text.splitlines()
+
+    def where(self, table: str, key: str | None = None, index: int | None = None) -> str:
+        """`file:line` of `key` inside `[table]` (or the index-th `[[table]]`), best effort."""
+        current: str | None = None
+        seen = -1
+        for no, line in enumerate(self.lines, 1):
+            s = line.strip()
+            m = re.match(r"^\[\[\s*([\w.-]+)\s*\]\]", s) or re.match(r"^\[\s*([\w.-]+)\s*\]", s)
+            if m:
+                current = m.group(1)
+                if current == table:
+                    seen += 1
+                    if key is None and (index is None or index == seen):
+                        return f"{self.path}:{no}"
+                continue
+            if key is not None and current == table and (index is None or index == seen):
+                if re.match(rf"^{re.escape(key)}\s*=", s) or re.match(rf'^"{re.escape(key)}"\s*=', s):
+                    return f"{self.path}:{no}"
+        return self.path
+
+    def fail(self, table: str, key: str, problem: str, index: int | None = None) -> ConfigError:
+        label = f"[[{table}]] #{index + 1}" if index is not None else f"[{table}]"
+        return ConfigError(f"{self.where(table, key, index)}: {label} {key}: {problem}", key=f"{table}.{key}")
+
+    def table(self, name: str, allowed: set[str]) -> Mapping[str, Any]:
+        value = self.data.get(name, {})
+        if not isinstance(value, dict):
+            raise ConfigError(f"{self.where(name)}: [{name}] must be a table", key=name)
+        self.unknown(name, value, allowed)
+        return value
+
+    def unknown(self, name: str, value: Mapping[str, Any], allowed: set[str], index: int | None = None) -> None:
+        for key in value:
+            if key not in allowed:
+                raise self.fail(name, key, f"unknown key (known: {', '.join(sorted(allowed))})", index)
+
+    def get(
+        self,
+        tbl: Mapping[str, Any],
+        table: str,
+        key: str,
+        kind: Callable[[Any], T],
+        default: T,
+        index: int | None = None,
+        check: Callable[[T], str | None] | None = None,
+    ) -> T:
+        if key not in tbl:
+            return default
+        raw = tbl[key]
+        secret = (table, key) in SECRET_KEYS
+        try:
+            value = kind(raw)
+        except (TypeError, ValueError) as exc:
+            shown = "(hidden)" if secret else repr(raw)
+            raise self.fail(table, key, f"{exc}, got {shown}", index) from None
+        if check is not None and (problem := check(value)):
+            raise self.fail(table, key, problem, index)
+        return value
+
+
+def _str(v: Any) -> str:
+    if not isinstance(v, str):
+        raise TypeError("must be a string")
+    return v
+
+
+def _opt_str(v: Any) -> str | None:
+    return _str(v) or None
+
+
+def _bool(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise TypeError("must be true or false")
+    return v
+
+
+def _int(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise TypeError("must be an integer")
+    return v
+
+
+def _float(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise TypeError("must be a number")
+    return float(v)
+
+
+def _opt_float(v: Any) -> float | None:
+    return _float(v)
+
+
+def _range(lo: float, hi: float) -> Callable[[Any], str | None]:
+    return lambda v: None if lo <= v <= hi else f"must be between {lo:g} and {hi:g}, got {v}"
+
+
+def _format_name(v: str) -> str | None:
+    from gateway import formats  # the registry only: parsers themselves load when a reader starts
+
+    known = formats.names()
+    return None if v in known else f"unknown format {v!r} (known: {', '.join(known)})"
+
+
+def _nonempty(v: str) -> str | None:
+    return None if v else "must not be empty"
+
+
+def _hex64(v: str | None) -> str | None:
+    return None if v is None or _HEX64.match(v) else "must be 64 uppercase hex characters"
+
+
+def _zone(v: str) -> str | None:
+    try:
+        ZoneInfo(v)
+    except (ZoneInfoNotFoundError, ValueError):
+        return f"unknown IANA time zone {v!r} (e.g. Europe/Paris, UTC)"
+    return None
+
+
+def _http_url(v: str) -> str | None:
+    parts = urlsplit(v)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return f"must be an http(s) URL, got {v!r}"
+    return None
+
+
+def _reader_url(v: str) -> str | None:
+    if v.startswith("/dev/"):
+        return None
+    scheme = urlsplit(v).scheme
+    if scheme not in ("serial", "tcp", "tcp-listen", "file"):
+        return f"must be serial://, tcp://, tcp-listen://, file:// or a /dev/ path, got {v!r}"
+    return None
+
+
+def _listen(v: str | None) -> str | None:
+    if v is None:
+        return None
+    host, sep, port = v.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        return f"must be HOST:PORT, got {v!r}"
+    return None
+
+
+def load(path: str | Path | None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Load and validate a config file (None: embedded defaults). `RUFUS_API_KEY` overrides the key."""
+    env = os.environ if environ is None else environ
+    if path is None:
+        data: dict[str, Any] = {}
+        text = ""
+        shown = "<defaults>"
+    else:
+        shown = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"{shown}: config file not found") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{shown}: cannot read config file: {exc.__class__.__name__}") from None
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            m = re.search(r"\(at line (\d+), column (\d+)\)", str(exc))
+            where = f"{shown}:{m.group(1)}" if m else shown
+            reason = re.sub(r"\s*\(at line.*\)", "", str(exc))
+            raise ConfigError(f"{where}: TOML syntax error: {reason}") from None
+    ld = _Loader(data, shown, text)
+    allowed_top = {"cloud", "device", "session", "reader", "outbox", "status", "log"}
+    for key in data:
+        if key not in allowed_top:
+            raise ConfigError(f"{ld.where(key)}: unknown table [{key}] (known: {', '.join(sorted(allowed_top))})")
+
+    c = ld.table("cloud", {f.name for f in CloudSettings.__dataclass_fields__.values()})
+    d = CloudSettings()
+    api_key = ld.get(c, "cloud", "api_key", _str, d.api_key)
+    if env.get("RUFUS_API_KEY"):
+        api_key = env["RUFUS_API_KEY"]
+    if api_key and not _KEY_RE.match(api_key):
+        # Shape only: the value itself is never printed.
+        where = "RUFUS_API_KEY" if env.get("RUFUS_API_KEY") else ld.where("cloud", "api_key")
+        raise ConfigError(f"{where}: [cloud] api_key: must look like ror- + 20 hex characters", key="cloud.api_key")
+    cloud = CloudSettings(
+        base_url=ld.get(c, "cloud", "base_url", _str, d.base_url, check=_http_url).rstrip("/"),
+        api_key=api_key,
+        api_key_header=ld.get(
+            c, "cloud", "api_key_header", _str, d.api_key_header,
+            check=lambda v: None if v in ("api_key", "x-api-key") else "must be api_key or x-api-key",
+        ),
+        batch_size=ld.get(c, "cloud", "batch_size", _int, d.batch_size, check=_range(1, 5000)),
+        linger_s=ld.get(c, "cloud", "linger_s", _float, d.linger_s, check=_range(0, 10)),
+        connect_timeout_s=ld.get(c, "cloud", "connect_timeout_s", _float, d.connect_timeout_s, check=_range(0.1, 300)),
+        read_timeout_s=ld.get(c, "cloud", "read_timeout_s", _float, d.read_timeout_s, check=_range(0.1, 600)),
+        backoff_cap_s=ld.get(c, "cloud", "backoff_cap_s", _float, d.backoff_cap_s, check=_range(0.1, 3600)),
+    )
+
+    t = ld.table("device", set(DeviceSettings.__dataclass_fields__))
+    device = DeviceSettings(
+        deviceid=ld.get(t, "device", "deviceid", _opt_str, None, check=_hex64),
+        serial_number=ld.get(t, "device", "serial_number", _opt_str, None),
+        model=ld.get(t, "device", "model", _opt_str, None),
+        alias=ld.get(t, "device", "alias", _opt_str, None),
+        firmware=ld.get(t, "device", "firmware", _opt_str, None),
+    )
+
+    s = ld.table("session", set(SessionSettings.__dataclass_fields__))
+    session = SessionSettings(
+        token_session=ld.get(s, "session", "token_session", _opt_str, None, check=_hex64),
+        alias=ld.get(s, "session", "alias", _opt_str, None),
+        timezone=ld.get(s, "session", "timezone", _opt_str, None),
+        latitude=ld.get(s, "session", "latitude", _opt_float, None, check=lambda v: _range(-90, 90)(v)),
+        longitude=ld.get(s, "session", "longitude", _opt_float, None, check=lambda v: _range(-180, 180)(v)),
+        follow_active_session=ld.get(s, "session", "follow_active_session", _bool, False),
+    )
+
+    readers_raw = data.get("reader", [])
+    is_array = isinstance(readers_raw, list)  # [[reader]] tables are numbered in messages, a lone [reader] is not
+    if isinstance(readers_raw, dict):
+        readers_raw = [readers_raw]
+    if not isinstance(readers_raw, list):
+        raise ConfigError(f"{ld.where('reader')}: [reader] must be a table or [[reader]] tables", key="reader")
+    readers: list[ReaderSettings] = []
+    allowed_reader = set(ReaderSettings.__dataclass_fields__)
+    for i, r in enumerate(readers_raw):
+        idx = i if is_array else None
+        if not isinstance(r, dict):
+            raise ConfigError(f"{ld.where('reader')}: [[reader]] #{i + 1} must be a table", key="reader")
+        ld.unknown("reader", r, allowed_reader, idx)
+        if "url" not in r:
+            raise ld.fail("reader", "url", "missing (e.g. tcp-listen://0.0.0.0:3097 or /dev/serial/by-id/...)", idx)
+        fmt = ld.get(r, "reader", "format", _str, "csv", idx, check=_format_name)
+        reader = ReaderSettings(
+            name=ld.get(r, "reader", "name", _str, f"reader{i + 1}", idx, check=_nonempty),
+            url=ld.get(r, "reader", "url", _str, "", idx, check=_reader_url),
+            format=fmt,
+            tz=ld.get(r, "reader", "tz", _str, "UTC", idx, check=_zone),
+            dedup_window_s=ld.get(r, "reader", "dedup_window_s", _float, 3.0, idx, check=_range(0, 3600)),
+            dedup_mode=ld.get(
+                r, "reader", "dedup_mode", _str, "first", idx,
+                check=lambda v: None if v in ("first", "strongest") else "must be first or strongest",
+            ),
+            finished_window_s=ld.get(r, "reader", "finished_window_s", _opt_float, None, idx, check=_range(0, 86400)),
+            chip_map=ld.get(r, "reader", "chip_map", _opt_str, None, idx),
+            chip_last_n=ld.get(r, "reader", "chip_last_n", _int, 0, idx, check=_range(0, 64)) or None,
+        )
+        if reader.chip_map and path is not None and not Path(reader.chip_map).is_absolute():
+            # relative to the config file, so a crew can ship config + chips.csv together
+            object.__setattr__(reader, "chip_map", str(Path(path).parent / reader.chip_map))
+        if any(x.name == reader.name for x in readers):
+            raise ld.fail("reader", "name", f"duplicate reader name {reader.name!r}", idx)
+        readers.append(reader)
+
+    o = ld.table("outbox", set(OutboxSettings.__dataclass_fields__))
+    outbox_path = ld.get(o, "outbox", "path", _str, OutboxSettings().path, check=_nonempty)
+    if path is not None and not Path(outbox_path).is_absolute():
+        outbox_path = str(Path(path).parent / outbox_path)
+    st = ld.table("status", set(StatusSettings.__dataclass_fields__))
+    status = StatusSettings(
+        listen=ld.get(st, "status", "listen", _opt_str, StatusSettings().listen, check=_listen),
+        token=ld.get(st, "status", "token", _opt_str, None),
+    )
+    lg = ld.table("log", {"level"})
+    level = ld.get(
+        lg, "log", "level", _str, "info",
+        check=lambda v: None if v in ("debug", "info", "warning", "error") else "must be debug, info, warning or error",
+    )
+    return Settings(
+        cloud=cloud,
+        device=device,
+        session=session,
+        readers=tuple(readers),
+        outbox=OutboxSettings(path=outbox_path),
+        status=status,
+        log_level=level,
+        source=shown,
+    )

@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+import pytest
+
+from gateway import config
+from gateway.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "config" / "gateway.example.toml"
+KEY = "ror-0123456789abcdef0123"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "gw.toml"
+    p.write_text(text)
+    return p
+
+
+def test_defaults_without_a_file() -> None:
+    s = config.load(None, environ={})
+    assert s.cloud.batch_size == 500 and s.readers == () and s.cloud.api_key == ""
+
+
+def test_example_documents_every_key() -> None:
+    text = EXAMPLE.read_text()
+    tables = {
+        "cloud": config.CloudSettings, "device": config.DeviceSettings, "session": config.SessionSettings,
+        "reader": config.ReaderSettings, "outbox": config.OutboxSettings, "status": config.StatusSettings,
+    }
+    for table, cls in tables.items():
+        for f in dataclasses.fields(cls):
+            assert re.search(rf"^{f.name}\s*=", text, re.M), f"[{table}] {f.name} missing from the example"
+
+
+def test_env_key_overrides_file(tmp_path: Path) -> None:
+    p = write(tmp_path, '[cloud]\napi_key = "ror-ffffffffffffffffffff"\n')
+    s = config.load(p, environ={"RUFUS_API_KEY": KEY})
+    assert s.cloud.api_key == KEY
+    assert KEY not in repr(s)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[cloud]\nbatch_size = 9000\n", r"gw\.toml:2: \[cloud\] batch_size: must be between 1 and 5000"),
+        ("[cloud]\n\nbatch_size = 'x'\n", r"gw\.toml:3: \[cloud\] batch_size: must be an integer"),
+        ("[cloud]\nbase_url = 'ftp://x'\n", r"gw\.toml:2: \[cloud\] base_url: must be an http\(s\) URL"),
+        ("[cloud]\nbatchsize = 5\n", r"gw\.toml:2: \[cloud\] batchsize: unknown key"),
+        ("[clod]\n", r"gw\.toml:1: unknown table \[clod\]"),
+        ("[session]\ntoken_session = 'abc'\n", r"\[session\] token_session: must be 64 uppercase hex"),
+        ("[[reader]]\nurl='tcp://a:1'\n[[reader]]\nurl='gopher://x'\n", r"gw\.toml:4: \[\[reader\]\] #2 url: must be"),
+        ("[[reader]]\nurl='tcp://a:1'\ntz = 'Mars/Olympus'\n", r"gw\.toml:3: \[\[reader\]\] #1 tz: unknown IANA"),
+        ("[reader]\nformat = 'csv'\n", r"\[reader\] url: missing"),
+        ("[status]\nlisten = 'nope'\n", r"\[status\] listen: must be HOST:PORT"),
+        ("[cloud\nx=1\n", r"gw\.toml:1: TOML syntax error"),
+    ],
+)
+def test_bad_config_is_one_line_naming_file_line_key(tmp_path: Path, text: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        config.load(write(tmp_path, text), environ={})
+    msg = str(exc.value)
+    assert "\n" not in msg
+    assert re.search(expected, msg), msg
+
+
+def test_bad_key_is_never_echoed(tmp_path: Path) -> None:
+    bad = "ror-NOTHEX-secretvalue!"
+    with pytest.raises(ConfigError) as exc:
+        config.load(write(tmp_path, f'[cloud]\napi_key = "{bad}"\n'), environ={})
+    assert bad not in str(exc.value) and "api_key" in str(exc.value)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        config.load(tmp_path / "nope.toml", environ={})
+
+
+def test_relative_paths_resolve_beside_the_config(tmp_path: Path) -> None:
+    p = write(tmp_path, "[outbox]\npath = 'data/o.db'\n[[reader]]\nurl = 'tcp://h:1'\nchip_map = 'chips.csv'\n")
+    s = config.load(p, environ={})
+    assert s.outbox.path == str(tmp_path / "data/o.db")
+    assert s.readers[0].chip_map == str(tmp_path / "chips.csv")
+    assert s.control_socket == str(tmp_path / "data/o.ctl")
