@@ -10,7 +10,9 @@ from collections.abc import Iterator
 
 import pytest
 
-pytest_plugins: list[str] = []
+pytest_plugins: list[str] = [
+    "tests.fixtures.daemon",
+]
 
 
 def _fds() -> set[int]:

@@ -1,0 +1,142 @@
+"""The daemon's local control endpoint: an HTTP API on a unix socket beside the database.
+
+One writer (invariant 8): while the daemon runs, the crew's writing commands (`mark`, `outbox requeue`,
+`session new|close`) go through here instead of opening the database themselves. A unix socket is local by
+construction and guarded by file permissions, so it needs no token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+from aiohttp import web
+
+from gateway.errors import GatewayError
+from gateway.log import get_logger
+
+if TYPE_CHECKING:
+    from gateway.service import Gateway
+
+log = get_logger("gateway.control")
+
+
+class ControlServer:
+    def __init__(self, gateway: Gateway, path: str) -> None:
+        self.gateway = gateway
+        self.path = path
+        self.app = web.Application()
+        self.app.add_routes(
+            [
+                web.get("/ping", self._ping),
+                web.post("/mark", self._mark),
+                web.post("/void", self._void),
+                web.post("/requeue", self._requeue),
+                web.post("/session/new", self._session_new),
+                web.post("/session/close", self._session_close),
+            ]
+        )
+
+    async def serve(self) -> None:
+        runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await runner.setup()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)  # a stale socket of a killed daemon; the db lock already proved we are alone
+        site = web.UnixSite(runner, self.path)
+        await site.start()
+        os.chmod(self.path, 0o660)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+
+    async def _ping(self, _request: web.Request) -> web.Response:
+        return web.json_response({"pid": os.getpid(), "phase": self.gateway.state.phase})
+
+    async def _call(self, request: web.Request, action: str) -> web.Response:
+        try:
+            body: dict[str, Any] = await request.json() if request.can_read_body else {}
+            result = await self._dispatch(action, body)
+        except GatewayError as exc:
+            return web.json_response({"error": str(exc)}, status=409)
+        except (ValueError, KeyError, TypeError) as exc:
+            return web.json_response({"error": f"bad request: {exc}"}, status=400)
+        return web.json_response(result)
+
+    async def _dispatch(self, action: str, body: dict[str, Any]) -> dict[str, Any]:
+        gw = self.gateway
+        outbox = gw.outbox
+        assert outbox is not None
+        if action == "mark":
+            when = datetime.fromisoformat(body["time"]) if body.get("time") else None
+            num = await gw.mark(str(body["bib"]), when)
+            return {"num_passing": num, "token_session": gw.state.token_session}
+        session = await outbox.current_session()
+        token = body.get("token_session") or (session.token_session if session else None)
+        if action == "void":
+            if token is None:
+                raise GatewayError("no current session")
+            return {"voided": await outbox.void(token, int(body["num_passing"]))}
+        if action == "requeue":
+            if token is None:
+                raise GatewayError("no current session")
+            n = await outbox.requeue(token, [int(x) for x in body["nums"]])
+            if gw.uploader:
+                gw.uploader.notify()
+            return {"requeued": n}
+        if action in ("session_new", "session_close"):
+            from gateway import lifecycle
+
+            if gw.client is None:
+                raise GatewayError("no API key configured: cannot talk to the cloud")
+            if action == "session_new":
+                rec = await lifecycle.new_session(outbox, gw.client, body.get("alias"), gw.state.deviceid)
+                gw.state.token_session = rec.token_session
+                gw.kick()
+                return {"token_session": rec.token_session}
+            if token is None:
+                raise GatewayError("no current session")
+            await lifecycle.close_session(outbox, gw.client, token)
+            return {"closed": token}
+        raise KeyError(action)
+
+    async def _mark(self, request: web.Request) -> web.Response:
+        return await self._call(request, "mark")
+
+    async def _void(self, request: web.Request) -> web.Response:
+        return await self._call(request, "void")
+
+    async def _requeue(self, request: web.Request) -> web.Response:
+        return await self._call(request, "requeue")
+
+    async def _session_new(self, request: web.Request) -> web.Response:
+        return await self._call(request, "session_new")
+
+    async def _session_close(self, request: web.Request) -> web.Response:
+        return await self._call(request, "session_close")
+
+
+class DaemonNotRunning(Exception):
+    pass
+
+
+async def call(path: str, method: str, route: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Ask the running daemon; raises DaemonNotRunning when nobody listens on the socket."""
+    if not os.path.exists(path):  # noqa: ASYNC240 - one stat of a local socket path
+        raise DaemonNotRunning(path)
+    connector = aiohttp.UnixConnector(path=path)
+    try:
+        async with aiohttp.ClientSession(connector=connector) as session:
+            async with session.request(method, f"http://daemon{route}", json=body) as resp:
+                data: dict[str, Any] = await resp.json()
+                if resp.status >= 400:
+                    raise GatewayError(str(data.get("error", f"daemon answered {resp.status}")))
+                return data
+    except aiohttp.ClientConnectionError:
+        raise DaemonNotRunning(path) from None
