@@ -8,7 +8,9 @@ from gateway.errors import ReaderError
 from gateway.formats.base import Format
 
 # name -> module under gateway.formats defining FORMAT (a Format instance)
-_MODULES: dict[str, str] = {}
+_MODULES: dict[str, str] = {
+    "csv": "csv",
+}
 
 
 def names() -> list[str]:

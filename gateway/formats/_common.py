@@ -1,0 +1,116 @@
+"""Pieces shared by the format modules: a delimiter framer, time-of-day completion, field helpers.
+
+Still pure: the clock comes from ParseContext.now, never from the system here unless the context
+leaves it unset (then `datetime.now(UTC)` is the documented fallback).
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
+
+from gateway.formats.base import MAX_RECORD, Framer, ParseContext, Record
+from gateway.model import to_utc_ms
+
+
+class DelimFramer(Framer):
+    """Records end at any byte of `terminators`; empty records (CRLF's second half, blank lines) are dropped.
+
+    A record longer than MAX_RECORD is emitted once as `oversize` holding its first MAX_RECORD bytes; the rest
+    is discarded up to the next terminator, so a 1 MB line never sits in memory whole.
+    """
+
+    def __init__(self, terminators: bytes = b"\r\n") -> None:
+        self._terms = frozenset(terminators)
+        self._buf = bytearray()
+        self._start = 0  # stream offset of _buf[0]
+        self._pos = 0  # stream offset of the next byte fed
+        self._discarding = False  # inside an oversize record, waiting for its terminator
+
+    def feed(self, data: bytes) -> list[Record]:
+        out: list[Record] = []
+        for i, byte in enumerate(data):
+            offset = self._pos + i
+            if byte in self._terms:
+                if self._discarding:
+                    self._discarding = False
+                elif self._buf:
+                    out.append(Record(bytes(self._buf), self._start))
+                self._buf.clear()
+                self._start = offset + 1
+                continue
+            if self._discarding:
+                continue
+            if not self._buf:
+                self._start = offset
+            self._buf.append(byte)
+            if len(self._buf) > MAX_RECORD:
+                out.append(Record(bytes(self._buf[:MAX_RECORD]), self._start, oversize=True))
+                self._buf.clear()
+                self._discarding = True
+        self._pos += len(data)
+        return out
+
+    def flush(self) -> list[Record]:
+        out: list[Record] = []
+        if self._buf and not self._discarding:
+            out.append(Record(bytes(self._buf), self._start, truncated=True))
+        self._buf.clear()
+        self._discarding = False
+        return out
+
+
+def now_of(ctx: ParseContext) -> datetime:
+    return ctx.now if ctx.now is not None else datetime.now(UTC)
+
+
+def local(day: date, tod: time, tz: tzinfo) -> datetime:
+    """A wall-clock time in `tz` as an aware UTC datetime (ms)."""
+    return to_utc_ms(datetime.combine(day, tod, tzinfo=tz))
+
+
+def complete_time(tod: time, ctx: ParseContext) -> datetime:
+    """A reader time-of-day (no date: no GPS fix, or a protocol that never sends one) as a UTC instant.
+
+    With ctx.date the day is given. Otherwise it is the gateway's day in the reader's zone, shifted by one
+    when that puts the read more than 12 h away from now: 23:59:58 seen at 00:00:03 happened yesterday, and
+    00:00:01 from a reader whose clock runs a little ahead of the gateway's 23:59:59 belongs to tomorrow.
+    """
+    if ctx.date is not None:
+        return local(ctx.date, tod, ctx.tz)
+    now_local = now_of(ctx).astimezone(ctx.tz)
+    candidate = datetime.combine(now_local.date(), tod, tzinfo=ctx.tz)
+    naive_delta = candidate.replace(tzinfo=None) - now_local.replace(tzinfo=None)
+    if naive_delta > timedelta(hours=12):
+        candidate = datetime.combine(now_local.date() - timedelta(days=1), tod, tzinfo=ctx.tz)
+    elif naive_delta < -timedelta(hours=12):
+        candidate = datetime.combine(now_local.date() + timedelta(days=1), tod, tzinfo=ctx.tz)
+    return to_utc_ms(candidate)
+
+
+def decode_line(data: bytes) -> tuple[str | None, str]:
+    """(text, error): the record as text, or None and a reason naming the first non-ASCII/UTF-8 byte."""
+    try:
+        return data.decode("utf-8"), ""
+    except UnicodeDecodeError as exc:
+        return None, f"not UTF-8 text at byte {exc.start}"
+
+
+def field_offsets(text: str, sep: str) -> list[tuple[str, int]]:
+    """Split on `sep`, keeping each field's byte offset within the line (text is UTF-8)."""
+    out: list[tuple[str, int]] = []
+    pos = 0
+    for part in text.split(sep):
+        out.append((part, pos))
+        pos += len(part.encode("utf-8")) + len(sep.encode("utf-8"))
+    return out
+
+
+def show(value: str, limit: int = 40) -> str:
+    """A field value for a one-line message: quoted, control characters escaped, long values cut."""
+    shown = value if len(value) <= limit else value[:limit] + "..."
+    return repr(shown)
+
+
+def finite(value: float) -> bool:
+    return not (math.isnan(value) or math.isinf(value))

@@ -1,0 +1,55 @@
+"""Hypothesis strategies: reads inside each format's representable domain."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import strategies as st
+
+from gateway.model import Read
+
+READER = "finish"
+
+# ms-precision UTC instants in years a reader might report
+instants = st.integers(
+    min_value=int(datetime(2000, 1, 1, tzinfo=UTC).timestamp() * 1000),
+    max_value=int(datetime(2099, 12, 31, tzinfo=UTC).timestamp() * 1000),
+).map(lambda ms: datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms))
+
+idents = st.text(
+    alphabet=st.characters(whitelist_categories=("Lu", "Ll", "Nd"), whitelist_characters="-_.", max_codepoint=0x7F),
+    min_size=1,
+    max_size=24,
+)
+
+
+@st.composite
+def csv_reads(draw: st.DrawFn) -> Read:
+    bib = draw(st.none() | idents)
+    chip = draw(idents) if bib is None else draw(st.none() | idents)
+    return Read(
+        chip=chip,
+        bib=bib,
+        timestamp=draw(instants),
+        antenna=draw(st.none() | st.integers(0, 9999)),
+        rssi=draw(st.none() | st.floats(allow_nan=False, allow_infinity=False)),
+        reader=READER,
+        seq=None,
+    )
+
+
+STRATEGIES: dict[str, st.SearchStrategy[Read]] = {
+    "csv": csv_reads(),
+}
+
+# one ordinary read per format, for tests that need a valid line rather than a search
+SAMPLES: dict[str, Read] = {
+    "csv": Read(
+        chip="E2000017",
+        bib="17",
+        timestamp=datetime(2026, 5, 17, 9, 15, 2, 123000, tzinfo=UTC),
+        antenna=1,
+        rssi=-61.5,
+        reader=READER,
+    ),
+}

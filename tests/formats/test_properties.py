@@ -1,0 +1,129 @@
+"""Properties every format must have: format/parse round trip, chunking-proof framing, never raising on bytes."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gateway import formats
+from gateway.formats.base import MAX_RECORD, ParseContext, Rejected, Skipped, parse_record
+from gateway.model import Read
+from tests.formats.strategies import READER, SAMPLES, STRATEGIES
+
+CTX = ParseContext(tz=UTC, reader=READER)
+PROPS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def test_every_format_has_a_strategy() -> None:
+    assert set(formats.names()) <= set(STRATEGIES)
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_parse_of_format_is_identity(name: str) -> None:
+    fmt = formats.get(name)
+
+    @PROPS
+    @given(STRATEGIES[name])
+    def prop(read: Read) -> None:
+        line = fmt.format(read, CTX)
+        framer = fmt.framer()
+        records = framer.feed(line)
+        assert framer.flush() == []
+        reads = [parse_record(fmt, r, CTX) for r in records]
+        reads = [r for r in reads if not isinstance(r, Skipped)]
+        assert len(reads) == 1, reads
+        got = reads[0]
+        assert isinstance(got, Read), got
+        assert dataclasses.replace(got, raw="") == dataclasses.replace(read, raw="")
+
+    prop()
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_chunking_never_changes_records(name: str) -> None:
+    fmt = formats.get(name)
+
+    @PROPS
+    @given(st.lists(STRATEGIES[name], min_size=1, max_size=6), st.data())
+    def prop(reads: list[Read], data: st.DataObject) -> None:
+        stream = b"".join(fmt.format(r, CTX) for r in reads)
+        whole = fmt.framer()
+        expected = whole.feed(stream) + whole.flush()
+        cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=12)))
+        chunked = fmt.framer()
+        got = []
+        prev = 0
+        for cut in [*cuts, len(stream)]:
+            got += chunked.feed(stream[prev:cut])
+            prev = cut
+        got += chunked.flush()
+        assert got == expected
+
+    prop()
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_arbitrary_bytes_never_raise(name: str) -> None:
+    fmt = formats.get(name)
+
+    @PROPS
+    @given(st.lists(st.binary(max_size=80), max_size=8))
+    def prop(chunks: list[bytes]) -> None:
+        framer = fmt.framer()
+        conv = fmt.conversation(CTX)
+        records = []
+        for chunk in chunks:
+            records += framer.feed(chunk)
+        records += framer.flush()
+        for record in records:
+            result = parse_record(fmt, record, CTX)
+            if isinstance(result, Rejected):
+                assert "\n" not in result.reason
+            results, _answer = conv.on_record(record)
+            assert all(isinstance(r, (Read, Rejected, Skipped)) for r in results)
+
+    prop()
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_parser_alone_never_raises_on_bytes(name: str) -> None:
+    fmt = formats.get(name)
+
+    @PROPS
+    @given(st.binary(max_size=120) | st.text(max_size=120).map(lambda t: t.encode()))
+    def prop(data: bytes) -> None:
+        result = fmt.parse(data, CTX)
+        assert isinstance(result, (Read, Rejected, Skipped))
+
+    prop()
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_megabyte_line_is_capped_then_resyncs(name: str) -> None:
+    fmt = formats.get(name)
+    framer = fmt.framer()
+    good = fmt.format(SAMPLES[name], CTX)
+    junk = b"x" * 65536
+    records = []
+    for _ in range(16):  # 1 MiB of line noise without a terminator, in chunks
+        records += framer.feed(junk)
+        assert _buffered(framer) <= MAX_RECORD + 1
+    records += framer.feed(_terminator(name) + good)
+    records += framer.flush()
+    assert [r.oversize for r in records] == [True, False]
+    assert len(records[0].data) == MAX_RECORD
+    assert isinstance(parse_record(fmt, records[0], CTX), Rejected)
+    assert isinstance(parse_record(fmt, records[1], CTX), Read)
+
+
+def _buffered(framer: object) -> int:
+    """Bytes a framer holds (its bytearray attributes): must stay bounded whatever the line length."""
+    return sum(len(v) for v in vars(framer).values() if isinstance(v, bytearray | bytes))
+
+
+def _terminator(name: str) -> bytes:
+    return {"mylaps": b"$"}.get(name, b"\n")
