@@ -1,0 +1,372 @@
+"""Reads -> passings: duplicate window, chip -> bib mapping, timezone/location stamping.
+
+The pipeline reads the journal (`reads`) in id order and writes passings into the current session. Its
+progress (the last read id processed) and its open duplicate windows are stored in the same transaction as
+the passings they produce, so a restart, or a replay of the same journal, derives exactly the same passings
+with the same num_passings.
+
+Duplicate windows are keyed by (reader, chip) and measured on the READER's timestamps, never on arrival:
+- `first`: the first read of a crossing is the passing; reads of the same chip within the window after it
+  are the same crossing.
+- `strongest`: the read with the highest RSSI in the window is the passing, emitted when the window has
+  closed: a later read of that chip beyond the window, or, for a chip that is not read again, once the
+  gateway has received reads (or its clock has passed) `window + close_grace_s` after the window opened.
+  That second rule uses the stored arrival times of journaled reads, so it gives the same result on replay.
+- `finished_window_s` (optional, longer): once a chip has a passing, later crossings within this window are
+  suppressed (a runner who lingers on the mat, or walks back over it).
+Manual reads (origin `manual`) bypass all of this: the operator asked for exactly that passing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from gateway.errors import ConfigError
+from gateway.log import get_logger
+from gateway.outbox import JournaledRead, NewPassing, Outbox
+
+log = get_logger("gateway.pipeline")
+
+CURSOR_KEY = "pipeline.cursor"
+BATCH = 500  # reads per transaction
+CLOCK_SETTLE_MS = 500  # a read received before a window's deadline is journaled well within this
+
+
+def _ms(dt: datetime) -> int:
+    return round(dt.timestamp() * 1000)
+
+
+def _from_ms(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+# -- chip map ------------------------------------------------------------------------------------------------
+class ChipMap:
+    """chip -> bib, with the chip normalised the same way on both sides: surrounding blanks removed, upper
+    case (EPCs are hex), then the last `last_n` characters kept (EPC tail), then leading zeros stripped."""
+
+    def __init__(self, mapping: Mapping[str, str] | None = None, *, last_n: int | None = None,
+                 source: str | None = None) -> None:
+        if last_n is not None and last_n < 1:
+            raise ConfigError(f"chip map last_n must be >= 1, got {last_n}", key="reader.chip_last_n")
+        self.last_n = last_n
+        self.source = source
+        self._map: dict[str, str] = {}
+        for chip, bib in (mapping or {}).items():
+            self._map[self.normalise(chip)] = bib
+
+    @classmethod
+    def empty(cls, *, last_n: int | None = None) -> ChipMap:
+        return cls({}, last_n=last_n)
+
+    @classmethod
+    def load(cls, path: str | Path, *, last_n: int | None = None) -> ChipMap:
+        """Load a `chip,bib` CSV (header optional, `#` comments and blank lines allowed). Any bad line is a
+        ConfigError naming file:line."""
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise ConfigError(f"{path}: cannot read chip map: {reason}", key="reader.chip_map") from None
+        self = cls({}, last_n=last_n, source=str(path))
+        origin: dict[str, int] = {}
+        for no, fields in enumerate(csv.reader(text.splitlines()), 1):
+            if not fields or not "".join(fields).strip() or fields[0].lstrip().startswith("#"):
+                continue
+            if len(fields) != 2:
+                raise ConfigError(f"{path}:{no}: expected 2 fields chip,bib, got {len(fields)}", key="reader.chip_map")
+            chip, bib = fields[0].strip(), fields[1].strip()
+            if no == 1 and chip.lower() == "chip" and bib.lower() == "bib":
+                continue
+            if not chip or not bib:
+                missing = "chip" if not chip else "bib"
+                raise ConfigError(f"{path}:{no}: empty {missing}", key="reader.chip_map")
+            key = self.normalise(chip)
+            if key in self._map and self._map[key] != bib:
+                raise ConfigError(
+                    f"{path}:{no}: chip {chip} already mapped to bib {self._map[key]} at line {origin[key]}",
+                    key="reader.chip_map",
+                )
+            self._map[key] = bib
+            origin[key] = no
+        return self
+
+    def normalise(self, chip: str) -> str:
+        c = chip.strip().upper()
+        if self.last_n is not None:
+            c = c[-self.last_n :]
+        return c.lstrip("0") or ("0" if c else "")
+
+    def lookup(self, chip: str) -> str | None:
+        return self._map.get(self.normalise(chip))
+
+    def __len__(self) -> int:
+        return len(self._map)
+
+
+_NO_MAP = ChipMap.empty()
+
+
+# -- rules and stamp ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ReaderRules:
+    dedup_window_s: float = 3.0
+    dedup_mode: Literal["first", "strongest"] = "first"
+    finished_window_s: float | None = None
+    chip_map: ChipMap | None = None
+    close_grace_s: float = 1.0  # `strongest`: how long after a window's end to wait for its late reads
+
+    def __post_init__(self) -> None:
+        if self.dedup_mode not in ("first", "strongest"):
+            raise ConfigError(f"dedup_mode must be 'first' or 'strongest', got {self.dedup_mode!r}",
+                              key="reader.dedup_mode")
+        if self.dedup_window_s < 0:
+            raise ConfigError("dedup_window_s must be >= 0", key="reader.dedup_window_s")
+        if self.finished_window_s is not None and self.finished_window_s < 0:
+            raise ConfigError("finished_window_s must be >= 0", key="reader.finished_window_s")
+
+
+@dataclass(frozen=True)
+class Stamp:
+    timezone: str | None = None
+    latitude: float | None = None
+    longitude: float | None = None
+
+
+# -- dedup state (stored as JSON per (reader, key) in the `dedup` table) ----------------------------------
+@dataclass
+class _Window:
+    start_ms: int  # reader time of the window's first read
+    deadline_rx_ms: int  # arrival-clock time after which the window is closed even without a later read
+    best_id: int
+    best_rssi: float | None
+    best_ms: int
+    chip: str | None
+    bib: str
+    link: str
+
+
+@dataclass
+class _KeyState:
+    last_ms: int | None = None  # reader time of the crossing that produced the last passing
+    window: _Window | None = None
+
+    def dump(self) -> str:
+        d: dict[str, Any] = {"last_ms": self.last_ms}
+        if self.window is not None:
+            d["window"] = self.window.__dict__
+        return json.dumps(d, sort_keys=True)
+
+    @classmethod
+    def load(cls, text: str) -> _KeyState:
+        d = json.loads(text)
+        w = d.get("window")
+        return cls(last_ms=d.get("last_ms"), window=_Window(**w) if w else None)
+
+
+def _better(rssi: float | None, than: float | None) -> bool:
+    """Strictly stronger: on a tie the earlier read stays (deterministic)."""
+    if rssi is None:
+        return False
+    return than is None or rssi > than
+
+
+@dataclass
+class _Step:
+    """The changes of one transaction, applied to the cache only once it has committed."""
+
+    changed: dict[tuple[str, str], _KeyState] = field(default_factory=dict)
+    passings: list[NewPassing] = field(default_factory=list)
+    unmapped: set[str] = field(default_factory=set)
+    suppressed: int = 0
+    open: set[tuple[str, str]] = field(default_factory=set)  # keys with an open window
+
+
+class Pipeline:
+    def __init__(self, outbox: Outbox, rules: Mapping[str, ReaderRules], stamp: Stamp,
+                 default_rules: ReaderRules = ReaderRules()) -> None:
+        self.outbox = outbox
+        self.rules = dict(rules)
+        self.stamp = stamp
+        self.default_rules = default_rules
+        # plain attributes for the status surfaces
+        self.unmapped_chips: set[str] = set()
+        self.passings_created = 0
+        self.reads_processed = 0
+        self.reads_suppressed = 0
+        self.cursor: int | None = None
+        self._state: dict[tuple[str, str], _KeyState] = {}
+        self._open: set[tuple[str, str]] = set()
+        self._lock = asyncio.Lock()
+
+    def _rules_for(self, link: str) -> ReaderRules:
+        return self.rules.get(link, self.default_rules)
+
+    async def step(self, now: datetime | None = None) -> int:
+        """Derive passings from every journaled read not yet processed (one transaction per batch), then
+        close `strongest` windows whose time is up by the clock. Returns the passings created; 0 while
+        there is no current session (the reads wait in the journal)."""
+        async with self._lock:
+            if await self.outbox.current_session() is None:
+                return 0
+            stored = int(await self.outbox.get_meta(CURSOR_KEY) or 0)
+            if stored != self.cursor:  # first step, or another writer moved it: the database is the truth
+                self._state = {k: _KeyState.load(v) for k, v in (await self.outbox.dedup_state()).items()}
+                self._open = {k for k, s in self._state.items() if s.window is not None}
+                self.cursor = stored
+            created = 0
+            while True:
+                reads = await self.outbox.reads_after(self.cursor, BATCH)
+                if not reads:
+                    break
+                work = _Step(open=set(self._open))
+                for read in reads:
+                    self._close_due(work, _ms(read.received_at))
+                    self._take(work, read)
+                n = await self._commit(work, reads[-1].id, len(reads))
+                if n is None:
+                    return created
+                created += n
+            # Only once caught up with the journal: a window whose reads could still be queued stays open.
+            now_ms = _ms(now or datetime.now(UTC)) - CLOCK_SETTLE_MS
+            work = _Step(open=set(self._open))
+            self._close_due(work, now_ms)
+            if work.passings:
+                created += await self._commit(work, self.cursor, 0) or 0
+            return created
+
+    async def _commit(self, work: _Step, cursor: int, reads: int) -> int | None:
+        result = await self.outbox.commit_step(
+            work.passings,
+            meta={CURSOR_KEY: str(cursor)},
+            dedup_set={k: s.dump() for k, s in work.changed.items()},
+        )
+        if result is None:
+            return None
+        self._state.update(work.changed)
+        self._open = work.open
+        self.cursor = cursor
+        self.reads_processed += reads
+        self.reads_suppressed += work.suppressed
+        self.passings_created += len(work.passings)
+        new_unmapped = work.unmapped - self.unmapped_chips
+        if new_unmapped:
+            self.unmapped_chips |= new_unmapped
+            log.warning("chips not in the chip map: sent with bib = chip", chips=sorted(new_unmapped)[:20],
+                        total_unmapped=len(self.unmapped_chips))
+        return len(work.passings)
+
+    def _get(self, work: _Step, key: tuple[str, str]) -> _KeyState:
+        if key in work.changed:
+            return work.changed[key]
+        old = self._state.get(key)
+        st = _KeyState(last_ms=old.last_ms, window=old.window) if old else _KeyState()
+        work.changed[key] = st
+        return st
+
+    def _bib(self, work: _Step, chip: str | None, bib: str | None, rules: ReaderRules) -> str | None:
+        if chip:
+            cmap = rules.chip_map or _NO_MAP
+            mapped = cmap.lookup(chip)
+            if mapped is not None:
+                return mapped
+            if bib:
+                return bib
+            norm = cmap.normalise(chip)
+            work.unmapped.add(norm)
+            return norm or chip
+        return bib or None
+
+    def _emit(self, work: _Step, ts: datetime, bib: str, chip: str | None, origin: str, read_id: int) -> None:
+        work.passings.append(NewPassing(
+            timestamp=ts, bib=bib, chip=chip, timezone=self.stamp.timezone, latitude=self.stamp.latitude,
+            longitude=self.stamp.longitude, origin=origin, read_id=read_id,
+        ))
+
+    def _close_due(self, work: _Step, rx_ms: int) -> None:
+        """Emit every open window whose deadline has passed, earliest deadline first (deterministic)."""
+        due: list[tuple[int, tuple[str, str]]] = []
+        for key in work.open:
+            st = work.changed.get(key) or self._state[key]
+            if st.window is not None and st.window.deadline_rx_ms <= rx_ms:
+                due.append((st.window.deadline_rx_ms, key))
+        for _, key in sorted(due):
+            self._close(work, key, self._get(work, key))
+
+    def _close(self, work: _Step, key: tuple[str, str], st: _KeyState) -> None:
+        w = st.window
+        assert w is not None
+        self._emit(work, _from_ms(w.best_ms), w.bib, w.chip, "reader", w.best_id)
+        st.last_ms = w.start_ms if st.last_ms is None else max(st.last_ms, w.start_ms)
+        st.window = None
+        work.open.discard(key)
+
+    def _take(self, work: _Step, read: JournaledRead) -> None:
+        rules = self._rules_for(read.link)
+        bib = self._bib(work, read.chip, read.bib, rules)
+        if bib is None:  # a format never yields this; refuse to invent a bib
+            work.suppressed += 1
+            log.warning("read without chip or bib ignored", read_id=read.id, link=read.link)
+            return
+        if read.origin == "manual":
+            self._emit(work, read.timestamp, bib, read.chip, "manual", read.id)
+            return
+        cmap = rules.chip_map or _NO_MAP
+        key = (read.reader, "chip:" + cmap.normalise(read.chip) if read.chip else "bib:" + bib)
+        t = _ms(read.timestamp)
+        w_ms = round(rules.dedup_window_s * 1000)
+        hold_ms = max(w_ms, round((rules.finished_window_s or 0) * 1000))
+        st = self._get(work, key)
+        if rules.dedup_mode == "strongest" and w_ms > 0:
+            if st.window is not None:
+                if t < st.window.start_ms + w_ms:
+                    if _better(read.rssi, st.window.best_rssi):
+                        st.window.best_id, st.window.best_rssi, st.window.best_ms = read.id, read.rssi, t
+                        st.window.chip, st.window.bib, st.window.link = read.chip, bib, read.link
+                    work.suppressed += 1
+                    return
+                self._close(work, key, st)
+            if st.last_ms is not None and st.last_ms - w_ms < t < st.last_ms + hold_ms:
+                work.suppressed += 1
+                return
+            rx = _ms(read.received_at)
+            st.window = _Window(start_ms=t, deadline_rx_ms=rx + w_ms + round(rules.close_grace_s * 1000),
+                                best_id=read.id, best_rssi=read.rssi, best_ms=t, chip=read.chip, bib=bib,
+                                link=read.link)
+            work.open.add(key)
+            return
+        if st.last_ms is not None and st.last_ms - w_ms < t < st.last_ms + hold_ms:
+            work.suppressed += 1
+            return
+        self._emit(work, read.timestamp, bib, read.chip, "reader", read.id)
+        st.last_ms = t if st.last_ms is None else max(st.last_ms, t)
+
+    @property
+    def open_windows(self) -> int:
+        """Open `strongest` windows (reads seen, passing not yet emitted): for the status page."""
+        return len(self._open)
+
+
+def rules_summary(rules: Mapping[str, ReaderRules]) -> dict[str, dict[str, Any]]:
+    """What the status page shows per link (no chip map contents)."""
+    return {
+        name: {
+            "dedup_window_s": r.dedup_window_s,
+            "dedup_mode": r.dedup_mode,
+            "finished_window_s": r.finished_window_s,
+            "chip_map": (r.chip_map.source if r.chip_map else None),
+            "chip_map_size": len(r.chip_map) if r.chip_map else 0,
+        }
+        for name, r in rules.items()
+    }
+
+
+__all__: Sequence[str] = ("CURSOR_KEY", "ChipMap", "Pipeline", "ReaderRules", "Stamp", "rules_summary")
