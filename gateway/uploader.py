@@ -1,0 +1,455 @@
+"""Pending passings out to the cloud: batches, retries, verification, session rollover.
+
+A passing leaves `Pending` only on the cloud's 2xx for the request that carried it (invariant 3); everything
+else (a timeout, a reset, a 5xx, a lost response) is answered by sending the same batch again, which is safe
+because the cloud dedups on (token_session, num_passing). One request is in flight at a time, in num_passing
+order. The uploader never deletes or drops a passing: a row the cloud refuses is set aside as `Rejected` with
+the cloud's reason (invariant 4), a closed session's rows are moved or held, a refused key stops uploading
+until a new key is loaded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TypeVar
+
+from gateway import failpoints, lifecycle
+from gateway.backoff import Backoff, Streak
+from gateway.cloud.client import RufusClient
+from gateway.errors import (
+    AuthError,
+    BadRequestError,
+    CloudError,
+    NotFoundError,
+    PayloadTooLargeError,
+    RetryableError,
+    SessionClosedError,
+)
+from gateway.log import get_logger
+from gateway.model import Passing, to_utc_ms
+from gateway.outbox import Outbox, OutboxRow, SessionRecord
+
+log = get_logger("gateway.uploader")
+
+T = TypeVar("T")
+
+MAX_BATCH = 5000  # the cloud answers 413 above this
+IDLE_POLL_S = 2.0  # a safety net under notify(): work queued by another path (a requeue, a new session) is seen
+MAX_ALERTS = 50
+ALL = 1_000_000_000  # "every pending row" for the rare full-session operations (closed-session handling)
+
+STATES = ("idle", "sending", "backoff", "auth_failed", "session_closed", "no_session")
+
+
+@dataclass(frozen=True)
+class UploaderSettings:
+    batch_size: int = 500
+    linger_s: float = 0.2
+    follow_active_session: bool = False
+    deviceid: str | None = None
+    backoff_base: float = 0.5
+    backoff_cap: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.batch_size <= MAX_BATCH:
+            raise ValueError(f"batch_size must be between 1 and {MAX_BATCH}, got {self.batch_size}")
+        if self.linger_s < 0 or self.backoff_base <= 0 or self.backoff_cap <= 0:
+            raise ValueError("linger_s must be >= 0, backoff_base and backoff_cap > 0")
+
+
+@dataclass
+class UploaderStatus:
+    """Plain attributes for the status page and the metrics exporter (they read, never write)."""
+
+    state: str = "idle"
+    last_success_at: float | None = None  # time.time() of the last 2xx
+    last_error: str | None = None
+    outage_started_at: float | None = None  # time.time() of the first failure of the current streak
+    batches_sent: int = 0
+    passings_sent: int = 0  # rows marked Sent
+    duplicates: int = 0  # the cloud's duplicate_count, summed
+    rejected: int = 0
+    renumbered: int = 0
+    retries: int = 0
+    batch_limit: int = 0  # the batch size in use (halved on 413)
+    can_read: bool = True
+    held_sessions: list[str] = field(default_factory=list)  # closed sessions whose passings wait for the crew
+    alerts: list[str] = field(default_factory=list)
+
+
+def same_passing(ours: Passing, timestamp: datetime, bib: str | None) -> bool:
+    """Is the cloud's copy at our number our passing? Bib and timestamp (ms) identify it."""
+    return bib == ours.bib and to_utc_ms(timestamp) == to_utc_ms(ours.timestamp)
+
+
+class Uploader:
+    def __init__(
+        self,
+        outbox: Outbox,
+        client: RufusClient,
+        settings: UploaderSettings,
+        *,
+        wake: asyncio.Event | None = None,
+        can_read: bool = True,
+    ) -> None:
+        self.outbox = outbox
+        self.settings = settings
+        self._client = client
+        self._wake = wake or asyncio.Event()
+        self._client_changed = asyncio.Event()
+        self._limit = settings.batch_size
+        self._backoff = Backoff(settings.backoff_base, settings.backoff_cap)
+        self._streak = Streak("cloud upload", log)
+        self._clock_alerted = False
+        self._held: dict[str, float] = {}  # token -> monotonic time to look again (inf: until restart)
+        self.status = UploaderStatus(batch_limit=self._limit)
+        if not can_read:
+            lifecycle.read_denied(client, "start-up probe")
+        self.status.can_read = self.can_read
+
+    # -- control ----------------------------------------------------------------------------------------
+    @property
+    def client(self) -> RufusClient:
+        return self._client
+
+    @property
+    def can_read(self) -> bool:
+        return lifecycle.can_read(self._client)
+
+    def notify(self) -> None:
+        """New work: the pipeline derived passings, or the crew requeued some."""
+        self._wake.set()
+
+    def update_client(self, client: RufusClient) -> None:
+        """A reloaded config (SIGHUP): use the new client from the next request on; leaves auth_failed."""
+        self._client = client
+        self.status.can_read = self.can_read
+        self._client_changed.set()
+        self._wake.set()
+
+    # -- the loop ---------------------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Upload forever. Cancel-safe between requests; a cancel during a request abandons it and its rows
+        stay Pending (a later run re-sends them; the cloud counts the duplicates)."""
+        was_idle = True
+        while True:
+            if self.status.state == "auth_failed":
+                await self._client_changed.wait()
+                self._client_changed.clear()
+                self.status.state = "idle"
+                log.info("new API key loaded: resuming uploads")
+            self._wake.clear()  # before looking, so a notify() during the look is not lost
+            try:
+                worked = await self._step(linger=was_idle)
+            except AuthError as exc:
+                self._client_changed.clear()
+                self.status.state = "auth_failed"
+                self.status.last_error = str(exc)
+                self._alert(
+                    f"the cloud refused the API key ({exc.status}): uploads stopped, reads are still stored; "
+                    "fix the key and reload the config (SIGHUP)"
+                )
+                continue
+            was_idle = not worked
+            if not worked:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), IDLE_POLL_S)
+
+    async def _step(self, *, linger: bool) -> bool:
+        """Send one batch of the oldest session with work; False when there is nothing to send."""
+        now = time.monotonic()
+        for rec in await self.outbox.sessions():
+            token = rec.token_session
+            if self._held.get(token, 0.0) > now:
+                continue
+            rows = await self.outbox.pending(token, self._limit)
+            if not rows:
+                continue
+            if linger and len(rows) < self._limit and self.settings.linger_s > 0:
+                # Idle until now: a burst is probably still arriving; let it join this request.
+                await asyncio.sleep(self.settings.linger_s)
+                rows = await self.outbox.pending(token, self._limit) or rows
+            await self._deliver(rec, rows)
+            return True
+        current = await self.outbox.current_session()
+        if current is None:
+            self.status.state = "no_session"
+        elif current.token_session in self._held:
+            self.status.state = "session_closed"
+        else:
+            self.status.state = "idle"
+        return False
+
+    async def _deliver(self, rec: SessionRecord, rows: Sequence[OutboxRow]) -> None:
+        """Send `rows`, splitting on 400 down to the offending rows (invariant 4)."""
+        token = rec.token_session
+        parts: list[Sequence[OutboxRow]] = [rows]
+        while parts:
+            part = parts.pop()
+            try:
+                await self._send(rec, part)
+            except BadRequestError as exc:
+                if len(part) == 1:
+                    await self._reject(token, part[0], exc)
+                else:
+                    mid = len(part) // 2
+                    log.info("cloud refused a batch: splitting it to find the offending passings",
+                             size=len(part), reason=exc.description or str(exc))
+                    parts += [part[mid:], part[:mid]]  # first half popped first: num_passing order kept
+            except PayloadTooLargeError:
+                if len(part) > 1:
+                    self._limit = max(1, len(part) // 2)
+                    self.status.batch_limit = self._limit
+                    log.warning("cloud refused the batch as too large: halving the batch size", batch_size=self._limit)
+                else:
+                    self._alert(f"session {token}: the cloud refuses even a single passing as too large (413)")
+                    await asyncio.sleep(self._backoff.next_delay())
+                return  # the rest is fetched again at the new size
+            except SessionClosedError:
+                await self._session_closed(rec)
+                return
+
+    async def _send(self, rec: SessionRecord, rows: Sequence[OutboxRow]) -> None:
+        """One batch until the cloud answers 2xx (then Sent) or refuses it for good (raised)."""
+        token = rec.token_session
+        nums = [r.passing.num_passing for r in rows]
+        fresh = {r.passing.num_passing for r in rows if r.attempts == 0}
+        passings = [r.passing for r in rows]
+        while True:
+            client = self._client
+            # Counted before the request: a row that may have reached the cloud is never "first send" again.
+            await self.outbox.add_attempt(token, nums)
+            self.status.state = "sending"
+            try:
+                result = await client.insert_passings(token, passings)
+            except RetryableError as exc:
+                await self._failed(exc, token)
+                continue
+            except (AuthError, BadRequestError, PayloadTooLargeError, NotFoundError):
+                if client is not self._client:
+                    continue  # the key was replaced during the request: ask again with the new one
+                raise
+            except CloudError as exc:  # a status nobody documented: wait and try again, never drop
+                await self._failed(exc, token)
+                continue
+            failpoints.hit("after_cloud_2xx_before_mark_sent")
+            await self._succeeded(token)
+            mismatched: set[int] = set()
+            if result.duplicate_count > 0:
+                self.status.duplicates += result.duplicate_count
+                verdict = await self._verify(token, rows, fresh, result.duplicate_count)
+                if verdict is None:
+                    continue  # the cloud's copy is missing despite the 2xx: send again
+                mismatched = verdict
+            ok = [n for n in nums if n not in mismatched]
+            await _uncancellable(self._mark_sent(token, ok))
+            if mismatched:
+                await self._renumber(token, sorted(mismatched))
+            return
+
+    async def _mark_sent(self, token: str, nums: Sequence[int]) -> None:
+        marked = await self.outbox.mark_sent(token, nums) if nums else 0
+        self.status.batches_sent += 1
+        self.status.passings_sent += marked
+
+    # -- verification -----------------------------------------------------------------------------------
+    async def _verify(
+        self, token: str, rows: Sequence[OutboxRow], fresh: set[int], duplicates: int
+    ) -> set[int] | None:
+        """Duplicates were reported: read the batch's range back and compare bib and timestamp. Returns the
+        numbers whose cloud copy is someone else's passing, or None when a row is missing from the cloud.
+
+        Every such batch is read back, not only first sends: one GET per lost response is cheap, and it
+        closes the window where a crash between a first send and its check would let a clash pass."""
+        if not self.can_read:
+            if fresh:
+                self._alert(
+                    f"session {token}: the cloud already held {duplicates} of passings "
+                    f"{min(fresh)}..{max(fresh)} never sent before, and the key may not read them back to compare"
+                )
+            return set()
+        lo, hi = rows[0].passing.num_passing, rows[-1].passing.num_passing
+        try:
+            cloud = await self._read(token, lambda c: c.session_passings(token, first=lo, last=hi))
+        except NotFoundError:
+            cloud = []
+        except AuthError as exc:
+            if exc.status != 403:
+                raise
+            lifecycle.read_denied(self._client, "duplicate read-back")
+            self.status.can_read = False
+            return await self._verify(token, rows, fresh, duplicates)
+        held = {p.num_passing: p for p in cloud}
+        mismatched: set[int] = set()
+        missing: list[int] = []
+        for row in rows:
+            n = row.passing.num_passing
+            copy = held.get(n)
+            if copy is None:
+                missing.append(n)
+            elif not same_passing(row.passing, copy.timestamp, copy.bib):
+                mismatched.add(n)
+        if missing:
+            log.warning("cloud answered 2xx but does not hold these passings: sending again",
+                        token_session=token, missing=missing[:20], count=len(missing))
+            await asyncio.sleep(self._backoff.next_delay())
+            return None
+        return mismatched
+
+    async def _renumber(self, token: str, nums: list[int]) -> None:
+        """Someone else used these numbers in our session: ours go above the cloud's highest."""
+        try:
+            floor = await self._read(token, lambda c: c.max_num_passing(token))
+        except (AuthError, NotFoundError) as exc:
+            if isinstance(exc, AuthError) and exc.status != 403:
+                raise
+            floor = 0  # numbering continues above the local highest; a clash left is caught the same way
+        moved = await _uncancellable(self.outbox.renumber(token, nums, to_session=token, floor=floor))
+        self.status.renumbered += len(moved)
+        pairs = ", ".join(f"{a}->{b}" for a, b in sorted(moved.items())[:10])
+        self._alert(
+            f"session {token}: num_passing already used in the cloud by other passings (someone else numbers "
+            f"in this session); {len(moved)} of ours renumbered above the cloud's highest {floor}: {pairs}"
+        )
+
+    # -- refusals ---------------------------------------------------------------------------------------
+    async def _reject(self, token: str, row: OutboxRow, exc: BadRequestError) -> None:
+        reason = exc.description or str(exc)
+        await self.outbox.mark_rejected(token, row.passing.num_passing, reason)
+        self.status.rejected += 1
+        self._alert(f"session {token}: passing {row.passing.num_passing} (bib {row.passing.bib}) rejected by the "
+                    f"cloud and set aside: {reason}")
+
+    async def _session_closed(self, rec: SessionRecord) -> None:
+        """The cloud takes no more passings into this session. What it already holds is Sent; the rest is
+        moved to the device's active session (follow_active_session) or held. Never dropped."""
+        token = rec.token_session
+        pending = await self.outbox.pending(token, ALL)
+        if not pending:
+            return
+        landed: list[int] = []
+        if self.can_read:
+            lo, hi = pending[0].passing.num_passing, pending[-1].passing.num_passing
+            try:
+                cloud = await self._read(token, lambda c: c.session_passings(token, first=lo, last=hi))
+            except NotFoundError:
+                cloud = []
+            except AuthError as exc:
+                if exc.status != 403:
+                    raise
+                lifecycle.read_denied(self._client, "closed-session read-back")
+                self.status.can_read = False
+                cloud = []
+            held = {p.num_passing: p for p in cloud}
+            landed = [
+                r.passing.num_passing
+                for r in pending
+                if (c := held.get(r.passing.num_passing)) is not None and same_passing(r.passing, c.timestamp, c.bib)
+            ]
+            if landed:
+                await _uncancellable(self._mark_sent(token, landed))
+                log.info("closed session already holds some pending passings: marked Sent",
+                         token_session=token, count=len(landed))
+        left = len(pending) - len(landed)
+        if left <= 0:
+            return
+        if self.settings.follow_active_session:
+            deviceid = self.settings.deviceid or rec.deviceid or await self.outbox.get_meta(lifecycle.DEVICE_META_KEY)
+            moved: tuple[str, dict[int, int]] | None = None
+            if deviceid and self.can_read:
+                try:
+                    moved = await self._read(token, lambda c: lifecycle.follow_active(self.outbox, c, token, deviceid))
+                except NotFoundError:
+                    moved = None
+                except AuthError as exc:
+                    if exc.status != 403:
+                        raise
+                    lifecycle.read_denied(self._client, "active session look-up")
+                    self.status.can_read = False
+            if moved is not None:
+                target, mapping = moved
+                self.status.renumbered += len(mapping)
+                nums = sorted(mapping.values())
+                span = f"{nums[0]}..{nums[-1]}" if nums else "-"
+                self._alert(f"session {token} was closed in the cloud: {len(mapping)} pending passings moved to the "
+                            f"device's active session {target} as num_passing {span}")
+                return
+            # No other active session yet (or no way to find it): look again later, keep everything.
+            self._hold(token, time.monotonic() + self.settings.backoff_cap,
+                       f"session {token} was closed in the cloud and the device has no other active session: "
+                       f"{left} passings held until one exists")
+            return
+        self._hold(token, float("inf"),
+                   f"session {token} was closed in the cloud: {left} passings held (not dropped); start a new "
+                   "session or set follow_active_session to move them")
+
+    def _hold(self, token: str, until: float, message: str) -> None:
+        first = token not in self._held
+        self._held[token] = until
+        self.status.held_sessions = sorted(self._held)
+        if first:
+            self._alert(message)
+
+    # -- failures and recovery --------------------------------------------------------------------------
+    async def _read(self, token: str, fn: Callable[[RufusClient], Awaitable[T]]) -> T:
+        """A GET for a safety check, retried through outages like an upload."""
+        while True:
+            try:
+                result = await fn(self._client)
+            except RetryableError as exc:
+                await self._failed(exc, token)
+                continue
+            await self._succeeded(token)
+            return result
+
+    async def _failed(self, exc: CloudError, token: str) -> None:
+        self.status.retries += 1
+        self.status.last_error = str(exc)
+        if not self._streak.down:
+            self.status.outage_started_at = time.time()
+        self._streak.failed(str(exc), status=exc.status, token_session=token)
+        retry_after = exc.retry_after if isinstance(exc, RetryableError) else None
+        if isinstance(exc, RetryableError) and exc.clock_suspect and not self._clock_alerted:
+            self._clock_alerted = True
+            self._alert("the cloud's TLS certificate is not yet valid for our clock: the system clock is probably "
+                        "wrong (no RTC, no NTP yet); reader timestamps may be wrong too")
+        self.status.state = "backoff"
+        await asyncio.sleep(self._backoff.next_delay(retry_after))
+
+    async def _succeeded(self, token: str) -> None:
+        self.status.last_success_at = time.time()
+        if self._streak.down:
+            pending = (await self.outbox.stats()).pending
+            self._streak.succeeded(pending=pending, token_session=token)
+            self.status.outage_started_at = None
+        self._backoff.reset()
+
+    def _alert(self, message: str) -> None:
+        if self.status.alerts and self.status.alerts[-1] == message:
+            return  # a condition that persists is one alert, not one per retry
+        log.error(message)
+        self.status.alerts.append(message)
+        del self.status.alerts[:-MAX_ALERTS]
+
+
+async def _uncancellable(aw: Awaitable[T]) -> T:
+    """Finish a local bookkeeping step even if cancelled meanwhile (then re-raise the cancel): a 2xx must not
+    be half-recorded because shutdown arrived during the database write."""
+    task = asyncio.ensure_future(aw)
+    cancelled = False
+    while True:
+        try:
+            result = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.done():
+                raise
+            cancelled = True
+            continue
+        if cancelled:
+            raise asyncio.CancelledError
+        return result
