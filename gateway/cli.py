@@ -11,7 +11,14 @@ import click
 from gateway import __version__
 
 # command name -> "module:attribute" of a click.Command
-COMMANDS: dict[str, str] = {}
+COMMANDS: dict[str, str] = {
+    "run": "gateway.daemon_cli:run_cmd",
+    "mark": "gateway.crew_cli:mark_cmd",
+    "session": "gateway.crew_cli:session_group",
+    "device": "gateway.crew_cli:device_group",
+    "reconcile": "gateway.crew_cli:reconcile_cmd",
+    "emulator": "gateway.emulator.cli:emulator_cmd",
+}
 
 
 class LazyGroup(click.Group):

@@ -1,0 +1,533 @@
+"""The RUFUS Cloud emulator: the twelve v0 endpoints over aiohttp, either dialect, strict validation,
+its own SQLite, and faults that can be switched at run time from a separate admin port.
+
+The API listener is an asyncio server we own (not an aiohttp site) so that `set_offline` can stop
+listening synchronously and listen again on the same port: a client then sees a refused connection,
+exactly as when a 4G link or the cloud is down."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import random
+import secrets
+import socket
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Any
+
+from aiohttp import web
+
+from gateway.emulator.config import ApiKey, EmulatorConfig, Faults, demo_key
+from gateway.emulator.page import render_page
+from gateway.emulator.store import PAGE, Store
+from gateway.emulator.validate import (
+    BIND_FIELDS,
+    SESSION_FIELDS,
+    Invalid,
+    check_object,
+    check_passings_body,
+    query_int,
+    query_ts,
+)
+from gateway.log import get_logger
+
+_log = get_logger("gateway.emulator")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_WRITES = {"POST", "PATCH", "DELETE"}
+
+
+class Emulator:
+    def __init__(self, config: EmulatorConfig | None = None) -> None:
+        self.config = config or EmulatorConfig()
+        self.keys: list[ApiKey] = list(self.config.api_keys) or [demo_key()]
+        self.generated_key = not self.config.api_keys
+        self.admin_token = self.config.admin_token or secrets.token_urlsafe(18)
+        self.generated_admin_token = self.config.admin_token is None
+        self.dialect = self.config.dialect
+        self.faults = self.config.faults
+        self._rng = random.Random(self.config.seed)
+        self.store: Store | None = None
+        self.api_port = 0
+        self.admin_port = 0
+        # plain counters and logs the admin endpoint and tests read
+        self.counts: Counter[str] = Counter()
+        self.faults_fired: Counter[str] = Counter()
+        self.requests: deque[dict[str, Any]] = deque(maxlen=self.config.max_logged_requests)
+        self._runner: web.AppRunner | None = None
+        self._admin_runner: web.AppRunner | None = None
+        self._api_server: asyncio.Server | None = None
+        self._relisten: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+
+    def __repr__(self) -> str:
+        return f"Emulator(base_url={self.base_url!r}, dialect={self.dialect!r}, faults={self.faults!r})"
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+
+    @property
+    def host(self) -> str:
+        return self.config.host
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self._url_host()}:{self.api_port}/v0"
+
+    @property
+    def page_url(self) -> str:
+        return f"http://{self._url_host()}:{self.api_port}/"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://{self._url_host()}:{self.admin_port}"
+
+    @property
+    def api_key(self) -> str:
+        """The first configured key (the generated demo key when none was configured)."""
+        return self.keys[0].key
+
+    def _url_host(self) -> str:
+        return f"[{self.host}]" if ":" in self.host else self.host
+
+    async def __aenter__(self) -> Emulator:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        self._stopping = asyncio.Event()
+        self.store = Store(self.config.db)
+        try:
+            app = web.Application(middlewares=[self._middleware], client_max_size=64 * 1024 * 1024)
+            self._routes(app)
+            self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+            await self._runner.setup()
+            sock = self._listen(self.config.port)
+            self.api_port = sock.getsockname()[1]
+            if not self.faults.offline:
+                await self._serve(sock)
+            else:
+                sock.close()
+            admin = web.Application()
+            admin.router.add_get("/state", self._admin_state)
+            admin.router.add_get("/faults", self._admin_get_faults)
+            admin.router.add_post("/faults", self._admin_set_faults)
+            admin.router.add_post("/reset", self._admin_reset)
+            self._admin_runner = web.AppRunner(admin, access_log=None, shutdown_timeout=2.0)
+            await self._admin_runner.setup()
+            site = web.TCPSite(self._admin_runner, self.host, self.config.admin_port)
+            await site.start()
+            self.admin_port = self._admin_runner.addresses[0][1]
+        except BaseException:
+            await self.stop()
+            raise
+        _log.info("emulator_started", base_url=self.base_url, admin_url=self.admin_url, dialect=self.dialect)
+
+    async def stop(self) -> None:
+        self._stopping.set()  # wakes held ("hang") requests so shutdown is prompt
+        if self._relisten is not None:
+            task, self._relisten = self._relisten, None
+            try:
+                await task
+            except OSError:
+                pass
+        if self._api_server is not None:
+            server, self._api_server = self._api_server, None
+            server.close()
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+        if self._admin_runner is not None:
+            admin, self._admin_runner = self._admin_runner, None
+            await admin.cleanup()
+        if self.store is not None:
+            store, self.store = self.store, None
+            store.close()
+
+    def _listen(self, port: int) -> socket.socket:
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.create_server((self.host, port), family=family, backlog=128)
+        sock.setblocking(False)
+        return sock
+
+    async def _serve(self, sock: socket.socket) -> None:
+        assert self._runner is not None and self._runner.server is not None
+        try:
+            self._api_server = await asyncio.get_running_loop().create_server(self._runner.server, sock=sock)
+        except BaseException:
+            sock.close()
+            raise
+
+    # -- run-time control ------------------------------------------------------------------------------
+
+    def set_faults(self, **changes: Any) -> Faults:
+        """Change faults (string or typed values); `offline` switches the API listener. Returns the new set."""
+        offline = changes.pop("offline", None)
+        self.faults = self.faults.replace(**changes)
+        if offline is not None:
+            self.set_offline(self.faults.replace(offline=offline).offline)
+        return self.faults
+
+    def set_offline(self, offline: bool) -> None:
+        """Stop listening on the API port (connections refused, open ones cut) or listen again on the same port."""
+        listening = self._api_server is not None or self._relisten is not None
+        if (offline and not listening) or (not offline and listening):
+            self.faults = self.faults.replace(offline=offline)
+            return
+        self.faults = self.faults.replace(offline=offline)
+        if offline:
+            if self._api_server is not None:
+                server, self._api_server = self._api_server, None
+                server.close()  # closes the listening socket now; new connects are refused
+            if self._runner is not None and self._runner.server is not None:
+                for conn in self._runner.server.connections:
+                    conn.force_close()
+            self.faults_fired["offline"] += 1
+            _log.info("emulator_offline", port=self.api_port)
+        elif self.store is not None:
+            # Bound and listening before we return, so a connect succeeds (queued) from now on.
+            sock = self._listen(self.api_port)
+            self._relisten = asyncio.get_running_loop().create_task(self._serve(sock))
+            self._relisten.add_done_callback(self._relistened)
+            _log.info("emulator_online", port=self.api_port)
+
+    def _relistened(self, task: asyncio.Task[None]) -> None:
+        if self._relisten is task:
+            self._relisten = None
+
+    async def wait_online(self) -> None:
+        if self._relisten is not None:
+            await self._relisten
+
+    def reset(self) -> None:
+        """Forget every device, session, passing, count and logged request (faults stay)."""
+        assert self.store is not None
+        self.store.reset()
+        self.counts.clear()
+        self.faults_fired.clear()
+        self.requests.clear()
+
+    def state(self) -> dict[str, Any]:
+        store = self._db()
+        sessions = {}
+        for row in store.all_sessions():
+            token = row["token_session"]
+            sessions[token] = {
+                "deviceid": row["deviceid"],
+                "alias": row["alias"],
+                "active": bool(row["active"]),
+                "num_passings": store.num_passings(token),
+            }
+        return {
+            "dialect": self.dialect,
+            "base_url": self.base_url,
+            "devices": [
+                {k: d[k] for k in ("deviceid", "model", "serial_number", "alias", "sessions", "passings")}
+                for d in store.all_devices()
+            ],
+            "sessions": sessions,
+            "counts": {k: self.counts[k] for k in ("requests", "inserted", "duplicate", "rejected")},
+            "requests": list(self.requests),
+            "faults": self.faults.as_dict(),
+            "faults_fired": dict(self.faults_fired),
+        }
+
+    # -- HTTP plumbing ---------------------------------------------------------------------------------
+
+    def _db(self) -> Store:
+        if self.store is None:
+            raise RuntimeError("emulator is not started")
+        return self.store
+
+    def _reply(self, status: int, obj: dict[str, Any] | None, headers: dict[str, str] | None = None) -> web.Response:
+        if self.dialect == "enveloped":
+            payload: Any = {"body": None if status == 500 else obj}
+        else:
+            payload = obj if obj is not None else {"description": "Internal server error"}
+        return web.json_response(payload, status=status, headers=headers)
+
+    def _error(self, status: int, description: str, **extra: str) -> web.Response:
+        return self._reply(status, {"description": description, **extra})
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not request.path.startswith("/v0"):
+            return await handler(request)
+        entry: dict[str, Any] = {"method": request.method, "path": request.path_qs, "status": None, "fault": None}
+        self.requests.append(entry)
+        self.counts["requests"] += 1
+        if request.method == "POST" and request.path.rstrip("/") == "/v0/passings":
+            raw = await request.read()
+            try:
+                entry["body"] = json.loads(raw)
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                entry["body"] = raw.decode("utf-8", "replace")
+        faults = self.faults
+        if faults.latency_ms:
+            await self._pause(faults.latency_ms / 1000)
+        if faults.hang_rate and self._rng.random() < faults.hang_rate:
+            entry["fault"] = "hang"
+            self.faults_fired["hang"] += 1
+            await self._pause(faults.hang_s)
+            return self._drop(request)  # like a proxy giving up: no answer at all
+        if faults.error_rate and self._rng.random() < faults.error_rate:
+            entry["fault"] = "error"
+            entry["status"] = faults.error_status
+            self.faults_fired["error"] += 1
+            headers = {}
+            if faults.retry_after is not None:
+                headers["Retry-After"] = format(faults.retry_after, "g")
+            return self._reply(
+                faults.error_status, {"description": f"Injected fault: HTTP {faults.error_status}"}, headers
+            )
+        try:
+            self._authorize(request)
+            response = await handler(request)
+        except Invalid as exc:
+            response = self._error(exc.status, exc.description)
+        except web.HTTPException as exc:  # unknown path, wrong method
+            response = self._error(exc.status, exc.reason)
+        except Exception:
+            _log.exception("emulator_handler_failed", method=request.method, path=request.path)
+            response = self._reply(500, None)
+        entry["status"] = response.status
+        if (
+            request.method in _WRITES
+            and 200 <= response.status < 300
+            and faults.drop_after_commit
+            and self._rng.random() < faults.drop_after_commit
+        ):
+            entry["fault"] = "drop_after_commit"
+            entry["status"] = None
+            self.faults_fired["drop_after_commit"] += 1
+            return self._drop(request)
+        return response
+
+    async def _pause(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+        except TimeoutError:
+            pass
+
+    @staticmethod
+    def _drop(request: web.Request) -> web.Response:
+        # Cut the connection; aiohttp then fails quietly to write the response we hand back.
+        if request.protocol is not None:
+            request.protocol.force_close()
+        return web.Response(status=503)
+
+    def _authorize(self, request: web.Request) -> None:
+        given = request.headers.get("api_key") or request.headers.get("x-api-key")
+        if not given:
+            raise Invalid("Unauthorized: missing api_key header", status=401)
+        key = next((k for k in self.keys if hmac.compare_digest(k.key.encode(), given.encode())), None)
+        if key is None:
+            raise Invalid("Unauthorized: unknown api key", status=401)
+        if not key.can(request.method):
+            need = "WRITE with the unbind flag" if request.method == "DELETE" else "a different access type"
+            raise Invalid(f"Forbidden: this key's access type ({key.access}) does not allow {request.method}; "
+                          f"needs {need}", status=403)  # fmt: skip
+
+    async def _json(self, request: web.Request) -> Any:
+        raw = await request.read()
+        if not raw.strip():
+            raise Invalid("body: a JSON object is required")
+        try:
+            return json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise Invalid("body: not valid JSON") from None
+
+    def _routes(self, app: web.Application) -> None:
+        r = app.router
+        r.add_get("/", self._page)
+        r.add_post("/v0/devices", self._bind)
+        r.add_get("/v0/devices", self._list_devices)
+        r.add_get("/v0/devices/{deviceid}", self._device_info)
+        r.add_delete("/v0/devices/{deviceid}", self._unbind)
+        r.add_post("/v0/sessions", self._create_session)
+        r.add_patch("/v0/sessions/close/{token}", self._close_session)
+        r.add_get("/v0/sessions/device/{deviceid}", self._device_sessions)
+        r.add_get("/v0/sessions/device/{deviceid}/active", self._active_session)
+        r.add_get("/v0/sessions/{token}", self._session_info)
+        r.add_post("/v0/passings", self._insert_passings)
+        r.add_get("/v0/passings/session/{token}", self._session_passings)
+        r.add_get("/v0/passings/device/{deviceid}", self._device_passings)
+
+    # -- endpoints -------------------------------------------------------------------------------------
+
+    async def _bind(self, request: web.Request) -> web.Response:
+        body = check_object(await self._json(request), BIND_FIELDS)
+        deviceid = self._db().bind(
+            body["model"], body["serial_number"], body.get("alias"), body.get("firmware"), body.get("type")
+        )
+        return self._reply(201, {"description": "Device binded succesfully", "deviceid": deviceid})
+
+    async def _unbind(self, request: web.Request) -> web.Response:
+        deviceid = request.match_info["deviceid"]
+        if not self._db().unbind(deviceid):
+            return self._error(404, "Device not found", deviceid=deviceid)
+        return self._reply(200, {"description": "Device unbinded succesfully", "deviceid": deviceid})
+
+    async def _list_devices(self, request: web.Request) -> web.Response:
+        page = query_int(request.query, "page", 1, 1) or 1
+        limit = query_int(request.query, "limit", PAGE, 1, PAGE) or PAGE
+        devices, total = self._db().devices(page, limit)
+        return self._reply(
+            200,
+            {
+                "description": "Success",
+                "result": devices,
+                "pagination": {"page": page, "limit": limit, "total": total, "has_more": page * limit < total},
+            },
+        )
+
+    async def _device_info(self, request: web.Request) -> web.Response:
+        deviceid = request.match_info["deviceid"]
+        device = self._db().device(deviceid)
+        if device is None:
+            return self._error(404, "Device not found", deviceid=deviceid)
+        return self._reply(200, {"description": "Success", "result": device})
+
+    async def _create_session(self, request: web.Request) -> web.Response:
+        body = check_object(await self._json(request), SESSION_FIELDS)
+        deviceid = body["deviceid"]
+        if not self._db().has_device(deviceid):
+            return self._error(404, "Device not found", deviceid=deviceid)
+        token = self._db().create_session(deviceid, body.get("alias"))
+        return self._reply(201, {"description": "Session inserted succesfully", "token_session": token})
+
+    async def _close_session(self, request: web.Request) -> web.Response:
+        token = request.match_info["token"]
+        if not self._db().close_session(token):
+            return self._error(404, "Session not found", token_session=token)
+        return self._reply(200, {"description": "Session closed succesfully", "token_session": token})
+
+    async def _device_sessions(self, request: web.Request) -> web.Response:
+        return self._sessions(request.match_info["deviceid"], active_only=False)
+
+    async def _active_session(self, request: web.Request) -> web.Response:
+        return self._sessions(request.match_info["deviceid"], active_only=True)
+
+    def _sessions(self, deviceid: str, active_only: bool) -> web.Response:
+        if not self._db().has_device(deviceid):
+            return self._error(404, "Device not found", deviceid=deviceid)
+        sessions = self._db().sessions_of(deviceid, active_only)
+        if not sessions:
+            return self._error(404, "Sessions not found", deviceid=deviceid)
+        return self._reply(200, {"description": "Success", "result": sessions})
+
+    async def _session_info(self, request: web.Request) -> web.Response:
+        token = request.match_info["token"]
+        session = self._db().session(token)
+        if session is None:
+            return self._error(404, "Session not found", token_session=token)
+        return self._reply(200, {"description": "Success", "result": [session]})
+
+    async def _insert_passings(self, request: web.Request) -> web.Response:
+        body = await self._json(request)
+        try:
+            token, items = check_passings_body(body)
+            bib = self.faults.reject_bib
+            if bib is not None:
+                poisoned = [i for i, it in enumerate(items) if it["bib"] == bib]
+                if poisoned:
+                    self.faults_fired["reject_bib"] += 1
+                    raise Invalid(f"passings_list[{poisoned[0]}].bib: bib {bib} is rejected")
+        except Invalid as exc:
+            items_sent = body.get("passings_list") if isinstance(body, dict) else None
+            self.counts["rejected"] += len(items_sent) if isinstance(items_sent, list) else 0
+            raise exc
+        row = self._db().session_row(token)
+        if row is None or not row["active"]:
+            return self._error(404, "Session not found or closed", token_session=token)
+        inserted, duplicate = self._db().insert(token, row["deviceid"], items)
+        self.counts["inserted"] += inserted
+        self.counts["duplicate"] += duplicate
+        return self._reply(
+            201,
+            {
+                "description": "Passings inserted succesfully",
+                "token_session": token,
+                "inserted_count": inserted,
+                "duplicate_count": duplicate,
+            },
+        )
+
+    async def _session_passings(self, request: web.Request) -> web.Response:
+        token = request.match_info["token"]
+        first = query_int(request.query, "first", None, 0)
+        last = query_int(request.query, "last", None, 0)
+        page = query_int(request.query, "page", 1, 1) or 1
+        if self._db().session_row(token) is None:
+            return self._error(404, "Session not found", token_session=token)
+        rows = self._db().session_passings(token, first, last, page)
+        return self._passings_reply(rows)
+
+    async def _device_passings(self, request: web.Request) -> web.Response:
+        deviceid = request.match_info["deviceid"]
+        start = query_ts(request.query, "from")
+        end = query_ts(request.query, "to")
+        page = query_int(request.query, "page", 1, 1) or 1
+        if not self._db().has_device(deviceid):
+            return self._error(404, "Device not found", deviceid=deviceid)
+        return self._passings_reply(self._db().device_passings(deviceid, start, end, page))
+
+    def _passings_reply(self, rows: list[dict[str, Any]]) -> web.Response:
+        if not rows:
+            return self._error(404, "Passings not found")
+        return self._reply(200, {"description": "Success", "result": rows})
+
+    async def _page(self, request: web.Request) -> web.Response:
+        return web.Response(text=render_page(self._db(), self.dialect), content_type="text/html", charset="utf-8")
+
+    # -- admin endpoint --------------------------------------------------------------------------------
+
+    def _admin_ok(self, request: web.Request) -> bool:
+        given = request.headers.get("X-Admin-Token", "")
+        auth = request.headers.get("Authorization", "")
+        if auth.lower().startswith("bearer "):
+            given = auth[7:].strip()
+        return bool(given) and hmac.compare_digest(given.encode(), self.admin_token.encode())
+
+    @staticmethod
+    def _admin_denied() -> web.Response:
+        return web.json_response({"error": "admin token required (Authorization: Bearer T or X-Admin-Token)"},
+                                 status=401)  # fmt: skip
+
+    async def _admin_state(self, request: web.Request) -> web.Response:
+        if not self._admin_ok(request):
+            return self._admin_denied()
+        return web.json_response(self.state())
+
+    async def _admin_get_faults(self, request: web.Request) -> web.Response:
+        if not self._admin_ok(request):
+            return self._admin_denied()
+        return web.json_response(self.faults.as_dict())
+
+    async def _admin_set_faults(self, request: web.Request) -> web.Response:
+        if not self._admin_ok(request):
+            return self._admin_denied()
+        try:
+            body = json.loads(await request.read() or b"{}")
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return web.json_response({"error": "body: not valid JSON"}, status=400)
+        if not isinstance(body, dict):
+            return web.json_response({"error": "body: must be a JSON object of fault fields"}, status=400)
+        try:
+            faults = self.set_faults(**body)
+        except (ValueError, OSError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        await self.wait_online()
+        return web.json_response(faults.as_dict())
+
+    async def _admin_reset(self, request: web.Request) -> web.Response:
+        if not self._admin_ok(request):
+            return self._admin_denied()
+        self.reset()
+        return web.json_response({"reset": True})
