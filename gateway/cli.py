@@ -17,6 +17,7 @@ COMMANDS: dict[str, str] = {
     "session": "gateway.crew_cli:session_group",
     "device": "gateway.crew_cli:device_group",
     "reconcile": "gateway.crew_cli:reconcile_cmd",
+    "outbox": "gateway.outbox_cli:outbox_group",
     "emulator": "gateway.emulator.cli:emulator_cmd",
 }
 

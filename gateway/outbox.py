@@ -122,6 +122,15 @@ _PASSING_COLS = (
 )
 
 
+_EXPORTABLE: dict[str, tuple[str, ...]] = {
+    "reads": ("id", "link", "reader", "seq", "reader_ts", "received_at", "chip", "bib", "antenna", "rssi", "raw",
+              "origin"),
+    "rejected_lines": ("id", "link", "offset", "reason", "raw", "received_at"),
+    "sessions": ("token_session", "alias", "deviceid", "created_by_us", "floor", "allocated", "active",
+                 "created_at", "closed_at"),
+}
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -290,7 +299,11 @@ class Outbox:
 
     # -- open / close ---------------------------------------------------------------------------------
     @classmethod
-    async def open(cls, path: str | Path, *, lock: bool = True, read_only: bool = False) -> Outbox:
+    async def open(
+        cls, path: str | Path, *, lock: bool = True, read_only: bool = False, quick_check: bool = True
+    ) -> Outbox:
+        """Open (creating and migrating unless read-only). `quick_check=False` only for `outbox check`, which
+        runs the full integrity_check itself and must be able to report on a damaged file."""
         path = Path(path)
         if read_only and not path.exists():
             raise StorageError(f"database {path} does not exist")
@@ -305,7 +318,7 @@ class Outbox:
             else:
                 db = await aiosqlite.connect(path, isolation_level=None)
             self = cls(db, path, lockfile, read_only)
-            await self._prepare()
+            await self._prepare(quick_check)
             return self
         except BaseException as exc:
             if db is not None:
@@ -317,9 +330,11 @@ class Outbox:
                 raise StorageError(f"database {path} is unusable: {_one_line(exc)}") from None
             raise
 
-    async def _prepare(self) -> None:
+    async def _prepare(self, quick_check: bool) -> None:
         db = self._db
         await db.execute("PRAGMA busy_timeout = 5000")  # a reader may meet the daemon's checkpoint
+        if not quick_check:
+            return
         check = [r[0] for r in await db.execute_fetchall("PRAGMA quick_check")]
         if check != ["ok"]:
             raise StorageError(
@@ -847,7 +862,18 @@ class Outbox:
         return deleted
 
     async def integrity_check(self) -> list[str]:
-        return [str(r[0]) for r in await self._fetchall("PRAGMA integrity_check")]
+        """Full check (every page, every index): ['ok'] when fine, else SQLite's list of problems."""
+        try:
+            return [str(r[0]) for r in await self._fetchall("PRAGMA integrity_check")]
+        except sqlite3.Error as exc:
+            return [f"unreadable: {_one_line(exc)}"]
+
+    async def export_table(self, table: str) -> tuple[list[str], list[Sequence[Any]]]:
+        """Column names and rows of `reads`, `rejected_lines` or `sessions`, in storage order (for export)."""
+        if table not in _EXPORTABLE:
+            raise ValueError(f"table must be one of {sorted(_EXPORTABLE)}, got {table!r}")
+        cols = _EXPORTABLE[table]
+        return list(cols), await self._fetchall(f"SELECT {', '.join(cols)} FROM {table} ORDER BY rowid")
 
 
 class _NoSession(Exception):
