@@ -12,6 +12,8 @@ import pytest
 
 pytest_plugins: list[str] = [
     "tests.fixtures.daemon",
+    "tests.fixtures.emulator",
+    "tests.fixtures.links",
 ]
 
 

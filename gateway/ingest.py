@@ -1,0 +1,198 @@
+"""Joins a link, a format's conversation and a durable sink: bytes in, journaled reads out, acks after commit.
+
+Invariant 1 lives here: a read is acknowledged to the reader only after `sink.journal` has returned, which
+it does only after a durable commit. Re-sends (the sink says "already journaled") are acknowledged too, or
+the reader would keep re-sending them forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from gateway.formats.base import Format, Framer, ParseContext, Rejected, Skipped, parse_record
+from gateway.links.base import LINK_ERRORS, Connection, Link
+from gateway.log import get_logger
+from gateway.model import Read
+
+log = get_logger("gateway.ingest")
+
+KEEPALIVE_DEFAULT_S = 30.0  # protocols without a silence timeout still get an occasional keepalive
+
+
+class ReadSink(Protocol):
+    async def journal(self, link: str, reads: Sequence[Read]) -> Sequence[bool]:
+        """Return after a durable commit; per read True = new, False = already journaled (a re-send)."""
+        ...
+
+    async def reject(self, link: str, offset: int, reason: str, raw: str) -> None:
+        """Keep a record that is not a read, for inspection."""
+        ...
+
+
+@dataclass
+class ReaderCounters:
+    """Per link, plain attributes for the status page and /metrics."""
+
+    reads: int = 0  # new reads journaled
+    resent: int = 0  # reads the reader sent again that were already journaled
+    rejected: int = 0
+    skipped: int = 0  # heartbeats, status lines, comments
+    acks_sent: int = 0
+    gaps: int = 0  # reads missing between sequence numbers (reported, re-fetched where possible)
+    refetches: int = 0
+    silence_drops: int = 0  # connections dropped by the silence watchdog
+    connections: int = 0
+    last_read_at: float | None = None
+    last_reject: str | None = None
+    skipped_kinds: dict[str, int] = field(default_factory=dict)
+    last_seq: dict[str, int] = field(default_factory=dict)  # per reader id: highest sequence number seen
+
+
+class SilenceError(TimeoutError):
+    """No byte for longer than the protocol's heartbeat allows: the link is presumed dead."""
+
+
+async def serve_connection(
+    conn: Connection,
+    fmt: Format,
+    ctx: ParseContext,
+    sink: ReadSink,
+    *,
+    link_name: str,
+    counters: ReaderCounters,
+    keepalive_s: float | None = None,
+) -> None:
+    """Serve one connection until EOF; raises SilenceError (a LINK_ERROR) when the reader goes quiet."""
+    conv = fmt.conversation(ctx)
+    framer = fmt.framer()
+    counters.connections += 1
+    greeting = conv.greeting()
+    if greeting:
+        conn.write(greeting)
+    timeout = conv.silence_timeout
+    interval = keepalive_s or (timeout / 3 if timeout else KEEPALIVE_DEFAULT_S)
+    keeper = asyncio.create_task(_keepalive(conn, conv.keepalive, interval), name=f"keepalive:{link_name}")
+    try:
+        while True:
+            try:
+                chunk = await asyncio.wait_for(conn.read(), timeout)
+            except TimeoutError:
+                counters.silence_drops += 1
+                log.warning("reader silent: dropping the connection", link=link_name, peer=conn.peer, silence_s=timeout)
+                await _flush(framer, fmt, ctx, sink, link_name, counters)
+                raise SilenceError(f"no byte from {conn.peer} for {timeout:g} s") from None
+            except LINK_ERRORS:
+                await _flush(framer, fmt, ctx, sink, link_name, counters)
+                raise
+            if not chunk:
+                await _flush(framer, fmt, ctx, sink, link_name, counters)
+                return
+            reads: list[Read] = []
+            reply = bytearray()
+            for record in framer.feed(chunk):
+                results, answer = conv.on_record(record)
+                reply += answer
+                for result in results:
+                    if isinstance(result, Read):
+                        reads.append(result)
+                    elif isinstance(result, Rejected):
+                        await _reject(sink, link_name, record.offset, result, counters)
+                    elif isinstance(result, Skipped):
+                        counters.skipped += 1
+                        counters.skipped_kinds[result.kind] = counters.skipped_kinds.get(result.kind, 0) + 1
+            if reply:
+                conn.write(bytes(reply))
+            if reads:
+                reply = bytearray(_gaps(reads, conv.refetch, counters, link_name))
+                await _journal_and_ack(conn, conv.ack, sink, link_name, reads, counters)
+                if reply:
+                    conn.write(bytes(reply))
+    finally:
+        keeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await keeper
+
+
+async def _flush(
+    framer: Framer, fmt: Format, ctx: ParseContext, sink: ReadSink, link: str, counters: ReaderCounters
+) -> None:
+    """An unterminated tail (the cable pulled mid-line) is kept as a rejection, never silently lost."""
+    for record in framer.flush():
+        result = parse_record(fmt, record, ctx)
+        if isinstance(result, Rejected):
+            await _reject(sink, link, record.offset, result, counters)
+
+
+async def _keepalive(conn: Connection, keepalive: Callable[[], bytes], interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        data = keepalive()
+        if data:
+            with contextlib.suppress(Exception):  # a broken pipe shows up in the read loop, not here
+                conn.write(data)
+
+
+async def _reject(sink: ReadSink, link: str, offset: int, result: Rejected, counters: ReaderCounters) -> None:
+    counters.rejected += 1
+    counters.last_reject = result.reason
+    log.info("record rejected", link=link, offset=offset, reason=result.reason)
+    await sink.reject(link, offset, result.reason, result.raw)
+
+
+async def _journal_and_ack(
+    conn: Connection,
+    ack: Callable[[Read], bytes],
+    sink: ReadSink,
+    link: str,
+    reads: list[Read],
+    counters: ReaderCounters,
+) -> None:
+    fresh = await sink.journal(link, reads)  # returns only after the commit: the acknowledgement point
+    out = bytearray()
+    for read, new in zip(reads, fresh, strict=True):
+        if new:
+            counters.reads += 1
+        else:
+            counters.resent += 1
+        data = ack(read)
+        if data:
+            out += data
+            counters.acks_sent += 1
+    counters.last_read_at = time.time()
+    if out:
+        conn.write(bytes(out))
+
+
+def _gaps(reads: list[Read], refetch: Callable[[int, int], bytes], counters: ReaderCounters, link: str) -> bytes:
+    """Note holes in the reader's sequence numbers and ask for them again where the protocol can."""
+    out = bytearray()
+    for read in reads:
+        if read.seq is None:
+            continue
+        key = read.reader or link
+        last = counters.last_seq.get(key)
+        if last is not None and read.seq > last + 1:
+            missing = read.seq - last - 1
+            counters.gaps += missing
+            log.warning("reads missing from the reader", link=link, reader=key, first=last + 1, count=missing)
+            data = refetch(last + 1, missing)
+            if data:
+                counters.refetches += 1
+                out += data
+        if last is None or read.seq > last:
+            counters.last_seq[key] = read.seq
+    return bytes(out)
+
+
+async def run_reader(link: Link, fmt: Format, ctx: ParseContext, sink: ReadSink, counters: ReaderCounters) -> None:
+    """Serve the link forever (a file link: once), one conversation per connection."""
+
+    async def handler(conn: Connection) -> None:
+        await serve_connection(conn, fmt, ctx, sink, link_name=link.name, counters=counters)
+
+    await link.run(handler)
