@@ -1,0 +1,236 @@
+"""Fault modes, the admin endpoint, offline/online on the same port, persistence, and the HTML page."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from gateway.emulator import Emulator, Faults
+
+PASSING = {"timestamp": "2026-05-01T09:00:01.000Z", "num_passing": 1, "bib": "1"}
+
+
+async def call(
+    emu: Emulator, method: str, path: str, body: Any = None, key: str | None = None, timeout: float = 5.0
+) -> tuple[int, Any, dict[str, str]]:
+    headers = {"api_key": key or emu.api_key}
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as http,
+        http.request(method, emu.base_url + path, json=body, headers=headers) as resp,
+    ):
+        return resp.status, await resp.json(content_type=None), dict(resp.headers)
+
+
+def unwrap(emu: Emulator, payload: Any) -> Any:
+    return payload["body"] if emu.dialect == "enveloped" else payload
+
+
+async def device_and_session(emu: Emulator) -> tuple[str, str]:
+    _, b, _ = await call(emu, "POST", "/devices", {"model": "One4All", "serial_number": "S1"})
+    d = unwrap(emu, b)["deviceid"]
+    _, b, _ = await call(emu, "POST", "/sessions", {"deviceid": d})
+    return d, unwrap(emu, b)["token_session"]
+
+
+async def admin(emu: Emulator, method: str, path: str, body: Any = None, token: str | None = "ok") -> tuple[int, Any]:
+    headers = {}
+    if token == "ok":
+        headers["Authorization"] = f"Bearer {emu.admin_token}"
+    elif token is not None:
+        headers["X-Admin-Token"] = token
+    async with (
+        aiohttp.ClientSession() as http,
+        http.request(method, emu.admin_url + path, json=body, headers=headers) as resp,
+    ):
+        return resp.status, await resp.json()
+
+
+async def test_error_fault_answers_the_configured_status_with_retry_after(any_emulator: Emulator) -> None:
+    emu = any_emulator
+    emu.set_faults(error_rate=1.0, error_status=429, retry_after=7)
+    status, payload, headers = await call(emu, "GET", "/devices")
+    assert status == 429 and headers["Retry-After"] == "7"
+    assert "429" in unwrap(emu, payload)["description"]
+    emu.set_faults(error_status=500, retry_after=None)
+    status, payload, headers = await call(emu, "GET", "/devices")
+    assert status == 500 and "Retry-After" not in headers
+    # the enveloped 500 is {"body": null}; the bare one still says what happened
+    assert payload == {"body": None} if emu.dialect == "enveloped" else isinstance(payload["description"], str)
+    state = emu.state()
+    assert state["faults_fired"]["error"] == 2
+    assert [r["status"] for r in state["requests"]] == [429, 500]
+    assert all(r["fault"] == "error" for r in state["requests"])
+
+
+async def test_error_rate_is_a_share_of_requests(emulator: Emulator) -> None:
+    emulator.set_faults(error_rate=0.5)
+    statuses = [(await call(emulator, "GET", "/devices"))[0] for _ in range(40)]
+    assert 0 < statuses.count(503) < 40 and statuses.count(200) == 40 - statuses.count(503)
+
+
+async def test_latency_delays_answers(emulator: Emulator) -> None:
+    emulator.set_faults(latency_ms=300)
+    with pytest.raises(TimeoutError):
+        await call(emulator, "GET", "/devices", timeout=0.1)
+    emulator.set_faults(latency_ms=0)
+    assert (await call(emulator, "GET", "/devices", timeout=2))[0] == 200
+
+
+async def test_drop_after_commit_stores_the_batch_but_sends_no_answer(any_emulator: Emulator) -> None:
+    emu = any_emulator
+    _, token = await device_and_session(emu)
+    emu.set_faults(drop_after_commit=1.0)
+    with pytest.raises(aiohttp.ServerDisconnectedError):
+        await call(emu, "POST", "/passings", {"token_session": token, "passings_list": [PASSING]})
+    emu.set_faults(drop_after_commit=0.0)
+    assert emu.state()["sessions"][token]["num_passings"] == [1]
+    # the re-send after the lost answer is a duplicate, not a second copy
+    status, payload, _ = await call(emu, "POST", "/passings", {"token_session": token, "passings_list": [PASSING]})
+    assert status in (200, 201) and unwrap(emu, payload)["duplicate_count"] == 1
+    assert emu.state()["sessions"][token]["num_passings"] == [1]
+    assert emu.state()["faults_fired"]["drop_after_commit"] == 1
+    # reads are not dropped: the fault is about a committed write whose answer is lost
+    emu.set_faults(drop_after_commit=1.0)
+    assert (await call(emu, "GET", f"/sessions/{token}"))[0] == 200
+
+
+async def test_hang_holds_the_answer_past_the_client_timeout(emulator: Emulator) -> None:
+    emulator.set_faults(hang_rate=1.0, hang_s=60)
+    with pytest.raises(TimeoutError):
+        await call(emulator, "GET", "/devices", timeout=0.3)
+    assert emulator.state()["faults_fired"]["hang"] == 1
+    # stop() must not wait out the 60 s hold (the fixture stops it after this test)
+
+
+async def test_reject_bib_refuses_any_batch_holding_it(any_emulator: Emulator) -> None:
+    emu = any_emulator
+    _, token = await device_and_session(emu)
+    emu.set_faults(reject_bib="13")
+    batch = [PASSING, {**PASSING, "num_passing": 2, "bib": "13"}]
+    status, payload, _ = await call(emu, "POST", "/passings", {"token_session": token, "passings_list": batch})
+    assert status == 400
+    assert "13" in unwrap(emu, payload)["description"] and "passings_list[1]" in unwrap(emu, payload)["description"]
+    status, _, _ = await call(emu, "POST", "/passings", {"token_session": token, "passings_list": [PASSING]})
+    assert status in (200, 201)
+    state = emu.state()
+    assert state["sessions"][token]["num_passings"] == [1]
+    assert state["counts"]["rejected"] == 2 and state["counts"]["inserted"] == 1
+    assert state["faults_fired"]["reject_bib"] == 1
+    logged = [r for r in state["requests"] if r["path"] == "/v0/passings"]
+    assert logged[0]["body"]["passings_list"][1]["bib"] == "13" and logged[0]["status"] == 400
+
+
+async def test_offline_refuses_connections_then_listens_again_on_the_same_port(emulator: Emulator) -> None:
+    port = emulator.api_port
+    emulator.set_offline(True)
+    with pytest.raises(aiohttp.ClientConnectorError):
+        await call(emulator, "GET", "/devices")
+    with pytest.raises(ConnectionRefusedError):
+        await asyncio.open_connection("127.0.0.1", port)
+    emulator.set_offline(False)
+    assert emulator.api_port == port
+    assert (await call(emulator, "GET", "/devices"))[0] == 200
+    assert emulator.state()["faults"]["offline"] is False
+
+
+async def test_offline_cuts_open_keep_alive_connections(emulator: Emulator) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(emulator.base_url + "/devices", headers={"api_key": emulator.api_key}) as resp:
+            assert resp.status == 200
+        emulator.set_offline(True)
+        with pytest.raises(aiohttp.ClientError):
+            async with http.get(emulator.base_url + "/devices", headers={"api_key": emulator.api_key}) as resp:
+                await resp.read()
+
+
+async def test_admin_endpoint_requires_the_token(emulator: Emulator) -> None:
+    assert (await admin(emulator, "GET", "/state", token=None))[0] == 401
+    assert (await admin(emulator, "GET", "/state", token="wrong"))[0] == 401
+    assert (await admin(emulator, "POST", "/faults", {"offline": True}, token="wrong"))[0] == 401
+    assert emulator.faults.offline is False
+    status, state = await admin(emulator, "GET", "/state", token=emulator.admin_token)  # X-Admin-Token form
+    assert status == 200 and state["faults"]["offline"] is False
+
+
+async def test_admin_switches_faults_and_reports_state(any_emulator: Emulator) -> None:
+    emu = any_emulator
+    _, token = await device_and_session(emu)
+    await call(emu, "POST", "/passings", {"token_session": token, "passings_list": [
+        {**PASSING, "num_passing": 3}, PASSING, {**PASSING, "num_passing": 2}]})  # fmt: skip
+    await call(emu, "POST", "/passings", {"token_session": token, "passings_list": [PASSING]})
+    status, state = await admin(emu, "GET", "/state")
+    assert status == 200
+    assert state["sessions"][token]["num_passings"] == [1, 2, 3]
+    assert state["counts"] == {"requests": 4, "inserted": 3, "duplicate": 1, "rejected": 0}
+    assert [(r["method"], r["path"], r["status"]) for r in state["requests"]][-2:] == [
+        ("POST", "/v0/passings", 201), ("POST", "/v0/passings", 201)]  # fmt: skip
+    status, faults = await admin(emu, "POST", "/faults", {"error_rate": 1, "error_status": 502, "offline": True})
+    assert status == 200 and faults["error_status"] == 502 and faults["offline"] is True
+    with pytest.raises(aiohttp.ClientConnectorError):
+        await call(emu, "GET", "/devices")
+    status, faults = await admin(emu, "POST", "/faults", {"offline": False, "error_rate": 0})
+    assert status == 200 and faults["offline"] is False
+    assert (await call(emu, "GET", "/devices"))[0] == 200
+    assert (await admin(emu, "POST", "/faults", {"error_rate": 2}))[0] == 400
+    status, err = await admin(emu, "POST", "/faults", {"loss": 0.5})
+    assert status == 400 and "loss" in err["error"]
+    assert (await admin(emu, "POST", "/reset"))[0] == 200
+    _, state = await admin(emu, "GET", "/state")
+    assert state["sessions"] == {} and state["devices"] == [] and state["counts"]["inserted"] == 0
+
+
+def test_fault_specs_parse_and_name_the_bad_part() -> None:
+    f = Faults.parse("error_rate=0.1,error_status=503,retry_after=1,latency_ms=50,drop_after_commit=0.05,"
+                     "hang_rate=0.01,reject_bib=13,offline=true")  # fmt: skip
+    assert f == Faults(0.1, 503, 1.0, 50, 0.05, 0.01, 300.0, "13", True)
+    for spec, named in [("error_rate=x", "error_rate"), ("error_rate=1.5", "error_rate"), ("nope=1", "nope"),
+                        ("error_status=200", "error_status"), ("latency_ms", "latency_ms")]:  # fmt: skip
+        with pytest.raises(ValueError, match=named):
+            Faults.parse(spec)
+
+
+async def test_state_persists_across_a_restart_with_db(tmp_path: Path, emulator_factory: Callable[..., Any]) -> None:
+    db = str(tmp_path / "cloud.sqlite")
+    first = await emulator_factory(db=db)
+    _, token = await device_and_session(first)
+    await call(first, "POST", "/passings", {"token_session": token, "passings_list": [PASSING]})
+    await first.stop()
+    second = await emulator_factory(db=db, api_keys=first.keys)
+    status, payload, _ = await call(second, "GET", f"/passings/session/{token}")
+    assert status == 200 and [p["num_passing"] for p in unwrap(second, payload)["result"]] == [1]
+    status, payload, _ = await call(second, "POST", "/passings", {"token_session": token, "passings_list": [PASSING]})
+    assert unwrap(second, payload)["duplicate_count"] == 1
+
+
+async def test_html_page_lists_everything_escaped(emulator: Emulator) -> None:
+    _, b, _ = await call(emulator, "POST", "/devices", {"model": "<script>x</script>", "serial_number": "S&1"})
+    d = unwrap(emulator, b)["deviceid"]
+    _, b, _ = await call(emulator, "POST", "/sessions", {"deviceid": d, "alias": "Race \"A\""})
+    token = unwrap(emulator, b)["token_session"]
+    await call(emulator, "POST", "/passings", {"token_session": token, "passings_list": [{**PASSING, "bib": "<b>42"}]})
+    async with aiohttp.ClientSession() as http, http.get(emulator.page_url) as resp:
+        assert resp.status == 200 and resp.content_type == "text/html"
+        page = await resp.text()
+    assert "<script>" not in page and "&lt;script&gt;x&lt;/script&gt;" in page
+    assert "S&amp;1" in page and "&lt;b&gt;42" in page and token in page and d in page
+    assert emulator.api_key not in page and emulator.admin_token not in page
+
+
+async def test_unknown_path_and_bad_json_answer_in_the_dialect(any_emulator: Emulator) -> None:
+    emu = any_emulator
+    status, payload, _ = await call(emu, "GET", "/nothing")
+    assert status == 404 and isinstance(unwrap(emu, payload)["description"], str)
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(emu.base_url + "/passings", data=b"{not json", headers={"api_key": emu.api_key}) as resp,
+    ):
+        payload = json.loads(await resp.read())
+    assert resp.status == 400 and "JSON" in unwrap(emu, payload)["description"]
+    logged = emu.state()["requests"][-1]
+    assert logged["body"] == "{not json" and logged["status"] == 400
