@@ -10,6 +10,7 @@ from gateway.formats.base import Format
 # name -> module under gateway.formats defining FORMAT (a Format instance)
 _MODULES: dict[str, str] = {
     "csv": "csv",
+    "raceresult": "raceresult",
 }
 
 

@@ -7,6 +7,7 @@ leaves it unset (then `datetime.now(UTC)` is the documented fallback).
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 
 from gateway.formats.base import MAX_RECORD, Framer, ParseContext, Record
@@ -21,7 +22,7 @@ class DelimFramer(Framer):
     """
 
     def __init__(self, terminators: bytes = b"\r\n") -> None:
-        self._terms = frozenset(terminators)
+        self._term_re = re.compile(b"[" + re.escape(terminators) + b"]")
         self._buf = bytearray()
         self._start = 0  # stream offset of _buf[0]
         self._pos = 0  # stream offset of the next byte fed
@@ -29,26 +30,30 @@ class DelimFramer(Framer):
 
     def feed(self, data: bytes) -> list[Record]:
         out: list[Record] = []
-        for i, byte in enumerate(data):
-            offset = self._pos + i
-            if byte in self._terms:
-                if self._discarding:
-                    self._discarding = False
-                elif self._buf:
-                    out.append(Record(bytes(self._buf), self._start))
-                self._buf.clear()
-                self._start = offset + 1
-                continue
+        pos, end = 0, len(data)
+        while pos < end:
+            m = self._term_re.search(data, pos)
+            stop = m.start() if m else end
+            if stop > pos and not self._discarding:
+                if not self._buf:
+                    self._start = self._pos + pos
+                room = MAX_RECORD - len(self._buf)
+                if stop - pos > room:
+                    self._buf += data[pos : pos + room]
+                    out.append(Record(bytes(self._buf), self._start, oversize=True))
+                    self._buf.clear()
+                    self._discarding = True
+                else:
+                    self._buf += data[pos:stop]
+            if m is None:
+                break
             if self._discarding:
-                continue
-            if not self._buf:
-                self._start = offset
-            self._buf.append(byte)
-            if len(self._buf) > MAX_RECORD:
-                out.append(Record(bytes(self._buf[:MAX_RECORD]), self._start, oversize=True))
-                self._buf.clear()
-                self._discarding = True
-        self._pos += len(data)
+                self._discarding = False
+            elif self._buf:
+                out.append(Record(bytes(self._buf), self._start))
+            self._buf.clear()
+            pos = stop + 1
+        self._pos += end
         return out
 
     def flush(self) -> list[Record]:

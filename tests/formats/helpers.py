@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from gateway.formats.base import Format, ParseContext, ParseResult, Rejected, Skipped, parse_record
+from gateway.formats.base import Format, ParseContext, ParseResult, Rejected, Skipped
 from gateway.model import Read, format_ts, parse_ts
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "formats"
@@ -34,7 +34,12 @@ def run(fmt: Format, stream: bytes, ctx: ParseContext, chunk: int | None = None)
         for i in range(0, len(stream), chunk):
             records += framer.feed(stream[i : i + chunk])
     records += framer.flush()
-    return [parse_record(fmt, r, ctx) for r in records]
+    # through the gateway's conversation, as a link would: some records carry several reads (MYLAPS)
+    conv = fmt.conversation(ctx)
+    results: list[ParseResult] = []
+    for record in records:
+        results += conv.on_record(record)[0]
+    return results
 
 
 def read_dict(read: Read) -> dict[str, Any]:
@@ -84,3 +89,26 @@ def case_bytes(case: dict[str, Any]) -> bytes:
         return bytes.fromhex(case["stream_hex"])
     data: bytes = case["stream"].encode("utf-8")
     return data
+
+
+class GatewayEnd:
+    """The gateway side of an in-memory connection: a framer feeding a conversation, answers collected."""
+
+    def __init__(self, fmt: Format, ctx: ParseContext) -> None:
+        self.framer = fmt.framer()
+        self.conv = fmt.conversation(ctx)
+        self.results: list[ParseResult] = []
+
+    def receive(self, data: bytes) -> bytes:
+        """Bytes from the reader, delivered one at a time (worst-case chunking); returns the answers."""
+        answer = b""
+        for i in range(len(data)):
+            for record in self.framer.feed(data[i : i + 1]):
+                results, reply = self.conv.on_record(record)
+                self.results += results
+                answer += reply
+        return answer
+
+    @property
+    def reads(self) -> list[Read]:
+        return [r for r in self.results if isinstance(r, Read)]

@@ -38,8 +38,25 @@ def csv_reads(draw: st.DrawFn) -> Read:
     )
 
 
+alnum = st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789", min_size=1, max_size=16)
+
+
+@st.composite
+def raceresult_reads(draw: st.DrawFn) -> Read:
+    return Read(
+        chip=draw(alnum),
+        bib=None,
+        timestamp=draw(instants),
+        antenna=draw(st.none() | st.integers(1, 8)),
+        rssi=draw(st.none() | st.integers(0, 255).map(float)),
+        reader=draw(idents),
+        seq=draw(st.integers(0, 10**9)),
+    )
+
+
 STRATEGIES: dict[str, st.SearchStrategy[Read]] = {
     "csv": csv_reads(),
+    "raceresult": raceresult_reads(),
 }
 
 # one ordinary read per format, for tests that need a valid line rather than a search
@@ -51,5 +68,14 @@ SAMPLES: dict[str, Read] = {
         antenna=1,
         rssi=-61.5,
         reader=READER,
+    ),
+    "raceresult": Read(
+        chip="1234",
+        bib=None,
+        timestamp=datetime(2026, 5, 17, 9, 15, 2, 123000, tzinfo=UTC),
+        antenna=2,
+        rssi=79.0,
+        reader="D-5012",
+        seq=17,
     ),
 }

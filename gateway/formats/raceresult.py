@@ -1,0 +1,262 @@
+"""`raceresult`: RACE RESULT decoder TCP protocol 3.2, push mode.
+
+The gateway connects to the decoder (port 3601), asks for protocol 3.2 and pushed passings, and gets one
+`#P;` line per passing: 20 `;`-separated fields, CRLF. Hits and MaxRSSI are hexadecimal, everything else
+decimal. Without GPS the date is `0000-00-00` (then `0000-00-01` after 24 h): a day counter, not a date, so
+the time of day is completed from the gateway's day. Passings are numbered by the decoder; a gap is asked
+for again with `<from>:<count>`, which the decoder answers with the same fields minus the `#P;` prefix and
+an empty line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from datetime import date, time
+from typing import ClassVar, Literal
+
+from gateway.formats._common import (
+    DelimFramer,
+    complete_time,
+    decode_line,
+    field_offsets,
+    local,
+    now_of,
+    show,
+)
+from gateway.formats.base import (
+    Conversation,
+    Format,
+    Framer,
+    ParseContext,
+    ParseResult,
+    ReaderConversation,
+    Record,
+    Rejected,
+    Skipped,
+    parse_record,
+)
+from gateway.model import Read
+
+PROTOCOL = "3.2"
+N_FIELDS = 20
+# field indexes within a passing (after the `#P;` prefix)
+F_NO, F_BIB, F_DATE, F_TIME, F_HITS, F_RSSI, F_BOXNAME, F_ANTENNA, F_BOXID = 0, 1, 2, 3, 5, 6, 16, 18, 19
+
+_DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
+_TIME = re.compile(r"(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,3}))?")
+_RESPONSE = re.compile(r"[A-Z][A-Z0-9_ ]*")
+_HEX = re.compile(r"[0-9A-Fa-f]{1,8}")
+_REFETCH = re.compile(rb"(\d+):(\d+)")
+
+
+def _parse_time(text: str) -> time | None:
+    m = _TIME.fullmatch(text)
+    if not m:
+        return None
+    hh, mm, ss, frac = m.groups()
+    try:
+        return time(int(hh), int(mm), int(ss), int((frac or "0").ljust(3, "0")) * 1000)
+    except ValueError:
+        return None
+
+
+def parse_passing(text: str, offset: int, ctx: ParseContext, raw: str) -> ParseResult:
+    """The 20 passing fields starting at byte `offset` of the line."""
+    fields = [(v, o + offset) for v, o in field_offsets(text, ";")]
+    if len(fields) != N_FIELDS:
+        return Rejected(f"passing at byte {offset} has {len(fields)} fields, want {N_FIELDS}", raw)
+    no_text, no_off = fields[F_NO]
+    if not no_text.isdigit():
+        return Rejected(f"PassingNo {show(no_text)} at byte {no_off}: not a decimal number", raw)
+    chip, chip_off = fields[F_BIB]
+    if not chip or not chip.isprintable():
+        return Rejected(f"Bib/transponder {show(chip)} at byte {chip_off}: empty or not printable", raw)
+    tod = _parse_time(fields[F_TIME][0])
+    if tod is None:
+        return Rejected(f"Time {show(fields[F_TIME][0])} at byte {fields[F_TIME][1]}: not hh:mm:ss.kkk", raw)
+    date_text, date_off = fields[F_DATE]
+    m = _DATE.fullmatch(date_text)
+    if not m:
+        return Rejected(f"Date {show(date_text)} at byte {date_off}: not YYYY-MM-DD", raw)
+    year, month, day = (int(g) for g in m.groups())
+    if year == 0:  # no GPS fix: 0000-00-0N counts days since the decoder started, it is not a date
+        ts = complete_time(tod, ctx)
+    else:
+        try:
+            ts = local(date(year, month, day), tod, ctx.tz)
+        except ValueError as exc:
+            return Rejected(f"Date {show(date_text)} at byte {date_off}: {exc}", raw)
+    for idx, name in ((F_HITS, "Hits"), (F_RSSI, "MaxRSSI")):
+        value, off = fields[idx]
+        if value and not _HEX.fullmatch(value):
+            return Rejected(f"{name} {show(value)} at byte {off}: not hexadecimal", raw)
+    rssi_text = fields[F_RSSI][0]
+    rssi = float(int(rssi_text, 16)) if rssi_text else None
+    ant_text, ant_off = fields[F_ANTENNA]
+    antenna: int | None = None
+    if ant_text:
+        if not ant_text.isdigit() or len(ant_text) > 3:
+            return Rejected(f"MaxRSSIAntenna {show(ant_text)} at byte {ant_off}: not an antenna number", raw)
+        antenna = int(ant_text)
+    reader = fields[F_BOXNAME][0] or fields[F_BOXID][0] or ctx.reader
+    return Read(chip=chip, bib=None, timestamp=ts, antenna=antenna, rssi=rssi, reader=reader, seq=int(no_text), raw=raw)
+
+
+class RaceResultFormat(Format):
+    name: ClassVar[str] = "raceresult"
+    default_port: ClassVar[int | None] = 3601
+    gateway_role: ClassVar[Literal["connect", "listen", "either"]] = "connect"
+    description: ClassVar[str] = "RACE RESULT decoder protocol 3.2, pushed #P; passings, refetch by number"
+
+    def framer(self) -> Framer:
+        return DelimFramer(b"\r\n")
+
+    def parse(self, record: bytes, ctx: ParseContext) -> ParseResult:
+        text, _err = decode_line(record)
+        if text is None:
+            # the decoder speaks ISO-8859-1; a stray high byte in a box name is not worth losing a passing
+            text = record.decode("latin-1")
+        raw = text
+        if text.startswith("#P;"):
+            return parse_passing(text[3:], 3, ctx, raw)
+        head = text.split(";", 1)[0]
+        if head.isdigit():  # an answer to `<from>:<count>`
+            return parse_passing(text, 0, ctx, raw)
+        if head == "GETSTATUS":
+            return Skipped("status", raw)
+        if head and _RESPONSE.fullmatch(head):
+            return Skipped("response", raw)
+        return Rejected(f"not a passing or a decoder answer at byte 0 (starts {show(text[:12])})", raw)
+
+    def format(self, read: Read, ctx: ParseContext) -> bytes:
+        return b"#P;" + _fields(read, ctx) + b"\r\n"
+
+    def conversation(self, ctx: ParseContext) -> Conversation:
+        return RaceResultConversation(self, ctx)
+
+    def reader_conversation(self, ctx: ParseContext) -> ReaderConversation:
+        return RaceResultReader(self, ctx)
+
+
+def _fields(read: Read, ctx: ParseContext) -> bytes:
+    if read.seq is None or read.seq < 0:
+        raise ValueError("a RACE RESULT passing needs a passing number (seq)")
+    if not read.chip or ";" in read.chip or not read.chip.isprintable():
+        raise ValueError(f"transponder {read.chip!r} cannot be written as a RACE RESULT field")
+    wall = read.timestamp.astimezone(ctx.tz)
+    rssi = "" if read.rssi is None else f"{int(read.rssi):02X}"
+    antenna = "" if read.antenna is None else str(read.antenna)
+    box = read.reader or ""
+    if ";" in box:
+        raise ValueError(f"box name {box!r} cannot contain ';'")
+    parts = [
+        str(read.seq),
+        read.chip,
+        wall.strftime("%Y-%m-%d"),
+        wall.strftime("%H:%M:%S.") + f"{wall.microsecond // 1000:03d}",
+        "0",  # EventID
+        "1",  # Hits
+        rssi,
+        "",  # InternalData
+        "0",  # IsActive
+        *[""] * 7,  # Channel, LoopID, LoopOnly, WakeupCounter, Battery, Temperature, InternalActiveData
+        box,
+        "1",  # FileNumber
+        antenna,
+        "",  # BoxId: the box name already names the reader
+    ]
+    return ";".join(parts).encode("utf-8")
+
+
+@dataclass(slots=True)
+class RaceResultConversation(Conversation):
+    """Gateway side: ask for push mode on connect, notice gaps in passing numbers and ask for them again."""
+
+    fmt: RaceResultFormat
+    ctx: ParseContext
+    silence_timeout: float | None = 30.0  # keepalive() makes the decoder answer, so silence means a dead link
+    last_seq: int | None = None  # highest passing number seen on this connection
+    gaps: list[tuple[int, int]] = field(default_factory=list)  # (first missing, count), in order noticed
+
+    def greeting(self) -> bytes:
+        return f"SETPROTOCOL;{PROTOCOL}\r\nSETPUSHPASSINGS;1;0\r\nPASSINGS\r\n".encode()
+
+    def on_record(self, record: Record) -> tuple[list[ParseResult], bytes]:
+        result = parse_record(self.fmt, record, self.ctx)
+        answer = b""
+        if isinstance(result, Read) and result.seq is not None:
+            if self.last_seq is not None and result.seq > self.last_seq + 1:
+                first, count = self.last_seq + 1, result.seq - self.last_seq - 1
+                self.gaps.append((first, count))
+                answer = self.refetch(first, count)
+            if self.last_seq is None or result.seq > self.last_seq:
+                self.last_seq = result.seq
+        return [result], answer
+
+    def refetch(self, first_seq: int, count: int) -> bytes:
+        return f"{first_seq}:{count}\r\n".encode()
+
+    def keepalive(self) -> bytes:
+        return b"GETSTATUS\r\n"
+
+
+@dataclass(slots=True)
+class RaceResultReader(ReaderConversation):
+    """A decoder: numbers passings from 1, pushes them, answers `<from>:<count>` and the setup commands."""
+
+    fmt: RaceResultFormat
+    ctx: ParseContext
+    history: dict[int, Read] = field(default_factory=dict)
+    next_seq: int = 1
+    refetches: list[tuple[int, int]] = field(default_factory=list)
+    _buf: bytearray = field(default_factory=bytearray)
+
+    def greeting(self) -> bytes:
+        return b""
+
+    def encode(self, read: Read) -> bytes:
+        numbered = dataclasses.replace(read, seq=self.next_seq, raw="")
+        self.history[self.next_seq] = numbered
+        self.next_seq += 1
+        return self.fmt.format(numbered, self.ctx)
+
+    def heartbeat(self) -> bytes:
+        return b""
+
+    def on_bytes(self, data: bytes) -> tuple[list[Read], bytes]:
+        self._buf += data
+        out = bytearray()
+        while (end := self._buf.find(b"\n")) >= 0:
+            line = bytes(self._buf[:end]).strip()
+            del self._buf[: end + 1]
+            out += self._answer(line)
+        if len(self._buf) > 4096:  # a gateway does not send lines this long; do not grow without bound
+            self._buf.clear()
+        return [], bytes(out)
+
+    def _answer(self, line: bytes) -> bytes:
+        m = _REFETCH.fullmatch(line)
+        if m:
+            first, count = int(m.group(1)), int(m.group(2))
+            self.refetches.append((first, count))
+            lines = [
+                _fields(self.history[n], self.ctx) + b"\r\n" for n in range(first, first + count) if n in self.history
+            ]
+            return b"".join(lines) + b"\r\n"
+        if line.startswith(b"SETPROTOCOL"):
+            return f"SETPROTOCOL;{PROTOCOL}\r\n".encode()
+        if line.startswith(b"SETPUSHPASSINGS"):
+            return b"SETPUSHPASSINGS;1;0\r\n"
+        if line == b"PASSINGS":
+            return f"PASSINGS;{self.next_seq - 1};1\r\n".encode()
+        if line == b"GETSTATUS":
+            now = now_of(self.ctx).astimezone(self.ctx.tz)
+            return (
+                f"GETSTATUS;{now:%Y-%m-%d};{now:%H:%M:%S}.000;1;00000001;1;1;0;0,0;1;100;30;30;0;0;;;;;1;0;0;0;0;\r\n"
+            ).encode()
+        return b""
+
+
+FORMAT = RaceResultFormat()
