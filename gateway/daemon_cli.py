@@ -1,0 +1,65 @@
+"""`rufus-gateway run`: the daemon, as systemd starts it (Type=notify)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import click
+
+from gateway import config as config_mod
+from gateway import log as log_mod
+from gateway.errors import ConfigError, GatewayError, StorageError
+
+EX_SOFTWARE = 70
+EX_CANTCREAT = 73
+
+
+@click.command("run")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="TOML config (see config/gateway.example.toml).",
+)
+@click.option("--check", is_flag=True, help="Validate the config and exit (0 = valid, 78 = invalid).")
+def run_cmd(config_path: Path, check: bool) -> None:
+    """Run the gateway daemon: read, journal, derive passings, upload; until SIGTERM."""
+    try:
+        settings = config_mod.load(config_path)
+    except ConfigError as exc:
+        click.echo(f"rufus-gateway: config error: {exc}", err=True)
+        sys.exit(config_mod.EX_CONFIG)
+    if check:
+        click.echo(f"{config_path}: ok ({len(settings.readers)} reader(s), outbox {settings.outbox.path})")
+        return
+    log_mod.configure(settings.log_level)
+    from gateway.service import Gateway  # late: `run --check` must not need the whole stack
+
+    try:
+        asyncio.run(Gateway(settings).run())
+    except KeyboardInterrupt:
+        return
+    except Exception as raised:  # the one place every failure becomes a line and an exit code
+        cause = _first_leaf(raised)
+        message = log_mod.redact(str(cause))
+        if isinstance(cause, ConfigError):
+            click.echo(f"rufus-gateway: config error: {message}", err=True)
+            sys.exit(config_mod.EX_CONFIG)
+        if isinstance(cause, StorageError):
+            click.echo(f"rufus-gateway: database error: {message}", err=True)
+            sys.exit(EX_CANTCREAT)
+        if isinstance(cause, GatewayError):
+            click.echo(f"rufus-gateway: {message}", err=True)
+        else:
+            click.echo(f"rufus-gateway: internal error: {cause.__class__.__name__}: {message}", err=True)
+        sys.exit(EX_SOFTWARE)
+
+
+def _first_leaf(exc: BaseException) -> BaseException:
+    """TaskGroup wraps a crashed task's exception in groups; the operator wants the cause."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc

@@ -1,0 +1,310 @@
+"""The daemon: the only module that knows every layer. It wires readers -> journal -> pipeline -> outbox ->
+uploader as named tasks in one TaskGroup, serves the local control endpoint, talks to systemd, and shuts
+down in order (stop reading, flush the journal, stop the uploader between requests, checkpoint, close).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from gateway import config as config_mod
+from gateway import formats
+from gateway.cloud.client import RufusClient, Timeouts
+from gateway.control import ControlServer
+from gateway.errors import GatewayError
+from gateway.formats.base import ParseContext
+from gateway.ingest import ReaderCounters, run_reader
+from gateway.lifecycle import LifecycleSettings, resolve_device, resolve_session
+from gateway.links import Link, open_link
+from gateway.log import get_logger, register_secret
+from gateway.model import Read
+from gateway.outbox import JournalWriter, Outbox
+from gateway.pipeline import ChipMap, Pipeline, ReaderRules, Stamp
+from gateway.sdnotify import Notifier, watchdog_interval
+from gateway.uploader import Uploader, UploaderSettings
+
+log = get_logger("gateway.service")
+
+PIPELINE_TICK_S = 0.5  # 'strongest' windows close on the clock too, not only on the next read
+
+
+def make_client(c: config_mod.CloudSettings) -> RufusClient:
+    total = c.connect_timeout_s + c.read_timeout_s
+    timeouts = Timeouts(connect=c.connect_timeout_s, read=c.read_timeout_s, total=total)
+    return RufusClient(c.base_url, c.api_key, key_header=c.api_key_header, timeouts=timeouts)
+
+
+class _Sink:
+    """The links' ReadSink: the group-commit journal, plus a nudge to the pipeline after each commit."""
+
+    def __init__(self, writer: JournalWriter, on_commit: Callable[[], None]) -> None:
+        self._writer = writer
+        self._on_commit = on_commit
+
+    async def journal(self, link: str, reads: Sequence[Read]) -> Sequence[bool]:
+        result = await self._writer.journal(link, reads)
+        self._on_commit()
+        return result
+
+    async def reject(self, link: str, offset: int, reason: str, raw: str) -> None:
+        await self._writer.reject(link, offset, reason, raw)
+
+
+@dataclass
+class GatewayState:
+    """What the status surfaces read (never write)."""
+
+    started_at: float = field(default_factory=time.time)
+    phase: str = "starting"  # starting, running, stopping, stopped
+    deviceid: str | None = None
+    token_session: str | None = None
+    can_read: bool = True
+    clock_suspect: bool = False
+    last_watchdog_at: float | None = None
+    alerts: list[str] = field(default_factory=list)
+
+
+class Gateway:
+    def __init__(self, settings: config_mod.Settings, *, notifier: Notifier | None = None) -> None:
+        self.settings = settings
+        self.notifier = notifier or Notifier()
+        self.state = GatewayState()
+        self.outbox: Outbox | None = None
+        self.writer: JournalWriter | None = None
+        self.pipeline: Pipeline | None = None
+        self.uploader: Uploader | None = None
+        self.client: RufusClient | None = None
+        self.links: dict[str, Link] = {}
+        self.counters: dict[str, ReaderCounters] = {}
+        self._work = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._session_ready = asyncio.Event()
+        self._reload: asyncio.Event = asyncio.Event()
+        register_secret(settings.cloud.api_key)
+        register_secret(settings.status.token)
+
+    # -- public control ---------------------------------------------------------------------------------
+    def stop(self) -> None:
+        self._stop.set()
+
+    def reload(self) -> None:
+        self._reload.set()
+
+    def kick(self) -> None:
+        """New reads are journaled: let the pipeline derive passings now."""
+        self._work.set()
+
+    async def mark(self, bib: str, when: datetime | None = None) -> int | None:
+        """Manual entry: journal a bib the mat missed (origin manual); returns its num_passing once derived."""
+        assert self.outbox is not None and self.pipeline is not None
+        read = Read(chip=None, bib=bib, timestamp=(when or datetime.now(UTC)), reader="manual")
+        ids = await self.outbox.journal("manual", [read], origin="manual")
+        await self.pipeline.step()
+        if self.uploader:
+            self.uploader.notify()
+        rows = await self.outbox.rows(state=None, limit=None)
+        for row in reversed(rows):
+            if row.read_id == ids[0]:
+                return row.passing.num_passing
+        return None
+
+    # -- the run ----------------------------------------------------------------------------------------
+    def _rules(self) -> dict[str, ReaderRules]:
+        rules: dict[str, ReaderRules] = {}
+        for r in self.settings.readers:
+            chip_map = (
+                ChipMap.load(r.chip_map, last_n=r.chip_last_n) if r.chip_map else ChipMap.empty(last_n=r.chip_last_n)
+            )
+            rules[r.name] = ReaderRules(
+                dedup_window_s=r.dedup_window_s,
+                dedup_mode=r.dedup_mode,  # type: ignore[arg-type]
+                finished_window_s=r.finished_window_s,
+                chip_map=chip_map,
+            )
+        return rules
+
+    async def run(self) -> None:
+        s = self.settings
+        rules = self._rules()  # a bad chip map is a config error: before anything is opened
+        Path(s.outbox.path).parent.mkdir(parents=True, exist_ok=True)
+        self.outbox = outbox = await Outbox.open(s.outbox.path)
+        try:
+            await self._run(outbox, rules)
+        finally:
+            self.state.phase = "stopping"
+            if self.client is not None:
+                await self.client.close()
+            await outbox.close()  # checkpoints the WAL
+            self.state.phase = "stopped"
+            log.info("gateway stopped")
+
+    async def _run(self, outbox: Outbox, rules: dict[str, ReaderRules]) -> None:
+        s = self.settings
+        self.writer = JournalWriter(outbox)
+        stamp = Stamp(timezone=s.session.timezone, latitude=s.session.latitude, longitude=s.session.longitude)
+        self.pipeline = Pipeline(outbox, rules, stamp)
+        if s.cloud.api_key:
+            self.client = make_client(s.cloud)
+            self.uploader = Uploader(
+                outbox,
+                self.client,
+                UploaderSettings(
+                    batch_size=s.cloud.batch_size,
+                    linger_s=s.cloud.linger_s,
+                    follow_active_session=s.session.follow_active_session,
+                    deviceid=s.device.deviceid,
+                    backoff_cap=s.cloud.backoff_cap_s,
+                ),
+            )
+        else:
+            msg = "no API key ([cloud] api_key or RUFUS_API_KEY): reads are journaled but nothing is uploaded"
+            log.warning(msg)
+            self.state.alerts.append(msg)
+        sink = _Sink(self.writer, self.kick)
+        loop = asyncio.get_running_loop()
+        for sig, handler in ((signal.SIGTERM, self.stop), (signal.SIGINT, self.stop), (signal.SIGHUP, self.reload)):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, handler)
+        control = ControlServer(self, s.control_socket)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                core: list[asyncio.Task[Any]] = [
+                    tg.create_task(self._guard("journal", self.writer.run()), name="journal"),
+                    tg.create_task(self._guard("pipeline", self._pipeline_loop()), name="pipeline"),
+                    tg.create_task(self._guard("lifecycle", self._lifecycle()), name="lifecycle"),
+                    tg.create_task(self._guard("control", control.serve()), name="control"),
+                    tg.create_task(self._guard("watchdog", self._watchdog()), name="watchdog"),
+                    tg.create_task(self._guard("reload", self._reload_loop()), name="reload"),
+                ]
+                if self.uploader is not None:
+                    core.append(tg.create_task(self._guard("uploader", self._upload()), name="uploader"))
+                readers = [self._start_reader(tg, r, sink) for r in s.readers]
+                self.state.phase = "running"
+                self.notifier.ready(self._status_line())
+                log.info("gateway running", readers=[r.name for r in s.readers], db=s.outbox.path)
+                await self._stop.wait()
+                # Shutdown order matters: stop taking reads, let every taken read commit, then the rest.
+                self.state.phase = "stopping"
+                self.notifier.stopping()
+                log.info("stopping: closing reader links")
+                for t in readers:
+                    t.cancel()
+                await asyncio.gather(*readers, return_exceptions=True)
+                for t in core:
+                    if t.get_name() != "journal":
+                        t.cancel()
+                await asyncio.gather(*[t for t in core if t.get_name() != "journal"], return_exceptions=True)
+                await self.pipeline.step()  # derive what the last reads make, so a restart has less to do
+                core[0].cancel()  # the journal writer flushes what it holds when cancelled
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.remove_signal_handler(sig)
+
+    def _start_reader(self, tg: asyncio.TaskGroup, r: config_mod.ReaderSettings, sink: _Sink) -> asyncio.Task[None]:
+        fmt = formats.get(r.format)
+        link = open_link(r.url, name=r.name)
+        self.links[r.name] = link
+        counters = ReaderCounters()
+        self.counters[r.name] = counters
+        ctx = ParseContext(tz=ZoneInfo(r.tz), reader=r.name)
+        return tg.create_task(
+            self._guard(f"reader {r.name}", run_reader(link, fmt, ctx, sink, counters)), name=f"reader:{r.name}"
+        )
+
+    async def _guard(self, what: str, coro: Awaitable[None]) -> None:
+        """No task dies silently: a crash is logged with its cause and takes the process down non-zero."""
+        try:
+            await coro
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.error(
+                "task crashed",
+                task=what,
+                error=f"{exc.__class__.__name__}: {exc}",
+                exc_info=not isinstance(exc, GatewayError),
+            )
+            raise
+
+    async def _pipeline_loop(self) -> None:
+        assert self.pipeline is not None
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._work.wait(), PIPELINE_TICK_S)
+            self._work.clear()
+            if await self.pipeline.step() and self.uploader is not None:
+                self.uploader.notify()
+
+    async def _lifecycle(self) -> None:
+        """Find (or bind/create) the device and session; retried inside until the cloud answers."""
+        assert self.outbox is not None
+        if self.client is None:
+            return
+        ls = LifecycleSettings.from_settings(self.settings)
+        # A callable, not the client: a SIGHUP with a fixed key swaps the client while this still retries.
+        deviceid = await resolve_device(self.outbox, self._current_client, ls)
+        self.state.deviceid = deviceid
+        record = await resolve_session(self.outbox, self._current_client, ls)
+        if record is not None:
+            self.state.token_session = record.token_session
+        self._session_ready.set()
+        self.kick()
+
+    def _current_client(self) -> RufusClient:
+        assert self.client is not None
+        return self.client
+
+    async def _upload(self) -> None:
+        assert self.uploader is not None
+        await self._session_ready.wait()
+        await self.uploader.run()
+
+    async def _reload_loop(self) -> None:
+        """SIGHUP: re-read the config; a fixed API key resumes an uploader stopped on 401/403."""
+        while True:
+            await self._reload.wait()
+            self._reload.clear()
+            try:
+                fresh = config_mod.load(self.settings.source if self.settings.source != "<defaults>" else None)
+            except GatewayError as exc:
+                log.error("reload refused: config invalid, keeping the running one", error=str(exc))
+                continue
+            register_secret(fresh.cloud.api_key)
+            if self.uploader is not None and fresh.cloud.api_key != self.settings.cloud.api_key:
+                old = self.client
+                self.client = make_client(fresh.cloud)
+                self.uploader.update_client(self.client)
+                if old is not None:
+                    await old.close()
+                log.info("config reloaded: new API key in use")
+            self.settings = fresh
+
+    def _status_line(self) -> str:
+        pending = "?"
+        if self.uploader is not None:
+            pending = str(self.uploader.status.state)
+        return f"phase={self.state.phase} uploader={pending}"
+
+    async def _watchdog(self) -> None:
+        """WATCHDOG=1 means "making progress": the loop turns and the journal writer's task is alive.
+        Never tied to the cloud: a 4G outage must not get the service killed (invariant 9)."""
+        interval = watchdog_interval() or 5.0
+        while True:
+            await asyncio.sleep(interval)
+            writer_alive = self.writer is not None and self.writer.alive
+            if writer_alive:
+                self.state.last_watchdog_at = time.time()
+                self.notifier.watchdog()
+                self.notifier.status(self._status_line())
+            else:
+                log.error("watchdog withheld: journal writer not alive")

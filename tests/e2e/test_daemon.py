@@ -1,0 +1,270 @@
+"""End to end: the real `rufus-gateway run` subprocess, real sockets, the emulator as the cloud."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sqlite3
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.emulator import ApiKey, Emulator, EmulatorConfig
+from tests.fixtures.daemon import Daemon, free_port, write_config
+
+KEY = "ror-00112233445566778899"
+
+
+@pytest.fixture(params=["enveloped", "bare"])
+async def cloud(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Emulator]:
+    emu = Emulator(
+        EmulatorConfig(
+            dialect=request.param, api_keys=[ApiKey.parse(f"{KEY}:READ_WRITE")], db=str(tmp_path / "cloud.db")
+        )
+    )
+    await emu.start()
+    yield emu
+    await emu.stop()
+
+
+@pytest.fixture
+async def enveloped(tmp_path: Path) -> AsyncIterator[Emulator]:
+    emu = Emulator(
+        EmulatorConfig(port=free_port(), api_keys=[ApiKey.parse(f"{KEY}:READ_WRITE")], db=str(tmp_path / "cloud.db"))
+    )
+    await emu.start()
+    yield emu
+    await emu.stop()
+
+
+def csv_lines(n: int, start: int = 0, bib0: int = 100) -> list[str]:
+    # distinct chips, one read each: every line becomes exactly one passing
+    return [
+        f"{bib0 + i},CHIP{bib0 + i},2026-05-03T09:{(i // 60) % 60:02d}:{i % 60:02d}.250Z"
+        for i in range(start, start + n)
+    ]
+
+
+async def cli(*args: str) -> tuple[int, str, str]:
+    """Run a rufus-gateway command without blocking the loop (the emulator lives in this loop)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def send(port: int, lines: list[str]) -> None:
+    _r, w = await asyncio.open_connection("127.0.0.1", port)
+    w.write("".join(line + "\n" for line in lines).encode())
+    await w.drain()
+    w.close()
+    await w.wait_closed()
+
+
+def cloud_nums(emu: Emulator) -> dict[str, list[int]]:
+    return {tok: s["num_passings"] for tok, s in emu.state()["sessions"].items()}
+
+
+async def until(cond: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not cond():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def make(tmp_path: Path, emu: Emulator, port: int, **kw: Any) -> Daemon:
+    cfg = write_config(
+        tmp_path / "gw.toml",
+        base_url=emu.base_url,
+        api_key=KEY,
+        readers=[{"name": "finish", "url": f"tcp-listen://127.0.0.1:{port}", "format": "csv"}],
+        **kw,
+    )
+    return Daemon(cfg)
+
+
+async def test_reads_reach_the_cloud_gapless_and_are_sent(tmp_path: Path, cloud: Emulator) -> None:
+    port = free_port()
+    d = make(tmp_path, cloud, port)
+    await d.start()
+    try:
+        await send(port, csv_lines(40))
+        await until(lambda: sum(len(v) for v in cloud_nums(cloud).values()) == 40, what="40 passings in the cloud")
+        await until(lambda: d.query("select count(*) from passings where state='Sent'")[0][0] == 40, what="Sent")
+        [(token, nums)] = cloud_nums(cloud).items()
+        assert nums == list(range(1, 41))
+        rows = d.query("select num_passing, bib, token_session from passings order by num_passing")
+        assert [r[0] for r in rows] == list(range(1, 41))
+        assert {r[2] for r in rows} == {token}
+        assert [r[1] for r in rows] == [str(100 + i) for i in range(40)]
+        assert await d.terminate() == 0
+    finally:
+        await d.kill()
+    assert KEY not in d.output()
+
+
+async def test_sigterm_under_load_exits_zero_and_a_restart_finishes_the_job(
+    tmp_path: Path, enveloped: Emulator
+) -> None:
+    port = free_port()
+    d = make(tmp_path, enveloped, port)
+    await d.start()
+    enveloped.set_offline(True)  # everything stays Pending while we stop
+    try:
+        await send(port, csv_lines(300))
+        await until(lambda: d.query("select count(*) from reads")[0][0] == 300, what="300 reads journaled")
+        t0 = asyncio.get_running_loop().time()
+        assert await d.terminate(timeout=10) == 0
+        assert asyncio.get_running_loop().time() - t0 < 10
+        assert d.query("select count(*) from reads")[0][0] == 300
+        enveloped.set_offline(False)
+        await d.start()
+        await until(lambda: sum(len(v) for v in cloud_nums(enveloped).values()) == 300, what="all 300 in the cloud")
+        [(_tok, nums)] = cloud_nums(enveloped).items()
+        assert nums == list(range(1, 301))
+        assert enveloped.state()["counts"]["inserted"] == 300
+    finally:
+        await d.kill()
+
+
+async def test_bad_config_exits_78_with_one_line(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("[cloud]\nbatch_size = 0\n")
+    code, _out, err = await cli("run", "--config", str(cfg))
+    assert code == 78
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "bad.toml:2: [cloud] batch_size: must be between 1 and 5000" in lines[0]
+
+
+async def test_a_second_daemon_on_the_same_database_refuses(tmp_path: Path, enveloped: Emulator) -> None:
+    d = make(tmp_path, enveloped, free_port())
+    await d.start()
+    try:
+        code, _out, err = await cli("run", "--config", str(d.config))
+        assert code == 73
+        assert "in use by another rufus-gateway" in err and "Traceback" not in err
+        assert d.proc is not None and d.proc.returncode is None  # the first one is unharmed
+    finally:
+        await d.kill()
+
+
+async def test_wrong_key_stops_uploading_keeps_reading_then_sighup_with_fixed_key_resumes(
+    tmp_path: Path, enveloped: Emulator
+) -> None:
+    port = free_port()
+    wrong = "ror-ffffffffffffffffffff"
+    cfg = write_config(
+        tmp_path / "gw.toml",
+        base_url=enveloped.base_url,
+        api_key=wrong,
+        readers=[{"name": "finish", "url": f"tcp-listen://127.0.0.1:{port}", "format": "csv"}],
+    )
+    d = Daemon(cfg)
+    await d.start()
+    try:
+        await send(port, csv_lines(10))
+        await until(lambda: d.query("select count(*) from reads")[0][0] == 10, what="reads journaled despite bad key")
+        await asyncio.sleep(1.0)
+        assert cloud_nums(enveloped) == {}
+        assert d.proc is not None and d.proc.returncode is None
+        cfg.write_text(cfg.read_text().replace(wrong, KEY))
+        d.proc.send_signal(signal.SIGHUP)
+        await until(lambda: sum(len(v) for v in cloud_nums(enveloped).values()) == 10, what="upload after SIGHUP")
+        assert next(iter(cloud_nums(enveloped).values())) == list(range(1, 11))
+    finally:
+        await d.kill()
+    assert wrong not in d.output() and KEY not in d.output()
+
+
+async def test_reject_bib_poison_is_set_aside_and_the_rest_flow(tmp_path: Path, enveloped: Emulator) -> None:
+    port = free_port()
+    enveloped.set_faults(reject_bib="113")
+    d = make(tmp_path, enveloped, port)
+    await d.start()
+    try:
+        await send(port, csv_lines(30))
+        await until(lambda: sum(len(v) for v in cloud_nums(enveloped).values()) == 29, what="29 good passings")
+        await until(lambda: d.query("select count(*) from passings where state='Rejected'")[0][0] == 1, what="poison")
+        [(num, bib, reason)] = d.query("select num_passing, bib, reason from passings where state='Rejected'")
+        assert bib == "113" and num == 14 and "113" in reason
+        [(_tok, nums)] = cloud_nums(enveloped).items()
+        assert sorted([*nums, num]) == list(range(1, 31))
+    finally:
+        await d.kill()
+
+
+async def test_configured_session_that_already_holds_passings_numbers_above_it(
+    tmp_path: Path, enveloped: Emulator
+) -> None:
+    from gateway.cloud.client import RufusClient
+    from gateway.model import Passing, parse_ts
+
+    async with RufusClient(enveloped.base_url, KEY) as c:
+        dev = await c.bind_device("One4All", "OTHER-1")
+        tok = await c.create_session(dev, "shared")
+        await c.insert_passings(tok, [Passing(parse_ts("2026-05-03T08:00:00.000Z"), n, f"9{n}") for n in range(1, 8)])
+    port = free_port()
+    d = make(tmp_path, enveloped, port, session={"token_session": tok}, device={"deviceid": dev})
+    await d.start()
+    try:
+        await send(port, csv_lines(5))
+        await until(lambda: len(cloud_nums(enveloped)[tok]) == 12, what="5 more passings")
+        assert cloud_nums(enveloped)[tok] == list(range(1, 13))
+        assert [r[0] for r in d.query("select num_passing from passings order by 1")] == [8, 9, 10, 11, 12]
+    finally:
+        await d.kill()
+
+
+async def test_mark_through_the_running_daemon_then_reconcile_says_yes(tmp_path: Path, enveloped: Emulator) -> None:
+    port = free_port()
+    d = make(tmp_path, enveloped, port)
+    await d.start()
+    try:
+        await send(port, csv_lines(3))
+        await until(lambda: sum(len(v) for v in cloud_nums(enveloped).values()) == 3, what="3 passings")
+        code, out, err = await cli("mark", "777", "--time", "2026-05-03T10:00:00+02:00", "--config", str(d.config))
+        assert code == 0, err
+        assert "bib 777 -> num_passing 4" in out
+        await until(lambda: sum(len(v) for v in cloud_nums(enveloped).values()) == 4, what="manual passing uploaded")
+        [(origin, ts)] = d.query("select origin, timestamp from passings where bib='777'")
+        assert origin == "manual" and ts.startswith("2026-05-03T08:00:00.000")
+        await until(lambda: d.query("select count(*) from passings where state='Pending'")[0][0] == 0, what="sent")
+        code, out, err = await cli("reconcile", "--config", str(d.config))
+        assert code == 0, out + err
+        assert out.startswith("yes: all 4 passings")
+    finally:
+        await d.kill()
+
+
+async def test_reconcile_finds_and_requeues_what_the_cloud_lost(tmp_path: Path, enveloped: Emulator) -> None:
+    port = free_port()
+    d = make(tmp_path, enveloped, port)
+    await d.start()
+    try:
+        await send(port, csv_lines(5))
+        await until(lambda: d.query("select count(*) from passings where state='Sent'")[0][0] == 5, what="5 Sent")
+    finally:
+        assert await d.terminate() == 0
+    # the cloud loses passings 2 and 4 (an operator deleted them, a restore from backup...)
+    cloud_db = sqlite3.connect(str(tmp_path / "cloud.db"))
+    cloud_db.execute("delete from passings where num_passing in (2, 4)")
+    cloud_db.commit()
+    cloud_db.close()
+    await enveloped.stop()
+    await enveloped.start()
+    code, out, _err = await cli("reconcile", "--config", str(d.config))
+    assert code == 1
+    assert "2 passing(s) marked Sent are not in the cloud (requeued): 2, 4" in out
+    assert [r[0] for r in d.query("select num_passing from passings where state='Pending' order by 1")] == [2, 4]
+    await d.start()
+    try:
+        await until(lambda: next(iter(cloud_nums(enveloped).values())) == [1, 2, 3, 4, 5], what="requeued re-sent")
+    finally:
+        await d.kill()
