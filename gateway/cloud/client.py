@@ -178,13 +178,29 @@ class RufusClient:
         op: str,
     ) -> Any:
         """One request; returns the unwrapped success object or raises a CloudError subclass."""
+        self.requests += 1
+        try:
+            return await self._exchange(method, path, params=params, body=body, op=op)
+        except CloudError as exc:
+            self.failures += 1
+            _log.debug("cloud_request_failed", op=op, method=method, path=path, status=exc.status, error=str(exc))
+            raise
+
+    async def _exchange(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str | int] | None,
+        body: dict[str, Any] | None,
+        op: str,
+    ) -> Any:
         headers = {self.key_header: self._api_key}
         data: bytes | None = None
         if body is not None:
             data = json.dumps(body, separators=(",", ":")).encode()
             headers["Content-Type"] = "application/json"
         url = self.base_url + path
-        self.requests += 1
         try:
             async with self._http().request(method, url, params=params, data=data, headers=headers) as resp:
                 status = resp.status
@@ -192,19 +208,15 @@ class RufusClient:
                 raw = await resp.read()
                 retry_after = parse_retry_after(resp.headers.get("Retry-After"))
         except aiohttp.ClientSSLError as exc:
-            self.failures += 1
             text = redact(str(exc))
             suspect = "not yet valid" in text.lower()
             hint = " (is this machine's clock in the past?)" if suspect else ""
             raise RetryableError(f"{op}: TLS failure: {text}{hint}", clock_suspect=suspect) from None
         except TimeoutError as exc:
-            self.failures += 1
             raise RetryableError(f"{op}: timed out ({type(exc).__name__})") from None
         except aiohttp.ClientError as exc:
-            self.failures += 1
             raise RetryableError(f"{op}: connection failed: {type(exc).__name__}: {redact(str(exc))}") from None
         except OSError as exc:
-            self.failures += 1
             raise RetryableError(f"{op}: connection failed: {redact(str(exc))}") from None
 
         payload: Any = None
@@ -217,11 +229,11 @@ class RufusClient:
                 parsed = False
         payload = _unwrap(payload)
         if 200 <= status < 300:
+            if status == 204 and not raw:
+                return None  # "no content" is an answer, not a garbled one
             if not parsed:
-                self.failures += 1
-                raise RetryableError(f"{op}: HTTP {status} with a body that is not JSON", status=status)
+                    raise RetryableError(f"{op}: HTTP {status} with a body that is not JSON", status=status)
             return payload
-        self.failures += 1
         desc = _description(payload) if parsed else None
         desc = None if desc is None else redact(desc)
         where = f"{op}: HTTP {status}" + (f": {desc}" if desc else "")
