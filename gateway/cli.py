@@ -13,12 +13,17 @@ from gateway import __version__
 # command name -> "module:attribute" of a click.Command
 COMMANDS: dict[str, str] = {
     "run": "gateway.daemon_cli:run_cmd",
+    "demo": "gateway.demo:demo_cmd",
     "mark": "gateway.crew_cli:mark_cmd",
     "session": "gateway.crew_cli:session_group",
     "device": "gateway.crew_cli:device_group",
     "reconcile": "gateway.crew_cli:reconcile_cmd",
     "outbox": "gateway.outbox_cli:outbox_group",
     "emulator": "gateway.emulator.cli:emulator_cmd",
+    "parse": "gateway.formats.cli:parse_cmd",
+    "simulate": "gateway.simulator.cli:simulate_cmd",
+    "record": "gateway.links.record:record_cmd",
+    "replay": "gateway.links.record:replay_cmd",
 }
 
 

@@ -141,8 +141,8 @@ class RaceResultFormat(Format):
 
 
 def _fields(read: Read, ctx: ParseContext) -> bytes:
-    if read.seq is None or read.seq < 0:
-        raise ValueError("a RACE RESULT passing needs a passing number (seq)")
+    if read.seq is not None and read.seq < 0:
+        raise ValueError(f"passing number {read.seq} is negative")
     if not read.chip or ";" in read.chip or not read.chip.isprintable():
         raise ValueError(f"transponder {read.chip!r} cannot be written as a RACE RESULT field")
     wall = read.timestamp.astimezone(ctx.tz)
@@ -152,7 +152,7 @@ def _fields(read: Read, ctx: ParseContext) -> bytes:
     if ";" in box:
         raise ValueError(f"box name {box!r} cannot contain ';'")
     parts = [
-        str(read.seq),
+        str(read.seq or 0),  # unnumbered (a sample line): 0, which no decoder assigns
         read.chip,
         wall.strftime("%Y-%m-%d"),
         wall.strftime("%H:%M:%S.") + f"{wall.microsecond // 1000:03d}",
@@ -185,15 +185,13 @@ class RaceResultConversation(Conversation):
 
     def on_record(self, record: Record) -> tuple[list[ParseResult], bytes]:
         result = parse_record(self.fmt, record, self.ctx)
-        answer = b""
         if isinstance(result, Read) and result.seq is not None:
+            # Only noted here: the ingest asks for the gap with refetch() once, after journaling what came.
             if self.last_seq is not None and result.seq > self.last_seq + 1:
-                first, count = self.last_seq + 1, result.seq - self.last_seq - 1
-                self.gaps.append((first, count))
-                answer = self.refetch(first, count)
+                self.gaps.append((self.last_seq + 1, result.seq - self.last_seq - 1))
             if self.last_seq is None or result.seq > self.last_seq:
                 self.last_seq = result.seq
-        return [result], answer
+        return [result], b""
 
     def refetch(self, first_seq: int, count: int) -> bytes:
         return f"{first_seq}:{count}\r\n".encode()

@@ -1,0 +1,141 @@
+"""`rufus-gateway parse`: run a capture through a format, one JSON object per read.
+
+How a crew checks a capture from a new reader: reads on stdout (every key, null when absent), each
+rejected record on stderr as `LINE_NO: reason` (for `$`-framed MYLAPS, the record number), skipped
+heartbeats and status lines silent. Exit 0 when everything parsed, 1 when something was rejected,
+2 on a usage or file error. Imports nothing heavier than click.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import sys
+from datetime import date
+from typing import IO, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import click
+
+from gateway import formats
+from gateway.errors import ReaderError
+from gateway.formats.base import Format, ParseContext, Record, Rejected
+from gateway.model import Read, format_ts
+
+CHUNK = 65536
+# formats whose records are not lines: a rejection is numbered by record, not by line
+_RECORD_NUMBERED = {"mylaps"}
+
+
+class UsageProblem(click.ClickException):
+    """A one-line error (no usage dump) with the usage exit code."""
+
+    exit_code = 2
+
+
+def read_json(read: Read) -> str:
+    obj: dict[str, Any] = {
+        "bib": read.bib,
+        "chip": read.chip,
+        "timestamp": format_ts(read.timestamp),
+        "antenna": read.antenna,
+        "rssi": read.rssi,
+        "reader": read.reader,
+        "seq": read.seq,
+    }
+    return json.dumps(obj, ensure_ascii=False)
+
+
+class LineIndex:
+    """Where lines end in a byte stream (LF, CRLF or a lone CR), so a record offset maps to a line number."""
+
+    def __init__(self) -> None:
+        self._ends: list[int] = []  # stream offsets of the byte ending each line
+        self._pos = 0
+        self._cr_pending = False  # a CR at the end of the last chunk: CRLF or a lone CR, decided next chunk
+
+    def feed(self, data: bytes) -> None:
+        for i, byte in enumerate(data):
+            offset = self._pos + i
+            if self._cr_pending:
+                self._cr_pending = False
+                if byte != 0x0A:
+                    self._ends.append(offset - 1)
+            if byte == 0x0A:
+                self._ends.append(offset)
+            elif byte == 0x0D:
+                self._cr_pending = True
+        self._pos += len(data)
+
+    def line_of(self, offset: int) -> int:
+        return bisect.bisect_left(self._ends, offset) + 1
+
+
+def run_parse(fmt: Format, ctx: ParseContext, stream: IO[bytes], out: IO[str], err: IO[str]) -> int:
+    """Parse everything in `stream`; returns the exit code (0 clean, 1 rejections)."""
+    framer = fmt.framer()
+    conv = fmt.conversation(ctx)
+    index = LineIndex()
+    by_record = fmt.name in _RECORD_NUMBERED
+    numbered = 0
+    rejected = 0
+
+    def emit(records: list[Record]) -> None:
+        nonlocal numbered, rejected
+        for record in records:
+            numbered += 1
+            results, _answer = conv.on_record(record)
+            for result in results:
+                if isinstance(result, Read):
+                    out.write(read_json(result) + "\n")
+                elif isinstance(result, Rejected):
+                    rejected += 1
+                    where = numbered if by_record else index.line_of(record.offset)
+                    err.write(f"{where}: {result.reason}\n")
+
+    while chunk := stream.read(CHUNK):
+        if not by_record:
+            index.feed(chunk)
+        emit(framer.feed(chunk))
+    emit(framer.flush())
+    return 1 if rejected else 0
+
+
+@click.command("parse")
+@click.option("--format", "fmt_name", required=True, metavar="F", help=f"reader format: {', '.join(formats.names())}")
+@click.option("--tz", "tz_name", default="UTC", show_default=True, help="the reader's IANA zone, for local times")
+@click.option("--date", "day", default=None, metavar="YYYY-MM-DD", help="the day for times without a date")
+@click.option("--reader", default=None, metavar="NAME", help="reader id for protocols that carry none")
+@click.argument("file", default="-", metavar="[FILE|-]")
+def parse_cmd(fmt_name: str, tz_name: str, day: str | None, reader: str | None, file: str) -> None:
+    """Parse a reader capture: one JSON object per read on stdout, rejected lines on stderr."""
+    try:
+        fmt = formats.get(fmt_name)
+    except ReaderError as exc:
+        raise UsageProblem(str(exc)) from None
+    try:
+        tz = ZoneInfo(tz_name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise UsageProblem(f"--tz {tz_name!r}: not an IANA time zone (e.g. Europe/Berlin)") from None
+    the_day: date | None = None
+    if day is not None:
+        try:
+            the_day = date.fromisoformat(day)
+        except ValueError:
+            raise UsageProblem(f"--date {day!r}: not YYYY-MM-DD") from None
+    ctx = ParseContext(tz=tz, date=the_day, reader=reader)
+    out, err = sys.stdout, sys.stderr
+    if file == "-":
+        code = run_parse(fmt, ctx, sys.stdin.buffer, out, err)
+    else:
+        try:
+            stream = open(file, "rb")  # closed by the with below; an open error must become one line
+        except OSError as exc:
+            raise UsageProblem(f"{file}: {exc.strerror or exc}") from None
+        with stream:
+            try:
+                code = run_parse(fmt, ctx, stream, out, err)
+            except OSError as exc:  # e.g. a directory, or the disk went away mid-read
+                raise UsageProblem(f"{file}: {exc.strerror or exc}") from None
+    out.flush()
+    click.get_current_context().exit(code)

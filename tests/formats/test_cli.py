@@ -1,0 +1,90 @@
+"""`rufus-gateway parse`: JSON reads on stdout, `LINE_NO: reason` on stderr, exit codes 0/1/2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from gateway.cli import cli
+
+KEYS = ["bib", "chip", "timestamp", "antenna", "rssi", "reader", "seq"]
+
+
+def _run(args: list[str], stdin: bytes | None = None) -> tuple[int, list[dict[str, object]], list[str]]:
+    result = CliRunner().invoke(cli, ["parse", *args], input=stdin)
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    reads = [json.loads(line) for line in result.stdout.splitlines()]
+    return result.exit_code, reads, result.stderr.splitlines()
+
+
+def test_clean_capture_exits_0_with_every_key(tmp_path: Path) -> None:
+    capture = tmp_path / "finish.csv"
+    capture.write_bytes(b"# finish line\r\n17,E2000017,2026-05-17T09:15:02.5+02:00,2,-61.5\r\n,E2003412,09:15:03\r\n")
+    code, reads, errors = _run(["--format", "csv", "--tz", "Europe/Berlin", "--date", "2026-05-17", str(capture)])
+    assert code == 0 and errors == []
+    assert [list(r) for r in reads] == [KEYS, KEYS]
+    assert reads[0] == {
+        "bib": "17", "chip": "E2000017", "timestamp": "2026-05-17T07:15:02.500Z",
+        "antenna": 2, "rssi": -61.5, "reader": None, "seq": None,
+    }  # fmt: skip
+    assert reads[1]["bib"] is None and reads[1]["timestamp"] == "2026-05-17T07:15:03.000Z"
+
+
+def test_rejections_go_to_stderr_with_physical_line_numbers_and_exit_1() -> None:
+    data = (
+        b"1,A,2026-05-17T09:15:02Z\n\n# note\n,,2026-05-17T09:15:02Z\r\nnoise\r2,B,2026-05-17T09:15:04Z\n3,C,2026-05-1"
+    )
+    code, reads, errors = _run(["--format", "csv", "-"], stdin=data)
+    assert code == 1
+    assert [r["bib"] for r in reads] == ["1", "2"]
+    assert errors == [
+        "4: bib and chip both empty at byte 0 (one of them is needed)",
+        "5: chip: missing at byte 5 (want bib,chip,timestamp[,antenna[,rssi]])",
+        "7: record at byte 88 cut off before its terminator",
+    ]
+
+
+def test_raceresult_capture_with_status_lines_is_clean() -> None:
+    data = (
+        b"SETPROTOCOL;3.2\r\n#P;17;1234;0000-00-00;11:15:02.123;0;1A;4F;;0;;;;;;;;D-5012;1;2;5012\r\n"
+        b"GETSTATUS;2026-05-17;11:15:00.000;1;00011001;1;1;1;49.7,8.2;1;100;10;10;0;0;;;;;0;1;1;1;0;\r\n"
+    )
+    code, reads, errors = _run(["--format", "raceresult", "--tz", "Europe/Berlin", "--date", "2026-05-17"], data)
+    assert (code, errors) == (0, [])
+    assert reads == [
+        {"bib": None, "chip": "1234", "timestamp": "2026-05-17T09:15:02.123Z", "antenna": 2, "rssi": 79.0,
+         "reader": "D-5012", "seq": 17}
+    ]  # fmt: skip
+
+
+def test_usage_and_file_errors_exit_2_in_one_line(tmp_path: Path) -> None:
+    for args, message in [
+        (["--format", "nope"], "unknown format 'nope'"),
+        (["--format", "csv", "--tz", "Mars/Olympus"], "--tz 'Mars/Olympus': not an IANA time zone"),
+        (["--format", "csv", "--date", "17.05.2026"], "--date '17.05.2026': not YYYY-MM-DD"),
+        (["--format", "csv", str(tmp_path / "missing.csv")], "missing.csv: No such file or directory"),
+        (["--format", "csv", str(tmp_path)], "Is a directory"),
+    ]:
+        code, reads, errors = _run(args, stdin=b"")
+        assert code == 2, args
+        assert reads == []
+        assert len(errors) == 1 and message in errors[0], errors
+
+
+def test_real_command_line_no_traceback(tmp_path: Path) -> None:
+    capture = tmp_path / "c.csv"
+    capture.write_bytes(b"1,A,2026-05-17T09:15:02Z\nbroken\n")
+    exe = [sys.executable, "-m", "gateway.cli", "parse", "--format", "csv", str(capture)]
+    proc = subprocess.run(exe, capture_output=True, timeout=30, check=False)
+    assert proc.returncode == 1
+    assert json.loads(proc.stdout)["chip"] == "A"
+    assert proc.stderr.decode().splitlines() == [
+        "2: chip: missing at byte 6 (want bib,chip,timestamp[,antenna[,rssi]])"
+    ]
+    missing = subprocess.run([*exe[:-1], str(tmp_path / "nope")], capture_output=True, timeout=30, check=False)
+    assert missing.returncode == 2 and b"Traceback" not in missing.stderr
+    assert len(missing.stderr.decode().splitlines()) == 1
