@@ -1,0 +1,148 @@
+"""Device and session resolution against the emulator: configured, stored, bound/created, adopted."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from uploader_helpers import T0, W_KEY, Env, all_sent, client_for, cloud_nums, eventually, fast, make_env, running
+
+from gateway import lifecycle
+from gateway.emulator import Emulator
+from gateway.errors import GatewayError
+from gateway.lifecycle import LifecycleSettings, resolve_device, resolve_session
+from gateway.model import Passing
+from gateway.outbox import Outbox
+from gateway.uploader import Uploader
+
+FAST = {"backoff_base": 0.02, "backoff_cap": 0.1}
+
+
+def ls(**kw: Any) -> LifecycleSettings:
+    return LifecycleSettings(**(FAST | kw))
+
+
+async def test_bind_then_create_then_resume(cloud: Emulator, tmp_path: Path) -> None:
+    client = client_for(cloud)
+    settings = ls(serial_number="SN-42", model="One4All", device_alias="finish", session_alias="10k")
+    try:
+        outbox = await Outbox.open(tmp_path / "o.db")
+        try:
+            deviceid = await resolve_device(outbox, client, settings)
+            assert deviceid is not None and len(deviceid) == 64
+            assert await outbox.get_meta("deviceid") == deviceid
+            rec = await resolve_session(outbox, client, settings)
+            assert rec is not None and rec.created_by_us and rec.floor == 0 and rec.deviceid == deviceid
+            info = await client.session_info(rec.token_session)
+            assert info.active and info.alias == "10k"
+        finally:
+            await outbox.close()
+        # A restart resumes exactly where it stopped: same device, same session, nothing new in the cloud.
+        outbox = await Outbox.open(tmp_path / "o.db")
+        try:
+            assert await resolve_device(outbox, client, settings) == deviceid
+            again = await resolve_session(outbox, client, settings)
+            assert again is not None and again.token_session == rec.token_session
+            assert len(await client.device_sessions(deviceid)) == 1
+        finally:
+            await outbox.close()
+    finally:
+        await client.close()
+
+
+async def test_nothing_configured_gives_no_session(cloud: Emulator, tmp_path: Path) -> None:
+    client = client_for(cloud)
+    outbox = await Outbox.open(tmp_path / "o.db")
+    try:
+        assert await resolve_device(outbox, client, ls()) is None
+        assert await resolve_session(outbox, client, ls()) is None
+        with pytest.raises(GatewayError, match="no deviceid"):
+            await lifecycle.new_session(outbox, client, "x", None)
+    finally:
+        await outbox.close()
+        await client.close()
+
+
+async def test_adopted_session_numbers_above_the_clouds_highest(cloud: Emulator, tmp_path: Path) -> None:
+    emu = cloud
+    client = client_for(emu)
+    outbox = await Outbox.open(tmp_path / "o.db")
+    try:
+        deviceid = await client.bind_device("One4All", "SN-ADOPT")
+        token = await client.create_session(deviceid, "shared")
+        theirs = [Passing(timestamp=T0 + timedelta(seconds=n), num_passing=n, bib=f"X{n}") for n in range(1, 11)]
+        await client.insert_passings(token, theirs)
+        rec = await resolve_session(outbox, client, ls(deviceid=deviceid, token_session=token))
+        assert rec is not None and rec.token_session == token
+        assert not rec.created_by_us and rec.floor == 10
+        env = Env(emu, outbox, client, deviceid, token)
+        assert await env.add(5) == [11, 12, 13, 14, 15]
+        up = Uploader(outbox, client, fast())
+        async with running(up):
+            await eventually(await all_sent(env, 5), what="5 Sent")
+        assert cloud_nums(emu, token) == list(range(1, 16))
+        assert not up.status.alerts and up.status.duplicates == 0
+    finally:
+        await outbox.close()
+        await client.close()
+
+
+async def test_cloud_unreachable_at_start_is_waited_out(cloud: Emulator, tmp_path: Path) -> None:
+    emu = cloud
+    client = client_for(emu)
+    outbox = await Outbox.open(tmp_path / "o.db")
+    try:
+        emu.set_offline(True)
+        task = asyncio.create_task(
+            resolve_session(outbox, client, ls(serial_number="SN-OFF", model="One4All", session_alias="r"))
+        )
+        await asyncio.sleep(0.4)
+        assert not task.done()  # retrying, not crashed
+        await outbox.journal("mat", [])  # the database stays usable meanwhile
+        emu.set_offline(False)
+        rec = await asyncio.wait_for(task, 5)
+        assert rec is not None and rec.created_by_us
+        assert await outbox.get_meta("deviceid") is not None
+    finally:
+        await outbox.close()
+        await client.close()
+
+
+async def test_new_and_close_session(env: Env) -> None:
+    await env.add(3)
+    rec = await lifecycle.new_session(env.outbox, env.client, "second wave", env.deviceid)
+    assert rec.created_by_us and rec.token_session != env.token
+    current = await env.outbox.current_session()
+    assert current is not None and current.token_session == rec.token_session
+    assert not (await env.client.session_info(env.token)).active  # the cloud closed the previous one
+    await lifecycle.close_session(env.outbox, env.client, rec.token_session)
+    assert not (await env.client.session_info(rec.token_session)).active
+    # The first session's passings are still there, Pending, for the uploader to read back / move / hold.
+    assert (await env.states(env.token)) == {"Pending": 3}
+
+
+async def test_key_that_cannot_read_is_reported_once(cloud: Emulator, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    emu = cloud
+    admin = client_for(emu)
+    client = client_for(emu, W_KEY)
+    env = await make_env(emu, tmp_path, client=admin)
+    try:
+        await env.add(4)
+        rec = await resolve_session(env.outbox, client, ls())
+        assert rec is not None and rec.token_session == env.token
+        assert not lifecycle.can_read(client)
+        up = Uploader(env.outbox, client, fast())
+        assert not up.can_read
+        async with running(up):
+            await eventually(await all_sent(env, 4), what="4 Sent with a WRITE-only key")
+        assert cloud_nums(emu, env.token) == [1, 2, 3, 4]
+        out = capsys.readouterr()
+        assert (out.out + out.err).count("may not read") == 1
+    finally:
+        await client.close()
+        await admin.close()
+        await env.outbox.close()

@@ -1,0 +1,150 @@
+"""Pending -> Sent against the real emulator over loopback, clean and under every fault mode."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+from uploader_helpers import Env, all_sent, client_for, cloud_nums, eventually, fast, make_env, running
+
+from gateway.emulator import Emulator
+from gateway.uploader import Uploader
+
+
+async def test_pending_to_sent_gapless_once(env: Env) -> None:
+    nums = await env.add(120)
+    assert nums == list(range(1, 121))
+    up = Uploader(env.outbox, env.client, fast(batch_size=50))
+    async with running(up):
+        await eventually(await all_sent(env, 120), what="120 Sent")
+        more = await env.add(7)
+        up.notify()
+        await eventually(await all_sent(env, 127), what="127 Sent")
+        await eventually(lambda: _true(up.status.state == "idle"), what="idle")
+    assert more == list(range(121, 128))
+    assert cloud_nums(env.emu, env.token) == list(range(1, 128))
+    assert env.emu.counts["inserted"] == 127 and env.emu.counts["duplicate"] == 0
+    assert up.status.passings_sent == 127
+    assert up.status.duplicates == 0 and up.status.retries == 0
+    assert up.status.batches_sent >= 3  # 50 + 50 + 20 (+ 7)
+    assert up.status.last_success_at is not None
+
+
+async def test_linger_gathers_a_burst_in_one_request(env: Env) -> None:
+    up = Uploader(env.outbox, env.client, fast(linger_s=0.3))
+    async with running(up):
+        await asyncio.sleep(0.05)  # uploader idle, waiting for work
+        for _ in range(5):  # five small commits in quick succession, as a pack crossing the mat
+            await env.add(2)
+            up.notify()
+            await asyncio.sleep(0.01)
+        await eventually(await all_sent(env, 10), what="10 Sent")
+    assert up.status.batches_sent == 1
+    assert cloud_nums(env.emu, env.token) == list(range(1, 11))
+
+
+async def test_errors_with_retry_after_are_retried(env: Env) -> None:
+    await env.add(30)
+    env.emu.set_faults(error_rate=1.0, error_status=503, retry_after=0.05)
+    up = Uploader(env.outbox, env.client, fast(batch_size=10))
+    async with running(up):
+        await eventually(lambda: _true(up.status.retries >= 3), what="retries")
+        assert up.status.state in ("backoff", "sending")
+        assert up.status.outage_started_at is not None
+        assert (await env.states()).get("Pending") == 30  # nothing leaves Pending without a 2xx
+        env.emu.set_faults(error_rate=0.0)
+        await eventually(await all_sent(env, 30), what="30 Sent")
+    assert cloud_nums(env.emu, env.token) == list(range(1, 31))
+    assert up.status.outage_started_at is None
+
+
+async def test_partial_error_rate_still_exactly_once(env: Env) -> None:
+    await env.add(60)
+    env.emu.set_faults(error_rate=0.5, error_status=500)
+    up = Uploader(env.outbox, env.client, fast(batch_size=7))
+    async with running(up):
+        await eventually(await all_sent(env, 60), timeout=20, what="60 Sent")
+    assert cloud_nums(env.emu, env.token) == list(range(1, 61))
+
+
+async def test_drop_after_commit_stores_no_duplicates(env: Env) -> None:
+    await env.add(40)
+    env.emu.set_faults(drop_after_commit=1.0)
+    up = Uploader(env.outbox, env.client, fast(batch_size=15))
+    async with running(up):
+        await eventually(lambda: _true(up.status.retries >= 2), what="lost responses")
+        # The cloud has committed a batch whose 2xx we never saw: still Pending here.
+        assert (await env.states()).get("Sent", 0) == 0
+        env.emu.set_faults(drop_after_commit=0.0)
+        await eventually(await all_sent(env, 40), what="40 Sent")
+    assert cloud_nums(env.emu, env.token) == list(range(1, 41))
+    assert env.emu.counts["inserted"] == 40  # each stored once; the re-sends were counted as duplicates
+    assert up.status.duplicates >= 15  # the re-sent batch came back as duplicates, not as new rows
+    assert up.status.renumbered == 0 and not up.status.alerts  # re-sends are ours: no false alarm
+
+
+async def test_hang_past_client_timeout_is_retried(cloud: Emulator, tmp_path: Path) -> None:
+    env = await make_env(cloud, tmp_path, client=client_for(cloud, read_timeout=0.3))
+    try:
+        await env.add(10)
+        env.emu.set_faults(hang_rate=1.0)
+        up = Uploader(env.outbox, env.client, fast())
+        async with running(up):
+            await eventually(lambda: _true(up.status.retries >= 2), what="timeouts")
+            assert (await env.states()).get("Sent", 0) == 0
+            env.emu.set_faults(hang_rate=0.0)
+            await eventually(await all_sent(env, 10), what="10 Sent")
+        assert cloud_nums(env.emu, env.token) == list(range(1, 11))
+    finally:
+        await env.client.close()
+        await env.outbox.close()
+
+
+async def test_offline_then_back(env: Env) -> None:
+    await env.add(5)
+    env.emu.set_offline(True)
+    up = Uploader(env.outbox, env.client, fast())
+    async with running(up):
+        await eventually(lambda: _true(up.status.retries >= 2), what="connection failures")
+        more = await env.add(20)  # reads keep flowing into the outbox during the outage
+        up.notify()
+        assert more[-1] == 25
+        env.emu.set_offline(False)
+        await eventually(await all_sent(env, 25), what="25 Sent")
+        await eventually(lambda: _true(up.status.state == "idle"), what="idle again")
+    assert cloud_nums(env.emu, env.token) == list(range(1, 26))
+    assert up.status.outage_started_at is None and up.status.last_error is not None
+
+
+async def test_latency_does_not_reorder(env: Env) -> None:
+    await env.add(12)
+    env.emu.set_faults(latency_ms=80)
+    up = Uploader(env.outbox, env.client, fast(batch_size=4))
+    async with running(up):
+        await eventually(await all_sent(env, 12), what="12 Sent")
+    assert cloud_nums(env.emu, env.token) == list(range(1, 13))
+
+
+async def test_cancel_mid_request_leaves_pending_then_sends_once(env: Env) -> None:
+    await env.add(20)
+    env.emu.set_faults(latency_ms=1500)
+    up = Uploader(env.outbox, env.client, fast(batch_size=20, linger_s=0.0))
+    task = asyncio.create_task(up.run())
+    await eventually(lambda: _true(up.status.state == "sending"), what="request in flight")
+    await asyncio.sleep(0.1)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert (await env.states()).get("Pending") == 20  # abandoned, not guessed
+    env.emu.set_faults(latency_ms=0)
+    await asyncio.sleep(1.6)  # let the abandoned request finish on the server side, as it would
+    again = Uploader(env.outbox, env.client, fast())
+    async with running(again):
+        await eventually(await all_sent(env, 20), what="20 Sent after restart")
+    assert cloud_nums(env.emu, env.token) == list(range(1, 21))
+    assert not again.status.alerts
+
+
+async def _true(value: bool) -> bool:
+    return value
