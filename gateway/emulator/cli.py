@@ -104,5 +104,6 @@ def _banner(emulator: Emulator) -> None:
     faults = {k: v for k, v in emulator.faults.as_dict().items() if v != getattr(Faults(), k)}
     if faults:
         lines.append("faults: " + ",".join(f"{k}={v}" for k, v in faults.items()))
+    lines.append("ready: Ctrl-C or SIGTERM stops it")  # scripts wait for this line
     click.echo("\n".join(lines))
     sys.stdout.flush()

@@ -1,0 +1,118 @@
+"""`rufus-gateway emulator` as a user runs it: a real subprocess, its banner, SIGTERM, --db across restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from gateway.cloud import RufusClient
+from gateway.emulator import Emulator, EmulatorConfig, Faults
+
+KEY = "ror-0123456789abcdef0123"
+
+
+@asynccontextmanager
+async def emulator_process(*args: str) -> AsyncIterator[tuple[asyncio.subprocess.Process, dict[str, str]]]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "emulator", "--port", "0", "--admin-port", "0", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env={**os.environ, "NO_COLOR": "1"},
+    )  # fmt: skip
+    assert proc.stdout is not None
+    banner: dict[str, str] = {}
+    try:
+        while "ready" not in banner:
+            line = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode()
+            if not line:
+                err = await proc.stderr.read() if proc.stderr else b""
+                raise AssertionError(f"emulator exited early: {err.decode()}")
+            name, _, value = line.strip().partition(": ")
+            banner[name] = value
+        yield proc, banner
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.communicate()
+
+
+async def test_banner_serves_and_exits_zero_on_sigterm(tmp_path: Path) -> None:
+    async with emulator_process("--dialect", "bare", "--faults", "latency_ms=1") as (proc, banner):
+        assert banner["api"].startswith("http://127.0.0.1:") and banner["api"].endswith("/v0")
+        assert banner["faults"] == "latency_ms=1" and banner["admin token"]
+        key = banner["demo key"].split()[0]
+        assert key.startswith("ror-") and len(key) == 24
+        async with RufusClient(banner["api"], key) as client:
+            d = await client.bind_device("One4All", "CLI-1")
+            assert (await client.device_info(d)).serial_number == "CLI-1"
+        async with aiohttp.ClientSession() as http:
+            async with http.get(banner["admin"] + "/state", headers={"X-Admin-Token": banner["admin token"]}) as r:
+                state = await r.json()
+        assert state["dialect"] == "bare" and state["devices"][0]["deviceid"] == d
+        proc.send_signal(signal.SIGTERM)
+        _, err = await proc.communicate()
+        assert proc.returncode == 0
+        assert key not in err.decode() and banner["admin token"] not in err.decode()
+
+
+async def test_db_survives_a_restart_and_given_keys_are_not_printed(tmp_path: Path) -> None:
+    db = str(tmp_path / "cloud.sqlite")
+    args = ("--db", db, "--api-key", f"{KEY}:READ_WRITE:unbind", "--admin-token", "tok-123456")
+    async with emulator_process(*args) as (proc, banner):
+        assert banner["keys"] == "READ_WRITE:unbind" and "admin token" not in banner
+        async with RufusClient(banner["api"], KEY) as client:
+            d = await client.bind_device("One4All", "CLI-2")
+        proc.send_signal(signal.SIGINT)
+        await proc.communicate()
+        assert proc.returncode == 0
+    async with emulator_process(*args) as (proc, banner), RufusClient(banner["api"], KEY) as client:
+        assert [x.deviceid for x in await client.list_devices()] == [d]
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--faults", "error_rate=2"], "error_rate"),
+        (["--api-key", "k:OWNER"], "OWNER"),
+        (["--dialect", "soap"], "soap"),
+    ],
+)
+async def test_bad_options_exit_2_with_one_line(args: list[str], named: str) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "emulator", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await proc.communicate()
+    assert proc.returncode == 2
+    assert named in err.decode() and "Traceback" not in err.decode()
+
+
+async def test_port_in_use_is_a_one_line_error() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway", "emulator", "--port", str(port), "--admin-port", "0",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        _, err = await proc.communicate()
+    assert proc.returncode == 1
+    text = err.decode()
+    assert "Traceback" not in text and "cannot listen" in text
+
+
+async def test_starting_offline_then_coming_online() -> None:
+    async with Emulator(EmulatorConfig(faults=Faults(offline=True))) as emu:
+        async with RufusClient(emu.base_url, emu.api_key) as client:
+            with pytest.raises(Exception, match="connection failed"):
+                await client.list_devices()
+            emu.set_faults(offline="false")
+            assert await client.list_devices() == []
