@@ -11,6 +11,7 @@ from gateway.formats.base import Format
 _MODULES: dict[str, str] = {
     "csv": "csv",
     "raceresult": "raceresult",
+    "ultra": "ultra",
 }
 
 

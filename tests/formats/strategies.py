@@ -54,9 +54,23 @@ def raceresult_reads(draw: st.DrawFn) -> Read:
     )
 
 
+@st.composite
+def ultra_reads(draw: st.DrawFn) -> Read:
+    return Read(
+        chip=draw(alnum),
+        bib=None,
+        timestamp=draw(instants),
+        antenna=draw(st.none() | st.integers(1, 8)),
+        rssi=draw(st.none() | st.integers(-127, 0).map(float)),
+        reader=str(draw(st.integers(1, 999))),
+        seq=draw(st.none() | st.integers(0, 10**9)),
+    )
+
+
 STRATEGIES: dict[str, st.SearchStrategy[Read]] = {
     "csv": csv_reads(),
     "raceresult": raceresult_reads(),
+    "ultra": ultra_reads(),
 }
 
 # one ordinary read per format, for tests that need a valid line rather than a search
@@ -77,5 +91,14 @@ SAMPLES: dict[str, Read] = {
         rssi=79.0,
         reader="D-5012",
         seq=17,
+    ),
+    "ultra": Read(
+        chip="058003",
+        bib=None,
+        timestamp=datetime(2026, 5, 17, 9, 15, 2, 482000, tzinfo=UTC),
+        antenna=1,
+        rssi=-63.0,
+        reader="1",
+        seq=29,
     ),
 }
