@@ -132,6 +132,8 @@ async def test_key_that_cannot_read_is_reported_once(cloud: Emulator, tmp_path: 
     env = await make_env(emu, tmp_path, client=admin)
     try:
         await env.add(4)
+        # Someone else's passing at our number 2: without read access this cannot be compared, only reported.
+        await admin.insert_passings(env.token, [Passing(timestamp=T0, num_passing=2, bib="X2")])
         rec = await resolve_session(env.outbox, client, ls())
         assert rec is not None and rec.token_session == env.token
         assert not lifecycle.can_read(client)
@@ -140,9 +142,35 @@ async def test_key_that_cannot_read_is_reported_once(cloud: Emulator, tmp_path: 
         async with running(up):
             await eventually(await all_sent(env, 4), what="4 Sent with a WRITE-only key")
         assert cloud_nums(emu, env.token) == [1, 2, 3, 4]
+        assert any("may not read them back" in a for a in up.status.alerts)
         out = capsys.readouterr()
-        assert (out.out + out.err).count("may not read") == 1
+        assert (out.out + out.err).count("API key may not read") == 1  # one start-up warning, listing the checks
     finally:
         await client.close()
         await admin.close()
         await env.outbox.close()
+
+
+async def test_wrong_key_at_start_waits_for_the_reloaded_one(cloud: Emulator, tmp_path: Path) -> None:
+    """The service passes a callable: a SIGHUP with the fixed key reaches a lifecycle still waiting."""
+    clients = {"now": client_for(cloud, "ror-00000000000000000000")}
+    bad = clients["now"]
+    outbox = await Outbox.open(tmp_path / "o.db")
+    try:
+        task = asyncio.create_task(
+            resolve_session(outbox, lambda: clients["now"], ls(serial_number="SN-KEY", model="One4All"))
+        )
+        await eventually(lambda: _is(sum(r["status"] == 401 for r in cloud.requests) >= 2), what="401s")
+        assert not task.done()
+        clients["now"] = client_for(cloud)
+        rec = await asyncio.wait_for(task, 5)
+        assert rec is not None and rec.created_by_us
+        assert await outbox.get_meta("deviceid") is not None
+    finally:
+        await outbox.close()
+        await bad.close()
+        await clients["now"].close()
+
+
+async def _is(value: bool) -> bool:
+    return value

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from pathlib import Path
 
+import pytest
 from uploader_helpers import Env, all_sent, client_for, cloud_nums, eventually, fast, make_env, running
 
 from gateway.emulator import Emulator
@@ -101,7 +102,7 @@ async def test_hang_past_client_timeout_is_retried(cloud: Emulator, tmp_path: Pa
         await env.outbox.close()
 
 
-async def test_offline_then_back(env: Env) -> None:
+async def test_offline_then_back(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
     await env.add(5)
     env.emu.set_offline(True)
     up = Uploader(env.outbox, env.client, fast())
@@ -115,6 +116,11 @@ async def test_offline_then_back(env: Env) -> None:
         await eventually(lambda: _true(up.status.state == "idle"), what="idle again")
     assert cloud_nums(env.emu, env.token) == list(range(1, 26))
     assert up.status.outage_started_at is None and up.status.last_error is not None
+    out = capsys.readouterr().out
+    assert out.count("cloud upload failed") == 1  # a warning at the start of the streak, quiet after
+    assert out.count("cloud upload still failing") >= 1
+    recovered = [line for line in out.splitlines() if "cloud upload recovered" in line]
+    assert len(recovered) == 1 and "outage_s" in recovered[0] and "pending=" in recovered[0]
 
 
 async def test_latency_does_not_reorder(env: Env) -> None:
