@@ -12,6 +12,7 @@ _MODULES: dict[str, str] = {
     "csv": "csv",
     "raceresult": "raceresult",
     "ultra": "ultra",
+    "ipico": "ipico",
 }
 
 

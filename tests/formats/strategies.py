@@ -67,10 +67,28 @@ def ultra_reads(draw: st.DrawFn) -> Read:
     )
 
 
+hexdigits = "0123456789abcdefABCDEF"
+
+
+@st.composite
+def ipico_reads(draw: st.DrawFn) -> Read:
+    ts = draw(instants)
+    return Read(
+        chip=draw(st.text(alphabet=hexdigits, min_size=12, max_size=12)),
+        bib=None,
+        timestamp=ts.replace(microsecond=ts.microsecond - ts.microsecond % 10_000),  # hundredths on the wire
+        antenna=None,
+        rssi=float(draw(st.integers(0, 255))),
+        reader=draw(st.text(alphabet=hexdigits, min_size=2, max_size=2)),
+        seq=None,
+    )
+
+
 STRATEGIES: dict[str, st.SearchStrategy[Read]] = {
     "csv": csv_reads(),
     "raceresult": raceresult_reads(),
     "ultra": ultra_reads(),
+    "ipico": ipico_reads(),
 }
 
 # one ordinary read per format, for tests that need a valid line rather than a search
@@ -100,5 +118,12 @@ SAMPLES: dict[str, Read] = {
         rssi=-63.0,
         reader="1",
         seq=29,
+    ),
+    "ipico": Read(
+        chip="058001e50001",
+        bib=None,
+        timestamp=datetime(2026, 5, 17, 9, 15, 2, 120000, tzinfo=UTC),
+        rssi=132.0,
+        reader="00",
     ),
 }
