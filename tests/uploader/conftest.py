@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from uploader_helpers import RW_KEY, W_KEY, Env, make_env
 
 from gateway.emulator import ApiKey, Emulator, EmulatorConfig
+from tests.uploader.helpers import RW_KEY, W_KEY, Env, make_env
 
 
 @pytest.fixture(params=["enveloped", "bare"])

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from uploader_helpers import T0, W_KEY, Env, all_sent, client_for, cloud_nums, eventually, fast, make_env, running
 
 from gateway import lifecycle
 from gateway.emulator import Emulator
@@ -17,6 +16,7 @@ from gateway.lifecycle import LifecycleSettings, resolve_device, resolve_session
 from gateway.model import Passing
 from gateway.outbox import Outbox
 from gateway.uploader import Uploader
+from tests.uploader.helpers import T0, W_KEY, Env, all_sent, client_for, cloud_nums, eventually, fast, make_env, running
 
 FAST = {"backoff_base": 0.02, "backoff_cap": 0.1}
 

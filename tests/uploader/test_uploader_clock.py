@@ -11,10 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from uploader_helpers import RW_KEY, Env, eventually, fast, running
 
 from gateway.cloud.client import RufusClient, Timeouts
 from gateway.uploader import Uploader
+from tests.uploader.helpers import RW_KEY, Env, eventually, fast, running
 
 _CA_CONF = """[ca]
 default_ca = test

@@ -7,10 +7,10 @@ import contextlib
 from pathlib import Path
 
 import pytest
-from uploader_helpers import Env, all_sent, client_for, cloud_nums, eventually, fast, make_env, running
 
 from gateway.emulator import Emulator
 from gateway.uploader import Uploader
+from tests.uploader.helpers import Env, all_sent, client_for, cloud_nums, eventually, fast, make_env, running
 
 
 async def test_pending_to_sent_gapless_once(env: Env) -> None:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from uploader_helpers import Env, all_sent, client_for, cloud_nums, eventually, fast, running
 
 from gateway import uploader as uploader_mod
 from gateway.uploader import Uploader
+from tests.uploader.helpers import Env, all_sent, client_for, cloud_nums, eventually, fast, running
 
 
 async def test_poison_passing_is_set_aside_and_the_rest_flows(env: Env) -> None:

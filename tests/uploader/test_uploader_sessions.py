@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from uploader_helpers import T0, Env, all_sent, cloud_nums, eventually, fast, running
-
 from gateway.model import Passing
 from gateway.uploader import Uploader
+from tests.uploader.helpers import T0, Env, all_sent, cloud_nums, eventually, fast, running
 
 
 def _theirs(nums: list[int]) -> list[Passing]:
