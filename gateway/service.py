@@ -89,6 +89,7 @@ class Gateway:
         self._stop = asyncio.Event()
         self._session_ready = asyncio.Event()
         self._reload: asyncio.Event = asyncio.Event()
+        self.running = asyncio.Event()  # set once the readers are up (READY=1)
         register_secret(settings.cloud.api_key)
         register_secret(settings.status.token)
 
@@ -189,6 +190,7 @@ class Gateway:
                     core.append(tg.create_task(self._guard("uploader", self._upload()), name="uploader"))
                 readers = [self._start_reader(tg, r, sink) for r in s.readers]
                 self.state.phase = "running"
+                self.running.set()
                 self.notifier.ready(self._status_line())
                 log.info("gateway running", readers=[r.name for r in s.readers], db=s.outbox.path)
                 await self._stop.wait()

@@ -268,3 +268,38 @@ async def test_reconcile_finds_and_requeues_what_the_cloud_lost(tmp_path: Path, 
         await until(lambda: next(iter(cloud_nums(enveloped).values())) == [1, 2, 3, 4, 5], what="requeued re-sent")
     finally:
         await d.kill()
+
+
+@pytest.mark.parametrize("failpoint", ["after_journal_commit", "mid_batch_commit", "after_cloud_2xx_before_mark_sent"])
+async def test_killed_at_each_failpoint_then_restarted_loses_and_doubles_nothing(
+    tmp_path: Path, enveloped: Emulator, failpoint: str
+) -> None:
+    port = free_port()
+    d = make(tmp_path, enveloped, port)
+    await d.start(failpoint=f"{failpoint}:2")
+    try:
+        _r, w = await asyncio.open_connection("127.0.0.1", port)
+        for chunk in range(5):  # several journal commits and upload batches, so the 2nd hit comes mid-run
+            try:
+                w.write("".join(line + "\n" for line in csv_lines(5, start=chunk * 5)).encode())
+                await w.drain()
+            except ConnectionError:
+                break  # killed: a fire-and-forget reader loses what was on the wire, not what was journaled
+            await asyncio.sleep(0.4)
+        assert await d.wait_exit(20) == -signal.SIGKILL, d.output()[-2000:]
+        w.close()
+        journaled = d.query("select count(*) from reads")[0][0]
+        await d.start()
+        await send(port, csv_lines(25, start=25))  # the reader keeps going after the restart
+        # every read the gateway committed, plus all sent after the restart, reaches the cloud exactly once
+        expected = journaled + 25
+        await until(lambda: sum(len(v) for v in cloud_nums(enveloped).values()) == expected, what=f"{expected}")
+        await until(lambda: d.query("select count(*) from passings where state='Pending'")[0][0] == 0, what="Sent")
+        [(_tok, nums)] = cloud_nums(enveloped).items()
+        assert nums == list(range(1, expected + 1))
+        assert enveloped.state()["counts"]["inserted"] == expected
+        bibs = [r[0] for r in d.query("select bib from passings order by num_passing")]
+        assert len(bibs) == len(set(bibs)) == expected
+        assert d.query("pragma integrity_check") == [("ok",)]
+    finally:
+        await d.kill()
