@@ -13,6 +13,7 @@ _MODULES: dict[str, str] = {
     "raceresult": "raceresult",
     "ultra": "ultra",
     "ipico": "ipico",
+    "chronotrack": "chronotrack",
 }
 
 

@@ -84,11 +84,27 @@ def ipico_reads(draw: st.DrawFn) -> Read:
     )
 
 
+@st.composite
+def chronotrack_reads(draw: st.DrawFn) -> Read:
+    ts = draw(instants)
+    chip = draw(alnum.filter(lambda c: c not in ("guntime", "newlocation")))
+    return Read(
+        chip=chip,
+        bib=None,
+        timestamp=ts.replace(microsecond=ts.microsecond - ts.microsecond % 10_000),  # hundredths on the wire
+        antenna=draw(st.none() | st.integers(1, 8)),
+        rssi=None,
+        reader=draw(st.text(alphabet="0123456789ABCDEF", min_size=6, max_size=6)),
+        seq=draw(st.integers(1, 10**9)),
+    )
+
+
 STRATEGIES: dict[str, st.SearchStrategy[Read]] = {
     "csv": csv_reads(),
     "raceresult": raceresult_reads(),
     "ultra": ultra_reads(),
     "ipico": ipico_reads(),
+    "chronotrack": chronotrack_reads(),
 }
 
 # one ordinary read per format, for tests that need a valid line rather than a search
@@ -125,5 +141,13 @@ SAMPLES: dict[str, Read] = {
         timestamp=datetime(2026, 5, 17, 9, 15, 2, 120000, tzinfo=UTC),
         rssi=132.0,
         reader="00",
+    ),
+    "chronotrack": Read(
+        chip="1234",
+        bib=None,
+        timestamp=datetime(2026, 5, 17, 9, 15, 2, 310000, tzinfo=UTC),
+        antenna=1,
+        reader="117F37",
+        seq=1,
     ),
 }

@@ -15,14 +15,14 @@ CASES = golden_cases()
 
 
 @pytest.mark.parametrize(("fmt_name", "ctx_spec", "case"), CASES, ids=[f"{f}:{c['name']}" for f, _, c in CASES])
-@pytest.mark.parametrize("chunk", [None, 1])
-def test_golden(fmt_name: str, ctx_spec: dict[str, Any], case: dict[str, Any], chunk: int | None) -> None:
+def test_golden(fmt_name: str, ctx_spec: dict[str, Any], case: dict[str, Any]) -> None:
     fmt = formats.get(fmt_name)
-    results = run(fmt, case_bytes(case), make_ctx(ctx_spec), chunk=chunk)
-    got = [describe(r) for r in results]
-    assert len(results) == len(case["expect"]), got
-    for expected, result in zip(case["expect"], results, strict=True):
-        assert matches(expected, result), (expected, describe(result))
+    for chunk in (None, 1):
+        results = run(fmt, case_bytes(case), make_ctx(ctx_spec), chunk=chunk)
+        got = [describe(r) for r in results]
+        assert len(results) == len(case["expect"]), (chunk, got)
+        for expected, result in zip(case["expect"], results, strict=True):
+            assert matches(expected, result), (chunk, expected, describe(result))
 
 
 def test_every_registered_format_has_golden_lines() -> None:
