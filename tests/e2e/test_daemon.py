@@ -303,3 +303,93 @@ async def test_killed_at_each_failpoint_then_restarted_loses_and_doubles_nothing
         assert d.query("pragma integrity_check") == [("ok",)]
     finally:
         await d.kill()
+
+
+FAULTS: dict[str, dict[str, Any]] = {
+    "5xx with Retry-After": {"error_rate": 0.4, "error_status": 503, "retry_after": 0.2},
+    "429": {"error_rate": 0.4, "error_status": 429, "retry_after": 0.1},
+    "commit then drop": {"drop_after_commit": 0.5},
+    "hang past the timeout": {"hang_rate": 0.3, "hang_s": 30.0},
+    "slow": {"latency_ms": 300},
+}
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+async def test_each_cloud_fault_mode_still_delivers_exactly_once(
+    tmp_path: Path, enveloped: Emulator, fault: str
+) -> None:
+    port = free_port()
+    enveloped.set_faults(**FAULTS[fault])
+    d = make(tmp_path, enveloped, port, cloud={"batch_size": 7})  # several batches, so faults hit mid-run
+    await d.start()
+    try:
+        for chunk in range(4):
+            await send(port, csv_lines(10, start=chunk * 10))
+            await asyncio.sleep(0.2)
+        await until(lambda: sum(len(v) for v in cloud_nums(enveloped).values()) == 40, timeout=60, what="40 in cloud")
+        await until(
+            lambda: d.query("select count(*) from passings where state='Sent'")[0][0] == 40, timeout=60, what="all Sent"
+        )
+        [(_tok, nums)] = cloud_nums(enveloped).items()
+        assert nums == list(range(1, 41))
+        state = enveloped.state()
+        assert state["counts"]["inserted"] == 40
+        if "latency_ms" not in FAULTS[fault]:  # latency delays every answer; the others must have fired
+            assert sum(state["faults_fired"].values()) > 0, "the fault never fired: the test proved nothing"
+    finally:
+        await d.kill()
+
+
+async def test_offline_cloud_and_an_emulator_restart_lose_nothing(tmp_path: Path, enveloped: Emulator) -> None:
+    port = free_port()
+    d = make(tmp_path, enveloped, port)
+    await d.start()
+    try:
+        await send(port, csv_lines(10))
+        await until(lambda: sum(len(v) for v in cloud_nums(enveloped).values()) == 10, what="first 10")
+        enveloped.set_offline(True)
+        await send(port, csv_lines(10, start=10))
+        await until(lambda: d.query("select count(*) from passings where state='Pending'")[0][0] == 10, what="pend")
+        enveloped.set_offline(False)
+        await enveloped.stop()  # the cloud itself restarts (state persisted in its --db)
+        await send(port, csv_lines(10, start=20))
+        await enveloped.start()
+        await until(lambda: sum(len(v) for v in cloud_nums(enveloped).values()) == 30, timeout=40, what="all 30")
+        [(_tok, nums)] = cloud_nums(enveloped).items()
+        assert nums == list(range(1, 31))
+    finally:
+        await d.kill()
+
+
+@pytest.mark.parametrize("follow", [False, True])
+async def test_session_closed_in_the_cloud_holds_or_follows(tmp_path: Path, enveloped: Emulator, follow: bool) -> None:
+    from gateway.cloud.client import RufusClient
+
+    port = free_port()
+    d = make(tmp_path, enveloped, port, session={"follow_active_session": follow})
+    await d.start()
+    try:
+        await send(port, csv_lines(5))
+        await until(lambda: sum(len(v) for v in cloud_nums(enveloped).values()) == 5, what="first 5")
+        [first] = cloud_nums(enveloped)
+        deviceid = d.query("select value from meta where key='deviceid'")[0][0]
+        async with RufusClient(enveloped.base_url, KEY) as c:
+            await c.close_session(first)  # the organiser closes it from the web app...
+            if follow:
+                second = await c.create_session(deviceid, "after the break")  # ...and opens another
+        await send(port, csv_lines(5, start=5))
+        if follow:
+            await until(lambda: len(cloud_nums(enveloped).get(second, [])) == 5, timeout=30, what="moved")
+            assert cloud_nums(enveloped)[first] == [1, 2, 3, 4, 5]
+            assert cloud_nums(enveloped)[second] == [1, 2, 3, 4, 5]
+            moved = d.query("select count(*) from passings where state='Moved' and token_session=?", first)[0][0]
+            assert d.query("select count(*) from passings where token_session=? and state='Sent'", second)[0][0] == 5
+            assert moved == 5  # the originals are kept, marked Moved, nothing deleted
+        else:
+            await until(lambda: d.query("select count(*) from passings where state='Pending'")[0][0] == 5, what="held")
+            await asyncio.sleep(1.5)
+            assert cloud_nums(enveloped)[first] == [1, 2, 3, 4, 5]
+            assert d.query("select count(*) from passings where state='Pending'")[0][0] == 5  # held, not dropped
+            assert "closed" in d.output()
+    finally:
+        await d.kill()
