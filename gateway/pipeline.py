@@ -20,7 +20,9 @@ Manual reads (origin `manual`) bypass all of this: the operator asked for exactl
 from __future__ import annotations
 
 import asyncio
+import bisect
 import csv
+import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +38,7 @@ log = get_logger("gateway.pipeline")
 
 CURSOR_KEY = "pipeline.cursor"
 BATCH = 500  # reads per transaction
+HISTORY = 16  # crossings remembered per (reader, chip)
 CLOCK_SETTLE_MS = 500  # a read received before a window's deadline is journaled well within this
 
 
@@ -156,11 +159,23 @@ class _Window:
 
 @dataclass
 class _KeyState:
-    last_ms: int | None = None  # reader time of the crossing that produced the last passing
+    # reader times of this key's recent crossings that made a passing (ascending, bounded): a late read of
+    # an earlier crossing (a reader catching up) is recognised, not only one of the latest crossing
+    crossings: list[int] = field(default_factory=list)
     window: _Window | None = None
 
+    def covers(self, t: int, before: int, after: int) -> bool:
+        return any(c - before < t < c + after for c in self.crossings)
+
+    def add(self, t: int) -> None:
+        bisect.insort(self.crossings, t)
+        del self.crossings[:-HISTORY]
+
+    def copy(self) -> _KeyState:
+        return _KeyState(list(self.crossings), dataclasses.replace(self.window) if self.window else None)
+
     def dump(self) -> str:
-        d: dict[str, Any] = {"last_ms": self.last_ms}
+        d: dict[str, Any] = {"crossings": self.crossings}
         if self.window is not None:
             d["window"] = self.window.__dict__
         return json.dumps(d, sort_keys=True)
@@ -169,7 +184,7 @@ class _KeyState:
     def load(cls, text: str) -> _KeyState:
         d = json.loads(text)
         w = d.get("window")
-        return cls(last_ms=d.get("last_ms"), window=_Window(**w) if w else None)
+        return cls(crossings=list(d.get("crossings", [])), window=_Window(**w) if w else None)
 
 
 def _better(rssi: float | None, than: float | None) -> bool:
@@ -268,7 +283,7 @@ class Pipeline:
         if key in work.changed:
             return work.changed[key]
         old = self._state.get(key)
-        st = _KeyState(last_ms=old.last_ms, window=old.window) if old else _KeyState()
+        st = old.copy() if old else _KeyState()
         work.changed[key] = st
         return st
 
@@ -305,7 +320,7 @@ class Pipeline:
         w = st.window
         assert w is not None
         self._emit(work, _from_ms(w.best_ms), w.bib, w.chip, "reader", w.best_id)
-        st.last_ms = w.start_ms if st.last_ms is None else max(st.last_ms, w.start_ms)
+        st.add(w.start_ms)
         st.window = None
         work.open.discard(key)
 
@@ -334,7 +349,7 @@ class Pipeline:
                     work.suppressed += 1
                     return
                 self._close(work, key, st)
-            if st.last_ms is not None and st.last_ms - w_ms < t < st.last_ms + hold_ms:
+            if st.covers(t, w_ms, hold_ms):
                 work.suppressed += 1
                 return
             rx = _ms(read.received_at)
@@ -343,11 +358,11 @@ class Pipeline:
                                 link=read.link)
             work.open.add(key)
             return
-        if st.last_ms is not None and st.last_ms - w_ms < t < st.last_ms + hold_ms:
+        if st.covers(t, w_ms, hold_ms):
             work.suppressed += 1
             return
         self._emit(work, read.timestamp, bib, read.chip, "reader", read.id)
-        st.last_ms = t if st.last_ms is None else max(st.last_ms, t)
+        st.add(t)
 
     @property
     def open_windows(self) -> int:

@@ -1,0 +1,242 @@
+"""Journal -> passings: duplicate windows on reader time, strongest/first/finished, manual entries, restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from gateway import pipeline as pipeline_mod
+from gateway.model import Read
+from gateway.outbox import Outbox
+from gateway.pipeline import ChipMap, Pipeline, ReaderRules, Stamp
+from tests.fixtures.outbox import T0, read_at
+
+PAST = datetime(2000, 1, 1, tzinfo=UTC)  # a `now` that closes no window by the clock
+STAMP = Stamp(timezone="Europe/Paris", latitude=48.85, longitude=2.35)
+
+
+def _future() -> datetime:
+    return datetime.now(UTC) + timedelta(hours=1)
+
+
+async def _passings(box: Outbox, token: str = "tok-A") -> list[tuple[int, str, str, str | None, int | None]]:
+    return [(r.passing.num_passing, r.passing.bib, r.passing.timestamp.isoformat(), r.passing.chip, r.read_id)
+            for r in await box.rows(token)]
+
+
+async def test_first_mode_one_passing_per_crossing_on_reader_time(session_outbox: Outbox) -> None:
+    box = session_outbox
+    pl = Pipeline(box, {"mat": ReaderRules(dedup_window_s=3.0)}, STAMP)
+    # three reads of one crossing, arriving in separate commits, then the same chip 10 s later
+    await box.journal("mat", [read_at(0.0, "C1")])
+    assert await pl.step(PAST) == 1
+    await box.journal("mat", [read_at(1.2, "C1"), read_at(2.9, "C1")])
+    assert await pl.step(PAST) == 0
+    await box.journal("mat", [read_at(10.0, "C1"), read_at(10.5, "C2"), read_at(11.0, "C1")])
+    assert await pl.step(PAST) == 2
+    rows = await box.rows("tok-A")
+    assert [(r.passing.num_passing, r.passing.chip, r.passing.timestamp - T0) for r in rows] == [
+        (1, "C1", timedelta(0)), (2, "C1", timedelta(seconds=10)), (3, "C2", timedelta(seconds=10.5))]
+    p = rows[0].passing
+    assert (p.timezone, p.latitude, p.longitude) == ("Europe/Paris", 48.85, 2.35)
+    assert pl.passings_created == 3 and pl.reads_processed == 6 and pl.reads_suppressed == 3
+
+
+async def test_arrival_time_does_not_matter(session_outbox: Outbox) -> None:
+    """Two crossings 10 s apart in reader time, delivered in one burst (a reader catching up after a cable
+    cut), are two passings; a crossing's reads delivered far apart are one."""
+    box = session_outbox
+    pl = Pipeline(box, {}, STAMP)
+    await box.journal("mat", [read_at(0, "C1"), read_at(10, "C1"), read_at(0.5, "C1")])
+    await pl.step(PAST)
+    assert [p[2] for p in await _passings(box)] == [T0.isoformat(), (T0 + timedelta(seconds=10)).isoformat()]
+
+
+async def test_dedup_is_per_reader(session_outbox: Outbox) -> None:
+    box = session_outbox
+    pl = Pipeline(box, {}, STAMP)
+    await box.journal("mat", [read_at(0, "C1", reader="R1"), read_at(0.2, "C1", reader="R2"),
+                              read_at(0.4, "C1", reader="R1")])
+    assert await pl.step(PAST) == 2
+
+
+async def test_strongest_emits_max_rssi_when_a_later_read_closes_the_window(session_outbox: Outbox) -> None:
+    box = session_outbox
+    pl = Pipeline(box, {"mat": ReaderRules(dedup_window_s=3.0, dedup_mode="strongest")}, STAMP)
+    await box.journal("mat", [read_at(0.0, "C1", rssi=-70), read_at(0.8, "C1", rssi=-52),
+                              read_at(1.5, "C1", rssi=-52), read_at(2.4, "C1", rssi=-65)])
+    assert await pl.step(PAST) == 0  # the window is still open: a stronger read may come
+    assert pl.open_windows == 1
+    await box.journal("mat", [read_at(9.0, "C1", rssi=-80)])
+    assert await pl.step(PAST) == 1
+    rows = await box.rows("tok-A")
+    assert rows[0].passing.timestamp == T0 + timedelta(seconds=0.8)  # the first of the two strongest
+    assert rows[0].read_id == 2
+
+
+async def test_strongest_window_closes_on_the_clock_when_the_chip_is_not_read_again(session_outbox: Outbox) -> None:
+    box = session_outbox
+    pl = Pipeline(box, {"mat": ReaderRules(dedup_window_s=3.0, dedup_mode="strongest", close_grace_s=1.0)}, STAMP)
+    await box.journal("mat", [read_at(0.0, "C1", rssi=-60), read_at(0.5, "C1", rssi=-40)])
+    assert await pl.step(datetime.now(UTC)) == 0
+    assert await pl.step(datetime.now(UTC) + timedelta(seconds=6)) == 1
+    assert (await box.rows("tok-A"))[0].read_id == 2
+    # a late read of that crossing (reader time inside the window) does not make a second passing
+    await box.journal("mat", [read_at(1.0, "C1", rssi=-30)])
+    assert await pl.step(_future()) == 0
+
+
+async def test_strongest_deadline_uses_stored_arrival_times(session_outbox: Outbox) -> None:
+    """A window is also closed by any read that ARRIVED after its deadline, before that read is processed,
+    so the order of passings follows the journal whatever the step boundaries were."""
+    box = session_outbox
+    rules = ReaderRules(dedup_window_s=0.05, dedup_mode="strongest", close_grace_s=0.05)
+    pl = Pipeline(box, {"mat": rules}, STAMP)
+    await box.journal("mat", [read_at(0.0, "A", rssi=-50)])
+    await asyncio.sleep(0.2)  # B arrives after A's window deadline (by the arrival clock)
+    await box.journal("mat", [read_at(0.01, "B", rssi=-50)])
+    # `now` in the past: only the stored arrival times can close A's window, and they do, before B
+    assert await pl.step(PAST) == 1
+    assert [p[1] for p in await _passings(box)] == ["A"]
+    assert await pl.step(_future()) == 1
+    assert [p[1] for p in await _passings(box)] == ["A", "B"]
+
+
+async def test_finished_window_suppresses_later_crossings(session_outbox: Outbox) -> None:
+    box = session_outbox
+    pl = Pipeline(box, {"mat": ReaderRules(dedup_window_s=3.0, finished_window_s=60.0)}, STAMP)
+    await box.journal("mat", [read_at(0, "C1"), read_at(20, "C1"), read_at(59, "C1"), read_at(61, "C1"),
+                              read_at(30, "C2")])
+    assert await pl.step(PAST) == 3
+    assert [(p[3], p[2]) for p in await _passings(box)] == [
+        ("C1", T0.isoformat()), ("C1", (T0 + timedelta(seconds=61)).isoformat()),  # journal order
+        ("C2", (T0 + timedelta(seconds=30)).isoformat())]
+
+
+async def test_zero_window_keeps_every_read(session_outbox: Outbox) -> None:
+    box = session_outbox
+    pl = Pipeline(box, {"mat": ReaderRules(dedup_window_s=0.0)}, STAMP)
+    await box.journal("mat", [read_at(0, "C1"), read_at(0.1, "C1"), read_at(0.1, "C1")])
+    assert await pl.step(PAST) == 3
+
+
+async def test_manual_reads_bypass_dedup(session_outbox: Outbox) -> None:
+    box = session_outbox
+    pl = Pipeline(box, {}, STAMP)
+    manual = Read(chip=None, bib="42", timestamp=T0, reader="manual")
+    await box.journal("manual", [manual], origin="manual")
+    await box.journal("manual", [manual], origin="manual")  # the operator entered it twice: two passings
+    assert await pl.step(PAST) == 2
+    rows = await box.rows("tok-A")
+    assert [(r.passing.bib, r.origin, r.passing.chip) for r in rows] == [("42", "manual", None)] * 2
+    assert await box.void("tok-A", 2)
+
+
+async def test_bib_without_chip_and_chip_map(session_outbox: Outbox, tmp_path: Path) -> None:
+    box = session_outbox
+    mapfile = tmp_path / "chips.csv"
+    mapfile.write_text("chip,bib\n000123,7\nE2000017ABCD0456,8\n")
+    cmap = ChipMap.load(mapfile, last_n=4)
+    pl = Pipeline(box, {"mat": ReaderRules(chip_map=cmap)}, STAMP)
+    await box.journal("mat", [
+        read_at(0, None, bib="501"),          # bib only: used as is
+        read_at(1, "00000000FFFF0123"),      # EPC tail 0123 -> 123 -> bib 7
+        read_at(2, "0456"),                  # 0456 -> 456 -> bib 8
+        read_at(3, "E20000170000009999"),    # unmapped: bib = normalised chip, flagged
+        read_at(4, "0000777", bib="12"),     # unmapped but the reader gave a bib: use it
+    ])
+    assert await pl.step(PAST) == 5
+    assert [(p[1], p[3]) for p in await _passings(box)] == [
+        ("501", None), ("7", "00000000FFFF0123"), ("8", "0456"), ("9999", "E20000170000009999"),
+        ("12", "0000777")]
+    assert pl.unmapped_chips == {"9999"}  # the reader gave bib 12 for 0000777: not flagged
+
+
+async def test_no_session_reads_wait_in_the_journal(outbox: Outbox) -> None:
+    pl = Pipeline(outbox, {}, STAMP)
+    await outbox.journal("mat", [read_at(0, "C1"), read_at(5, "C2")])
+    assert await pl.step(PAST) == 0
+    assert await outbox.rows() == []
+    await outbox.set_current_session("tok-N", alias=None, deviceid=None, created_by_us=False, floor=7)
+    assert await pl.step(PAST) == 2
+    assert [p[0] for p in await _passings(outbox, "tok-N")] == [8, 9]
+    # a new session: later reads are numbered there, from 1
+    await outbox.set_current_session("tok-M", alias=None, deviceid=None, created_by_us=True)
+    await outbox.journal("mat", [read_at(60, "C1")])
+    assert await pl.step(PAST) == 1
+    assert [p[0] for p in await _passings(outbox, "tok-M")] == [1]
+
+
+def _race(seed: int, n: int = 300) -> list[tuple[str, Read]]:
+    """Reads as two mats would send them: bursts per crossing, RSSI up and down, small reorderings."""
+    rnd = random.Random(seed)
+    out: list[tuple[str, Read]] = []
+    t = 0.0
+    while len(out) < n:
+        t += rnd.uniform(0.0, 1.5)
+        link = rnd.choice(["mat1", "mat2"])
+        chip = f"{rnd.randrange(25):06d}"
+        for _ in range(rnd.randrange(1, 6)):
+            jitter = rnd.uniform(-0.3, 2.5)
+            out.append((link, read_at(max(0.0, t + jitter), chip, rssi=float(rnd.randrange(-90, -30)),
+                                      reader=link, antenna=rnd.randrange(1, 5))))
+    return out[:n]
+
+
+RULES = {
+    "mat1": ReaderRules(dedup_window_s=3.0, dedup_mode="strongest"),
+    "mat2": ReaderRules(dedup_window_s=2.0, finished_window_s=20.0, chip_map=ChipMap.empty(last_n=4)),
+}
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_restart_mid_stream_derives_identical_passings(tmp_path: Path, seed: int,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    reads = _race(seed)
+    rnd = random.Random(seed * 7919)
+    cuts = sorted(rnd.sample(range(1, len(reads)), 12))
+    chunks = [reads[a:b] for a, b in zip([0, *cuts], [*cuts, len(reads)], strict=True)]
+
+    async def journal(box: Outbox, chunk: list[tuple[str, Read]]) -> None:
+        for link in ("mat1", "mat2"):
+            part = [r for lk, r in chunk if lk == link]
+            if part:
+                await box.journal(link, part)
+
+    # uninterrupted: everything journaled, one pipeline, one final step
+    a = await Outbox.open(tmp_path / "a.db")
+    try:
+        await a.set_current_session("tok-A", alias=None, deviceid=None, created_by_us=True)
+        for chunk in chunks:
+            await journal(a, chunk)
+        await Pipeline(a, RULES, STAMP).step(_future())
+        expected = await _passings(a)
+    finally:
+        await a.close()
+
+    # interrupted: a fresh process (new Outbox, new Pipeline) after every chunk, small transactions
+    monkeypatch.setattr(pipeline_mod, "BATCH", 7)
+    path = tmp_path / "b.db"
+    for i, chunk in enumerate(chunks):
+        b = await Outbox.open(path)
+        try:
+            if i == 0:
+                await b.set_current_session("tok-A", alias=None, deviceid=None, created_by_us=True)
+            await journal(b, chunk)
+            await Pipeline(b, RULES, STAMP).step(PAST)
+        finally:
+            await b.close()
+    b = await Outbox.open(path)
+    try:
+        await Pipeline(b, RULES, STAMP).step(_future())
+        got = await _passings(b)
+    finally:
+        await b.close()
+
+    assert got == expected
+    assert len(expected) > 20
+    assert [p[0] for p in expected] == list(range(1, len(expected) + 1))
