@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from gateway.backoff import Backoff, Streak
 from gateway.cloud.client import RufusClient
 from gateway.config import Settings
-from gateway.errors import AuthError, GatewayError, NotFoundError, RetryableError
+from gateway.errors import AuthError, BadRequestError, GatewayError, NotFoundError, RetryableError
 from gateway.log import get_logger
 from gateway.outbox import Outbox, SessionRecord
 
@@ -78,10 +78,14 @@ class LifecycleSettings:
     session_alias: str | None = None
     backoff_base: float = 0.5
     backoff_cap: float = 30.0
+    # The daemon waits out outages, a wrong key and refusals (reads keep being journaled meanwhile); a crew
+    # command at the keyboard wants the error at once: patient=False raises on the first failure.
+    patient: bool = True
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> LifecycleSettings:
+    def from_settings(cls, settings: Settings, *, patient: bool = True) -> LifecycleSettings:
         return cls(
+            patient=patient,
             deviceid=settings.device.deviceid,
             serial_number=settings.device.serial_number,
             model=settings.device.model,
@@ -111,8 +115,9 @@ async def _call(
     *,
     read: bool = False,
 ) -> T:
-    """Call the cloud until it answers. Outages and a wrong key are waited out (a warning at the start of
-    the streak, quiet after, the recovery logged); a 404 goes to the caller, as does a 403 on a read."""
+    """Call the cloud until it answers. Outages, a wrong key and a refused request are waited out (a warning
+    at the start of the streak, quiet after, the recovery logged); a 404 goes to the caller, as does a 403 on
+    a read. Not patient: every error goes to the caller at once."""
     backoff = Backoff(settings.backoff_base, settings.backoff_cap)
     streak = Streak(f"cloud {what}", log)
     while True:
@@ -121,14 +126,27 @@ async def _call(
         try:
             result = await fn(c)
         except RetryableError as exc:
+            if not settings.patient:
+                raise
             streak.failed(str(exc), status=exc.status)
             retry_after = exc.retry_after
         except AuthError as exc:
             if read and exc.status == 403:
                 read_denied(c, what)
                 raise _ReadRefused(what) from None
+            if not settings.patient:
+                raise
             # Unknown key (401) or one that may not write: nothing to do but wait for a reload.
             streak.failed(f"{exc} (fix the API key; SIGHUP reloads it)", status=exc.status)
+        except BadRequestError as exc:
+            if not settings.patient:
+                raise
+            # A refused bind or session (a bad [device] value): crashing would stop the readers too.
+            if not streak.down:
+                log.error(f"cloud refused {what}: check the [device]/[session] settings", error=str(exc))
+            streak.failed(str(exc), status=exc.status)
+            await asyncio.sleep(settings.backoff_cap)
+            continue
         else:
             streak.succeeded()
             return result
@@ -180,6 +198,8 @@ async def _cloud_floor(client: ClientSource, token: str, settings: LifecycleSett
             )
             return 0, None
         except NotFoundError as exc:
+            if not settings.patient:
+                raise
             if not streak.down:
                 log.error("configured session not found in the cloud; check [session] token_session",
                           token_session=token, error=str(exc))
@@ -225,12 +245,38 @@ async def resolve_session(
                     "reads are journaled but nothing is numbered or uploaded")
         return None
     alias = settings.session_alias
-    token = await _call("create session", client, lambda c: c.create_session(deviceid, alias), settings)
+    token, deviceid = await _create_session(outbox, client, deviceid, settings)
     # Created by us, so empty: numbering starts at 1 with no need to ask.
     await outbox.set_current_session(token, alias=alias, deviceid=deviceid, created_by_us=True, floor=0)
     log.info("session created", token_session=token, alias=alias, deviceid=deviceid)
     await _probe_read(client, token, settings)
     return await outbox.current_session()
+
+
+def _creating(deviceid: str, alias: str | None) -> Callable[[RufusClient], Awaitable[str]]:
+    return lambda c: c.create_session(deviceid, alias)
+
+
+async def _create_session(
+    outbox: Outbox, client: ClientSource, deviceid: str, settings: LifecycleSettings
+) -> tuple[str, str]:
+    """POST /sessions for our device. A device the cloud no longer knows (unbound, or a cloud that lost its
+    data) is bound again when it can be, else waited on: crashing would stop the readers too."""
+    alias = settings.session_alias
+    backoff = Backoff(settings.backoff_base, settings.backoff_cap)
+    while True:
+        try:
+            return await _call("create session", client, _creating(deviceid, alias), settings), deviceid
+        except NotFoundError as exc:
+            if not settings.patient:
+                raise
+            rebind = not settings.deviceid and settings.serial_number and settings.model
+            log.error("the cloud does not know our device" + ("; binding it again" if rebind else ""),
+                      deviceid=deviceid, error=str(exc))
+            if rebind:
+                await outbox.set_meta(DEVICE_META_KEY, None)
+                deviceid = await resolve_device(outbox, client, settings) or deviceid
+            await asyncio.sleep(backoff.next_delay())
 
 
 async def _probe_read(client: ClientSource, token: str, settings: LifecycleSettings) -> bool:

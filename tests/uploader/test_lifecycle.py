@@ -11,7 +11,7 @@ import pytest
 
 from gateway import lifecycle
 from gateway.emulator import Emulator
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, RetryableError
 from gateway.lifecycle import LifecycleSettings, resolve_device, resolve_session
 from gateway.model import Passing
 from gateway.outbox import Outbox
@@ -174,3 +174,31 @@ async def test_wrong_key_at_start_waits_for_the_reloaded_one(cloud: Emulator, tm
 
 async def _is(value: bool) -> bool:
     return value
+
+
+async def test_stored_device_the_cloud_forgot_is_bound_again(cloud: Emulator, tmp_path: Path) -> None:
+    client = client_for(cloud)
+    outbox = await Outbox.open(tmp_path / "o.db")
+    try:
+        await outbox.set_meta("deviceid", "A" * 64)  # bound once, then unbound in the cloud
+        rec = await resolve_session(outbox, client, ls(serial_number="SN-AGAIN", model="One4All"))
+        assert rec is not None and rec.deviceid != "A" * 64
+        assert await outbox.get_meta("deviceid") == rec.deviceid
+        assert [d["serial_number"] for d in cloud.state()["devices"]] == ["SN-AGAIN"]
+    finally:
+        await outbox.close()
+        await client.close()
+
+
+async def test_not_patient_raises_at_once_for_the_crew(cloud: Emulator, tmp_path: Path) -> None:
+    """`device bind` at the keyboard: an unreachable cloud is an error now, not a wait."""
+    client = client_for(cloud)
+    outbox = await Outbox.open(tmp_path / "o.db")
+    try:
+        cloud.set_offline(True)
+        with pytest.raises(RetryableError):
+            await resolve_device(outbox, client, ls(serial_number="SN-1", model="One4All", patient=False))
+        assert await outbox.get_meta("deviceid") is None
+    finally:
+        await outbox.close()
+        await client.close()
