@@ -212,6 +212,9 @@ class RufusClient:
             suspect = "not yet valid" in text.lower()
             hint = " (is this machine's clock in the past?)" if suspect else ""
             raise RetryableError(f"{op}: TLS failure: {text}{hint}", clock_suspect=suspect) from None
+        except aiohttp.InvalidURL:
+            # a configuration mistake, not an outage: retrying cannot fix it
+            raise CloudError(f"{op}: invalid URL {redact(url)!r} (check [cloud] base_url)") from None
         except TimeoutError as exc:
             raise RetryableError(f"{op}: timed out ({type(exc).__name__})") from None
         except aiohttp.ClientError as exc:

@@ -328,3 +328,11 @@ async def test_key_never_in_errors_repr_or_logs(fake: FakeCloud) -> None:
         assert key not in stream.getvalue()
     finally:
         structlog.configure(**saved)
+
+
+@pytest.mark.parametrize("base_url", ["http:///v0", "notaurl/v0"])
+async def test_a_malformed_base_url_is_not_retried_forever(base_url: str) -> None:
+    async with RufusClient(base_url, make_key()) as client:
+        with pytest.raises(CloudError, match="base_url") as err:
+            await client.list_devices()
+    assert not isinstance(err.value, RetryableError)
