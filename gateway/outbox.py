@@ -551,8 +551,10 @@ class Outbox:
             for i in range(0, len(pairs), _CHUNK):
                 chunk = pairs[i : i + _CHUNK]
                 marks = ",".join("(?, ?)" for _ in chunk)
+                # CROSS JOIN keeps the few keys outside: one index search each, never a scan of the journal
                 rows = await db.execute_fetchall(
-                    f"SELECT reader, seq FROM reads WHERE (reader, seq) IN (VALUES {marks})",
+                    f"WITH k(r, s) AS (VALUES {marks}) SELECT k.r, k.s FROM k CROSS JOIN reads "
+                    "ON reads.reader = k.r AND reads.seq = k.s WHERE reads.seq IS NOT NULL",
                     [v for pair in chunk for v in pair],
                 )
                 existing.update((r[0], r[1]) for r in rows)
