@@ -1,0 +1,90 @@
+"""Small helpers the chaos tests share: an emulated cloud in this process, the real daemon as a subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from gateway.chaos.checker import Report, Truth, check, cloud_from_rows, snapshot_db
+from gateway.chaos.processes import GatewayProcess, write_gateway_config
+from gateway.chaos.supervisor import API_KEY, secret_leaks
+from gateway.emulator.config import ApiKey, EmulatorConfig
+from gateway.emulator.server import Emulator
+
+ADMIN_TOKEN = "chaos-admin-token-0001"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@asynccontextmanager
+async def cloud(tmp_path: Path, **faults: Any) -> AsyncIterator[Emulator]:
+    emu = Emulator(EmulatorConfig(api_keys=[ApiKey(API_KEY)], db=str(tmp_path / "cloud.db"), seed=3,
+                                  admin_token=ADMIN_TOKEN))
+    await emu.start()
+    try:
+        if faults:
+            emu.set_faults(**faults)
+        yield emu
+    finally:
+        await emu.stop()
+
+
+@asynccontextmanager
+async def daemon(
+    tmp_path: Path, emu: Emulator, readers: list[dict[str, Any]], *, db: Path | None = None, **sections: Any
+) -> AsyncIterator[GatewayProcess]:
+    """A configured (not yet started) daemon; killed on the way out whatever happened."""
+    db = db or tmp_path / "gateway.db"
+    config = write_gateway_config(tmp_path / "gateway.toml", base_url=emu.base_url, api_key="", db=db,
+                                  readers=readers, **sections)
+    gw = GatewayProcess(config, db, env={"RUFUS_API_KEY": API_KEY})
+    try:
+        yield gw
+    finally:
+        await gw.kill()
+
+
+async def until(pred: Callable[[], bool], timeout: float, what: str, tail: Callable[[], str] = lambda: "") -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            if pred():
+                return
+        except Exception:  # the database may not exist yet, or be mid-checkpoint
+            pass
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}\n{tail()}")
+        await asyncio.sleep(0.1)
+
+
+def settled(gw: GatewayProcess) -> bool:
+    pending = gw.query("SELECT COUNT(*) FROM passings WHERE state = 'Pending'")[0][0]
+    top = gw.query("SELECT COALESCE(MAX(id), 0) FROM reads")[0][0]
+    cursor = gw.query("SELECT value FROM meta WHERE key = 'pipeline.cursor'")
+    return pending == 0 and bool(cursor) and int(cursor[0][0]) >= top
+
+
+def verdict(gw: GatewayProcess, emu: Emulator, truth: Truth | None = None, **kw: Any) -> Report:
+    """The checker over a stopped daemon's database and the emulator's store, plus a grep for the key."""
+    assert emu.store is not None
+    rows: list[dict[str, Any]] = []
+    for s in emu.store.all_sessions():
+        rows += emu.store.passings_of(s["token_session"], 1 << 30)
+    report = check(snapshot_db(gw.db), cloud_from_rows(rows), truth, **kw)
+    leaks = secret_leaks(gw.config.parent, API_KEY)
+    report.figures["secret_leaks"] = len(leaks)
+    if leaks:
+        report.figures["ok"] = False
+        report.details["secret_leaks"] = leaks
+    (gw.config.parent / "figures.json").write_text(report.json_line() + "\n")
+    return report

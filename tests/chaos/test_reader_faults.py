@@ -1,0 +1,201 @@
+"""Reader faults against the real daemon: garbage on the wire, a pulled serial cable, a decoder that skips
+numbers, re-sends and reboots. The daemon stays up, keeps every rejected line, reconnects, and journals
+nothing twice; what it journaled reaches the cloud once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import shutil
+import signal
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from gateway import formats
+from gateway.formats.base import ParseContext
+from gateway.model import Read
+from tests.chaos.harness import cloud, daemon, free_port, settled, until, verdict
+
+pytestmark = pytest.mark.chaos
+
+T0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
+
+
+def good(i: int) -> bytes:
+    return f"{i},CHIP{i:04d},{(T0 + timedelta(seconds=10 * i)).strftime('%Y-%m-%dT%H:%M:%S')}.000Z\n".encode()
+
+
+# Each of these is exactly one rejected record, with a marker to find its raw text in rejected_lines.
+BAD: list[tuple[str, bytes]] = [
+    ("CHIPUTF", b"\xff\xfe\xfd,CHIPUTF,2026-11-22T10:00:00.000Z\n"),  # invalid UTF-8
+    ("AAAAAAAA", b"A" * 1_000_000 + b"\n"),  # a 1 MB line
+    ("CHIPMONTH", b"9,CHIPMONTH,2026-13-01T00:00:00Z\n"),  # out-of-range timestamps
+    ("CHIPHOUR", b"9,CHIPHOUR,2026-11-22T25:00:00Z\n"),
+    ("CHIPYEAR", b"9,CHIPYEAR,99999-11-22T10:00:00Z\n"),
+    ("CHIPOFFSET", b"9,CHIPOFFSET,2026-11-22T10:00:00+25:00\n"),
+]
+TAIL = b"99,CHIPTAIL,2026-11-"  # the cable is pulled mid-line
+
+
+async def test_garbage_flood_and_bad_lines_are_kept_and_the_rest_flows(tmp_path: Path) -> None:
+    port = free_port()
+    async with cloud(tmp_path) as emu, daemon(
+        tmp_path, emu, [{"name": "finish", "url": f"tcp-listen://127.0.0.1:{port}", "format": "csv"}]
+    ) as gw:
+        await gw.start()
+        await gw.wait_ready()
+        _r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(b"".join(good(i) for i in range(1, 6)))
+        for _, line in BAD:
+            w.write(line)
+        flood = random.Random(7).randbytes(256 * 1024)  # a reader babbling at the wrong baud rate
+        w.write(flood + b"\n")
+        w.write(b"".join(good(i) for i in range(6, 11)) + TAIL)
+        await w.drain()
+        w.close()
+        await w.wait_closed()
+        _r2, w2 = await asyncio.open_connection("127.0.0.1", port)  # the reader comes back
+        w2.write(b"".join(good(i) for i in range(11, 16)))
+        await w2.drain()
+        await until(lambda: gw.query("SELECT COUNT(*) FROM reads")[0][0] >= 15, 20, "15 good reads", gw.tail)
+        await until(lambda: settled(gw), 20, "passings sent", gw.tail)
+        assert gw.running and await gw.ready(), gw.tail()
+        w2.close()
+        await w2.wait_closed()
+
+        rows = gw.query("SELECT reason, raw, offset FROM rejected_lines ORDER BY id")
+        raws = [raw for _, raw, _ in rows]
+        for marker, _ in BAD:
+            assert sum(marker in raw for raw in raws) == 1, (marker, rows[:10])
+        assert sum(raw.startswith("99,CHIPTAIL") for raw in raws) == 1, "a cut-off line is kept, not dropped"
+        assert len(rows) > len(BAD) + 1, "the flood left no trace in rejected_lines"
+        assert all(reason and "\n" not in reason for reason, _, _ in rows)
+        assert max(len(raw) for raw in raws) <= 4096, "a 1 MB line is not stored whole"
+        chips = sorted(c for (c,) in gw.query("SELECT chip FROM reads"))  # two connections: any interleaving
+        assert chips == [f"CHIP{i:04d}" for i in range(1, 16)], "exactly the good reads, once each"
+
+        assert await gw.terminate() == 0, gw.tail()
+        report = verdict(gw, emu, claim="journaled")
+        assert report.ok, report.problems()
+        assert report.figures["passings_cloud"] == 15 and report.figures["rejected_lines"] == len(rows)
+
+
+async def test_decoder_gap_resend_and_reboot_journal_each_read_once(tmp_path: Path) -> None:
+    """A RACE RESULT decoder (played here byte for byte) skips passing numbers 4-5 (the gateway asks for
+    them again), then reboots and pushes everything from 1 again plus three new ones."""
+    fmt = formats.get("raceresult")
+    ctx = ParseContext(reader="box1")
+    reads = [Read(chip=f"{1000 + i}", bib=None, timestamp=T0 + timedelta(seconds=5 * i), rssi=60.0, reader="box1")
+             for i in range(1, 11)]
+    sessions: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+
+    async def on_connect(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await sessions.put((r, w))
+
+    server = await asyncio.start_server(on_connect, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+
+    async def answer(r: asyncio.StreamReader, w: asyncio.StreamWriter, conv: object) -> None:
+        # the decoder's side of the conversation: setup commands, status polls, refetch requests
+        while data := await r.read(4096):
+            _acked, reply = conv.on_bytes(data)  # type: ignore[attr-defined]
+            if reply:
+                w.write(reply)
+
+    try:
+        async with cloud(tmp_path) as emu, daemon(
+            tmp_path, emu, [{"name": "box", "url": f"tcp://127.0.0.1:{port}", "format": "raceresult"}]
+        ) as gw:
+            await gw.start()
+            r, w = await asyncio.wait_for(sessions.get(), 20)
+            conv = fmt.reader_conversation(ctx)
+            lines = [conv.encode(read) for read in reads[:7]]  # numbered 1..7
+            talker = asyncio.create_task(answer(r, w, conv))
+            w.write(b"".join(lines[:3] + lines[5:7]))  # 4 and 5 lost on the wire
+            await until(lambda: gw.query("SELECT COUNT(*) FROM reads")[0][0] >= 7, 20, "the gap refetched", gw.tail)
+            w.write(b"".join(lines[:2]))  # a re-send of what was already taken
+            await asyncio.sleep(0.5)
+            w.close()  # reboot: the connection drops, the decoder forgets its session
+            talker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await talker
+            r, w = await asyncio.wait_for(sessions.get(), 20)
+            conv = fmt.reader_conversation(ctx)
+            talker = asyncio.create_task(answer(r, w, conv))
+            w.write(b"".join(conv.encode(read) for read in reads))  # 1..10 again: 8..10 are new
+            await until(lambda: gw.query("SELECT COUNT(*) FROM reads")[0][0] >= 10, 20, "the new reads", gw.tail)
+            await until(lambda: settled(gw), 20, "passings sent", gw.tail)
+            await asyncio.sleep(0.5)  # a late duplicate would be journaled by now
+            seqs = [s for (s,) in gw.query("SELECT seq FROM reads ORDER BY seq")]
+            assert seqs == list(range(1, 11)), seqs
+            assert "reads missing from the reader" in gw.tail(20000)
+            assert await gw.terminate() == 0, gw.tail()
+            w.close()
+            talker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await talker
+            report = verdict(gw, emu, claim="journaled")
+            assert report.ok, report.problems()
+            assert report.figures["passings_cloud"] == 10
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+@pytest.mark.skipif(shutil.which("socat") is None, reason="socat is needed for a pty pair (.ci/run installs it)")
+async def test_serial_cable_pulled_and_replugged(tmp_path: Path) -> None:
+    """A csv reader on a serial line (a socat pty pair with stable names, as udev gives /dev/serial/by-id):
+    killing socat is the USB adapter pulled out; a new socat is it plugged back in."""
+    dev, peer = tmp_path / "ttyGW", tmp_path / "ttyREADER"
+
+    async def plug() -> asyncio.subprocess.Process:
+        proc = await asyncio.create_subprocess_exec(
+            "socat", f"pty,raw,echo=0,link={dev}", f"pty,raw,echo=0,link={peer}",
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        await until(lambda: dev.exists() and peer.exists(), 10, "socat's pty links")
+        return proc
+
+    def send(data: bytes) -> None:
+        fd = os.open(peer, os.O_RDWR | os.O_NOCTTY)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+
+    socat = await plug()
+    try:
+        async with cloud(tmp_path) as emu, daemon(
+            tmp_path, emu, [{"name": "mat", "url": f"serial://{dev}?baudrate=115200", "format": "csv"}]
+        ) as gw:
+            await gw.start()
+            await gw.wait_ready()
+            await until(lambda: "link connected" in gw.tail(100000), 10, "the serial link open", gw.tail)
+            send(b"".join(good(i) for i in range(1, 4)))
+            await until(lambda: gw.query("SELECT COUNT(*) FROM reads")[0][0] == 3, 15, "3 reads", gw.tail)
+            socat.send_signal(signal.SIGKILL)  # pulled
+            await socat.wait()
+            await asyncio.sleep(1.0)
+            assert gw.running and await gw.ready(), "the daemon must survive a vanished serial device"
+            opened = gw.tail(100000).count("link connected")
+            socat = await plug()  # plugged back in
+            await until(lambda: gw.tail(100000).count("link connected") > opened, 30, "the link reopened", gw.tail)
+            send(b"".join(good(i) for i in range(4, 7)))
+            await until(lambda: gw.query("SELECT COUNT(*) FROM reads")[0][0] >= 6, 15, "reads after replug", gw.tail)
+            await until(lambda: settled(gw), 20, "passings sent", gw.tail)
+            await asyncio.sleep(0.3)
+            assert [c for (c,) in gw.query("SELECT chip FROM reads ORDER BY id")] == [
+                f"CHIP{i:04d}" for i in range(1, 7)
+            ]
+            assert await gw.terminate() == 0, gw.tail()
+            report = verdict(gw, emu, claim="journaled")
+            assert report.ok, report.problems()
+            assert report.figures["passings_cloud"] == 6
+    finally:
+        if socat.returncode is None:
+            socat.send_signal(signal.SIGKILL)
+            await socat.wait()
