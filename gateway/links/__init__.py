@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -32,6 +34,15 @@ def safe_url(url: str) -> str:
     return parts._replace(netloc=host).geturl()
 
 
+def _is_char_device(path: str) -> bool:
+    if not path.startswith("/"):
+        return False
+    try:
+        return stat.S_ISCHR(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
 def _host_port(url: str, scheme: str, netloc: str) -> tuple[str, int]:
     parts = urlsplit(url)
     try:
@@ -49,7 +60,7 @@ def _host_port(url: str, scheme: str, netloc: str) -> tuple[str, int]:
 def open_link(url: str, *, name: str | None = None, backoff_base: float = 0.5, backoff_cap: float = 30.0) -> Link:
     """Map a reader URL to its link. Nothing is opened yet: `link.run(handler)` does that, and keeps at it."""
     kw = {"backoff_base": backoff_base, "backoff_cap": backoff_cap}
-    if url.startswith("/dev/"):
+    if url.startswith("/dev/") or _is_char_device(url):  # a socat `link=` symlink to a pty counts too
         url = f"serial://{url}"
     parts = urlsplit(url)
     scheme = parts.scheme

@@ -34,6 +34,11 @@ class StreamConnection(Connection):
             raise ReaderError(f"{self.peer}: write on a closed connection")
         self._writer.write(data)
 
+    def write_eof(self) -> None:
+        if self._writer.can_write_eof() and not self._writer.is_closing():
+            with contextlib.suppress(OSError):
+                self._writer.write_eof()
+
     async def drain(self) -> None:
         try:
             await self._writer.drain()

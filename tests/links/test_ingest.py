@@ -224,12 +224,14 @@ async def test_link_state_follows_the_peer() -> None:
         await peer.send(b"1,A,1\n")
         await eventually(lambda: link.state.last_byte_at is not None, what="a byte")
         await peer.hangup()
-        await eventually(lambda: not link.state.connected, what="disconnected")
-        assert link.state.since >= since
-        assert link.state.last_error == "closed by peer"
-        await peer.connected()
-        await eventually(lambda: link.state.connected, what="reconnected")
+        await peer.connected()  # it comes straight back
+        await eventually(lambda: link.state.accepted == 2, what="the reconnect")
         assert link.state.reconnects == 1
-        assert counters.connections == 2
+        assert link.state.last_error == "closed by peer"
+        assert link.state.since > since
+        await eventually(lambda: counters.connections == 2, what="a second conversation")
+        await peer.close()  # the reader is switched off: the link stays down and says why
+        await eventually(lambda: "Refused" in (link.state.last_error or ""), what="connection refused")
+        assert not link.state.connected
     finally:
         await _stop(peer, task)
