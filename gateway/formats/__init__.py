@@ -14,6 +14,7 @@ _MODULES: dict[str, str] = {
     "ultra": "ultra",
     "ipico": "ipico",
     "chronotrack": "chronotrack",
+    "mylaps": "mylaps",
 }
 
 

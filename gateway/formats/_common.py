@@ -21,8 +21,10 @@ class DelimFramer(Framer):
     is discarded up to the next terminator, so a 1 MB line never sits in memory whole.
     """
 
-    def __init__(self, terminators: bytes = b"\r\n") -> None:
+    def __init__(self, terminators: bytes = b"\r\n", skip_leading: bytes = b"") -> None:
         self._term_re = re.compile(b"[" + re.escape(terminators) + b"]")
+        # bytes dropped at the start of a record (the CRLF some senders put after a `$` terminator)
+        self._skip = skip_leading
         self._buf = bytearray()
         self._start = 0  # stream offset of _buf[0]
         self._pos = 0  # stream offset of the next byte fed
@@ -32,6 +34,11 @@ class DelimFramer(Framer):
         out: list[Record] = []
         pos, end = 0, len(data)
         while pos < end:
+            if self._skip and not self._buf and not self._discarding:
+                while pos < end and data[pos] in self._skip:
+                    pos += 1
+                if pos == end:
+                    break
             m = self._term_re.search(data, pos)
             stop = m.start() if m else end
             if stop > pos and not self._discarding:

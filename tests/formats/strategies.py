@@ -99,12 +99,28 @@ def chronotrack_reads(draw: st.DrawFn) -> Read:
     )
 
 
+@st.composite
+def mylaps_reads(draw: st.DrawFn) -> Read:
+    bib = draw(st.none() | alnum)
+    chip = draw(alnum) if bib is None else draw(st.none() | alnum)
+    return Read(
+        chip=chip,
+        bib=bib,
+        timestamp=draw(instants),
+        antenna=draw(st.none() | st.integers(1, 8)),
+        rssi=draw(st.none() | st.floats(-120, 0, allow_nan=False)),
+        reader=draw(alnum),
+        seq=draw(st.integers(1, 10**9)),
+    )
+
+
 STRATEGIES: dict[str, st.SearchStrategy[Read]] = {
     "csv": csv_reads(),
     "raceresult": raceresult_reads(),
     "ultra": ultra_reads(),
     "ipico": ipico_reads(),
     "chronotrack": chronotrack_reads(),
+    "mylaps": mylaps_reads(),
 }
 
 # one ordinary read per format, for tests that need a valid line rather than a search
@@ -149,5 +165,13 @@ SAMPLES: dict[str, Read] = {
         antenna=1,
         reader="117F37",
         seq=1,
+    ),
+    "mylaps": Read(
+        chip="0000041",
+        bib="41",
+        timestamp=datetime(2026, 5, 17, 9, 15, 2, 904000, tzinfo=UTC),
+        antenna=1,
+        reader="Finish",
+        seq=1016,
     ),
 }

@@ -1,0 +1,319 @@
+"""`mylaps`: MYLAPS Timing & Scoring TCP/IP protocol V2 (port 3097; the decoder side connects to the gateway).
+
+Records end at `$` (some senders add CRLF after it), fields are `@`-separated and every record ends with
+`@`: `<location>@<function>@...@`. Passings come as `<location>@Passing@<passing>@...@<message number>@`,
+each passing a `|`-separated list of `key=value`: `t` time HH:MM:SS.mmm (local), `c` chip, `d` date YYMMDD,
+`an` antenna (a number, or an 8-bit mask from BibTag decoders), `ans` strongest antenna, `amd` amplitude in
+dBm, `b` bib, and others we do not need. The receiver answers `<name>@AckPassing@<message number>@$`; until
+then the sender keeps the message and sends it again with the same number, so the gateway acknowledges only
+after the passings are journaled. The message number names a message, not a passing: it is the read's seq
+when the message carries one passing, and no seq is claimed for a message carrying several.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from datetime import date, time
+from typing import ClassVar, Literal
+
+from gateway.formats._common import DelimFramer, complete_time, decode_line, field_offsets, finite, local, show
+from gateway.formats.base import (
+    Conversation,
+    Format,
+    Framer,
+    ParseContext,
+    ParseResult,
+    ReaderConversation,
+    Record,
+    Rejected,
+    Skipped,
+    parse_record,
+)
+from gateway.model import Read, format_ts
+
+SERVER_NAME = "rufus-gateway"
+PROTOCOL_VERSION = "Version2.1"
+_TIME = re.compile(r"(\d{1,2}):(\d{2}):(\d{2})(?:\.(\d{1,3}))?")
+_DATE = re.compile(r"(\d{2})(\d{2})(\d{2})")
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]*")
+_MASK = re.compile(r"[01]{8}")
+_RESERVED = set("@|$=")
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One framed record: who sent it, the function, its results and the message number (if it has one)."""
+
+    location: str
+    function: str
+    results: list[ParseResult]
+    number: int | None
+
+
+def _antenna(value: str) -> int | None:
+    """`an`: a plain antenna number, or BibTag's 8-bit mask (rightmost bit = antenna 1): the lowest set."""
+    if _MASK.fullmatch(value):
+        bits = value[::-1]
+        return bits.index("1") + 1 if "1" in bits else None
+    return int(value) if value.isdigit() and len(value) <= 3 else None
+
+
+def _passing(text: str, offset: int, location: str, ctx: ParseContext, raw: str) -> ParseResult:
+    """One `|`-separated passing starting at byte `offset` of the record."""
+    values: dict[str, tuple[str, int]] = {}
+    for item, item_off in field_offsets(text, "|"):
+        key, sep, value = item.partition("=")
+        if not sep:
+            return Rejected(f"passing item {show(item)} at byte {offset + item_off}: not key=value", raw)
+        values[key] = (value, offset + item_off + len(key.encode()) + 1)
+    chip = values.get("c", ("", 0))[0] or None
+    bib = values.get("b", ("", 0))[0] or None
+    if chip is None and bib is None:
+        return Rejected(f"passing at byte {offset} has neither c (chip) nor b (bib)", raw)
+    if "t" not in values:
+        return Rejected(f"passing at byte {offset} has no t (time)", raw)
+    t_text, t_off = values["t"]
+    m = _TIME.fullmatch(t_text)
+    try:
+        if not m:
+            raise ValueError("not HH:MM:SS.mmm")
+        hh, mm, ss, frac = m.groups()
+        tod = time(int(hh), int(mm), int(ss), int((frac or "0").ljust(3, "0")) * 1000)
+    except ValueError as exc:
+        return Rejected(f"t {show(t_text)} at byte {t_off}: {exc}", raw)
+    if "d" in values:
+        d_text, d_off = values["d"]
+        dm = _DATE.fullmatch(d_text)
+        try:
+            if not dm:
+                raise ValueError("not YYMMDD")
+            day = date(2000 + int(dm.group(1)), int(dm.group(2)), int(dm.group(3)))
+        except ValueError as exc:
+            return Rejected(f"d {show(d_text)} at byte {d_off}: {exc}", raw)
+        ts = local(day, tod, ctx.tz)
+    else:
+        ts = complete_time(tod, ctx)
+    antenna = None
+    for key in ("ans", "an"):  # the strongest antenna, where the decoder reports it, is the better one
+        if key in values and values[key][0]:
+            a_text, a_off = values[key]
+            antenna = _antenna(a_text)
+            if antenna is None and not _MASK.fullmatch(a_text):
+                return Rejected(f"{key} {show(a_text)} at byte {a_off}: not an antenna number or mask", raw)
+            break
+    rssi = None
+    if values.get("amd", ("", 0))[0]:
+        r_text, r_off = values["amd"]
+        try:
+            rssi = float(r_text)
+        except ValueError:
+            return Rejected(f"amd {show(r_text)} at byte {r_off}: not a number", raw)
+        if not finite(rssi):
+            return Rejected(f"amd {show(r_text)} at byte {r_off}: not a finite number", raw)
+    return Read(chip=chip, bib=bib, timestamp=ts, antenna=antenna, rssi=rssi, reader=location or ctx.reader, raw=raw)
+
+
+def parse_message(record: bytes, ctx: ParseContext) -> Message:
+    """Everything one `$`-terminated record says; never raises."""
+    text, err = decode_line(record)
+    if text is None:
+        return Message("", "", [Rejected(err, record.decode("utf-8", errors="replace"))], None)
+    raw = text
+    text = text.rstrip("\r\n")
+    parts = field_offsets(text, "@")
+    if len(parts) < 2 or not _NAME.fullmatch(parts[1][0]):
+        return Message("", "", [Rejected(f"not a MYLAPS message at byte 0 (starts {show(text[:16])})", raw)], None)
+    location, function = parts[0][0], parts[1][0]
+    # the record ends with '@': the last part is empty; the one before it is the message number, if any
+    body = parts[2:-1] if parts[-1][0] == "" else parts[2:]
+    if function == "Passing":
+        if len(body) < 2:
+            return Message(location, function, [Rejected("Passing message without passings", raw)], None)
+        num_text, num_off = body[-1]
+        if not num_text.isdigit() or len(num_text) > 12:
+            rej = Rejected(f"message number {show(num_text)} at byte {num_off}: not a whole number", raw)
+            return Message(location, function, [rej], None)
+        number = int(num_text)
+        results = [_passing(p, off, location, ctx, raw) for p, off in body[:-1]]
+        if len(results) == 1 and isinstance(results[0], Read):
+            results = [dataclasses.replace(results[0], seq=number)]
+        return Message(location, function, results, number)
+    if function == "Store":
+        reason = f"Store message at byte {parts[1][1]}: legacy stored passings are not supported; use Passing (V2)"
+        return Message(location, function, [Rejected(reason, raw)], None)
+    other_number: int | None = None  # Marker messages are numbered and acknowledged like passings
+    if body and body[-1][0].isdigit() and len(body[-1][0]) <= 12:
+        other_number = int(body[-1][0])
+    kind = {"Pong": "pong", "Ping": "ping", "Marker": "marker"}.get(function, function)
+    return Message(location, function, [Skipped(kind, raw)], other_number)
+
+
+def _check(value: str | None, label: str) -> None:
+    if value and (_RESERVED & set(value) or not value.isprintable()):
+        raise ValueError(f"{label} {value!r} cannot be written in a MYLAPS passing")
+
+
+def passing_message(read: Read, ctx: ParseContext, number: int) -> bytes:
+    """One read as a one-passing Passing message with message number `number`."""
+    location = read.reader or ctx.reader or "Finish"
+    for value, label in ((read.chip, "chip"), (read.bib, "bib"), (location, "location")):
+        _check(value, label)
+    if not read.chip and not read.bib:
+        raise ValueError("a MYLAPS passing needs a chip or a bib")
+    wall = read.timestamp.astimezone(ctx.tz)
+    if not 2000 <= wall.year <= 2099:
+        raise ValueError(f"year {wall.year} does not fit a YYMMDD date")
+    items = [f"t={wall:%H:%M:%S}.{wall.microsecond // 1000:03d}"]
+    if read.chip:
+        items += [f"c={read.chip}", "ct=UH"]
+    items += [f"d={wall:%y%m%d}", "l=0", "dv=1", "re=1"]
+    if read.antenna is not None:
+        items.append(f"an={read.antenna}")
+    if read.bib:
+        items.append(f"b={read.bib}")
+    if read.rssi is not None:
+        items.append(f"amd={read.rssi!r}")
+    return f"{location}@Passing@{'|'.join(items)}@{number}@$".encode()
+
+
+class MylapsFormat(Format):
+    name: ClassVar[str] = "mylaps"
+    default_port: ClassVar[int | None] = 3097
+    gateway_role: ClassVar[Literal["connect", "listen", "either"]] = "listen"
+    description: ClassVar[str] = "MYLAPS Timing&Scoring TCP/IP V2: '@' fields, '$' records, AckPassing after commit"
+
+    def framer(self) -> Framer:
+        return DelimFramer(b"$", skip_leading=b"\r\n\t ")
+
+    def parse(self, record: bytes, ctx: ParseContext) -> ParseResult:
+        results = parse_message(record, ctx).results
+        if len(results) == 1:
+            return results[0]
+        raw = record.decode("utf-8", errors="replace")
+        # one result per record is all parse() can return; losing the others silently is not an option
+        return Rejected(f"message carries {len(results)} passings: read it through conversation()", raw)
+
+    def format(self, read: Read, ctx: ParseContext) -> bytes:
+        return passing_message(read, ctx, read.seq or 0)
+
+    def conversation(self, ctx: ParseContext) -> Conversation:
+        return MylapsConversation(self, ctx)
+
+    def reader_conversation(self, ctx: ParseContext) -> ReaderConversation:
+        return MylapsReader(self, ctx)
+
+
+@dataclass(slots=True)
+class MylapsConversation(Conversation):
+    """Gateway side: answer Pong/Ping/Marker at once, AckPassing a message once all its reads are journaled."""
+
+    fmt: MylapsFormat
+    ctx: ParseContext
+    silence_timeout: float | None = 60.0  # keepalive() pings every 20 s; a live sender answers AckPing
+    # message number -> reads of it not yet acknowledged; a read -> the message numbers it arrived in
+    pending: dict[int, int] = field(default_factory=dict)
+    _waiting: defaultdict[Read, deque[int]] = field(default_factory=lambda: defaultdict(deque))
+    acks_sent: int = 0
+    gaps: list[tuple[int, int]] = field(default_factory=list)  # message numbers are not per passing: none
+
+    def on_record(self, record: Record) -> tuple[list[ParseResult], bytes]:
+        if record.oversize or record.truncated:
+            return [parse_record(self.fmt, record, self.ctx)], b""
+        msg = parse_message(record.data, self.ctx)
+        if msg.function == "Pong":
+            return msg.results, f"{SERVER_NAME}@AckPong@{PROTOCOL_VERSION}@$".encode()
+        if msg.function == "Ping":
+            return msg.results, f"{SERVER_NAME}@AckPing@$".encode()
+        if msg.function == "Marker" and msg.number is not None:
+            return msg.results, self._ack("AckMarker", msg.number)
+        if msg.function == "Passing" and msg.number is not None:
+            reads = [r for r in msg.results if isinstance(r, Read)]
+            if not reads:  # every passing rejected: nothing to journal, and a re-send would not fix it
+                return msg.results, self._ack("AckPassing", msg.number)
+            self.pending[msg.number] = self.pending.get(msg.number, 0) + len(reads)
+            for read in reads:
+                self._waiting[read].append(msg.number)
+        return msg.results, b""
+
+    def ack(self, read: Read) -> bytes:
+        numbers = self._waiting.get(read)
+        if not numbers:
+            return b""
+        number = numbers.popleft()
+        if not numbers:
+            del self._waiting[read]
+        left = self.pending.get(number, 1) - 1
+        if left > 0:
+            self.pending[number] = left
+            return b""
+        self.pending.pop(number, None)
+        return self._ack("AckPassing", number)
+
+    def _ack(self, what: str, number: int) -> bytes:
+        self.acks_sent += 1
+        return f"{SERVER_NAME}@{what}@{number}@$".encode()
+
+    def keepalive(self) -> bytes:
+        return f"{SERVER_NAME}@Ping@$".encode()
+
+
+_ACK = re.compile(rb"[^@$]*@AckPassing@(\d+)@")
+_PING = re.compile(rb"[^@$]*@Ping@")
+
+
+@dataclass(slots=True)
+class MylapsReader(ReaderConversation):
+    """The T&S side: one passing per message, numbered; keeps each until AckPassing, re-sends with its number."""
+
+    fmt: MylapsFormat
+    ctx: ParseContext
+    next_number: int = 1
+    numbers: dict[tuple[str | None, str], int] = field(default_factory=dict)  # (chip or bib, time) -> number
+    unacked: dict[int, Read] = field(default_factory=dict)
+    _buf: bytearray = field(default_factory=bytearray)
+
+    @property
+    def location(self) -> str:
+        return self.ctx.reader or "Finish"
+
+    def greeting(self) -> bytes:
+        return f"{self.location}@Pong@$".encode()
+
+    def encode(self, read: Read) -> bytes:
+        key = (read.chip if read.chip is not None else read.bib, format_ts(read.timestamp))
+        number = self.numbers.get(key)
+        if number is None:  # a re-send of an unacknowledged passing keeps its number
+            number = self.numbers[key] = self.next_number
+            self.next_number += 1
+        self.unacked[number] = read
+        return passing_message(read, self.ctx, number)
+
+    def heartbeat(self) -> bytes:
+        return f"{self.location}@Pong@$".encode()
+
+    def on_bytes(self, data: bytes) -> tuple[list[Read], bytes]:
+        self._buf += data
+        acked: list[Read] = []
+        answer = bytearray()
+        while (end := self._buf.find(b"$")) >= 0:
+            message = bytes(self._buf[:end]).strip()
+            del self._buf[: end + 1]
+            if m := _ACK.fullmatch(message):
+                read = self.unacked.pop(int(m.group(1)), None)
+                if read is not None:
+                    acked.append(read)
+            elif _PING.fullmatch(message):
+                answer += f"{self.location}@AckPing@$".encode()
+        if len(self._buf) > 4096:
+            self._buf.clear()
+        return acked, bytes(answer)
+
+    @property
+    def needs_ack(self) -> bool:
+        return True
+
+
+FORMAT = MylapsFormat()
