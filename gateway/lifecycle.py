@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 from gateway.backoff import Backoff, Streak
 from gateway.cloud.client import RufusClient
+from gateway.cloud.models import SessionInfo
 from gateway.config import Settings
 from gateway.errors import AuthError, BadRequestError, GatewayError, NotFoundError, RetryableError
 from gateway.log import get_logger
@@ -253,8 +254,32 @@ async def resolve_session(
     return await outbox.current_session()
 
 
-def _creating(deviceid: str, alias: str | None) -> Callable[[RufusClient], Awaitable[str]]:
-    return lambda c: c.create_session(deviceid, alias)
+def _listing(deviceid: str) -> Callable[[RufusClient], Awaitable[list[SessionInfo]]]:
+    return lambda c: c.device_sessions(deviceid)
+
+
+def _creating(deviceid: str, alias: str | None, before: set[str] | None) -> Callable[[RufusClient], Awaitable[str]]:
+    """One POST /sessions. Creating is not idempotent: when the answer is lost (a dropped connection after
+    the cloud committed), the device's sessions are listed again and a new active one is ours, adopted
+    rather than created twice."""
+
+    async def attempt(c: RufusClient) -> str:
+        try:
+            return await c.create_session(deviceid, alias)
+        except RetryableError:
+            if before is None:
+                raise
+            try:
+                now = await c.device_sessions(deviceid)
+            except GatewayError:
+                now = []
+            fresh = [x.token_session for x in now if x.active and x.token_session not in before]
+            if len(fresh) != 1:
+                raise
+            log.info("session created, its answer lost on the way: using it", token_session=fresh[0])
+            return fresh[0]
+
+    return attempt
 
 
 async def _create_session(
@@ -266,7 +291,14 @@ async def _create_session(
     backoff = Backoff(settings.backoff_base, settings.backoff_cap)
     while True:
         try:
-            return await _call("create session", client, _creating(deviceid, alias), settings), deviceid
+            before: set[str] | None
+            try:
+                known = await _call("device sessions", client, _listing(deviceid), settings, read=True)
+                before = {x.token_session for x in known}
+            except _ReadRefused:
+                before = None  # cannot tell a lost answer from a refusal: a retry may leave an empty session
+            token = await _call("create session", client, _creating(deviceid, alias, before), settings)
+            return token, deviceid
         except NotFoundError as exc:
             if not settings.patient:
                 raise

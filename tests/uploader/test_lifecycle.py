@@ -202,3 +202,20 @@ async def test_not_patient_raises_at_once_for_the_crew(cloud: Emulator, tmp_path
     finally:
         await outbox.close()
         await client.close()
+
+
+async def test_lost_answer_to_session_creation_does_not_create_two(cloud: Emulator, tmp_path: Path) -> None:
+    client = client_for(cloud)
+    outbox = await Outbox.open(tmp_path / "o.db")
+    try:
+        deviceid = await client.bind_device("One4All", "SN-DROP")
+        cloud.set_faults(drop_after_commit=1.0)  # every write committed, every answer lost
+        rec = await asyncio.wait_for(resolve_session(outbox, client, ls(deviceid=deviceid, session_alias="r")), 10)
+        cloud.set_faults(drop_after_commit=0.0)
+        assert rec is not None and rec.created_by_us
+        sessions = await client.device_sessions(deviceid)
+        assert [s.token_session for s in sessions] == [rec.token_session]  # one session, and it is ours
+        assert cloud.faults_fired["drop_after_commit"] >= 1
+    finally:
+        await outbox.close()
+        await client.close()
