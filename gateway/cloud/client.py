@@ -9,6 +9,7 @@ header and nowhere else: it is registered with the log scrubber and left out of 
 from __future__ import annotations
 
 import json
+import math
 import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -65,7 +66,8 @@ def passing_payload(p: Passing) -> dict[str, Any]:
             item[key] = str(value)
     for key in ("latitude", "longitude"):
         value = getattr(p, key)
-        if value is not None:
+        # NaN/inf would serialise as bare NaN, which is not JSON: an unusable coordinate is an unknown one
+        if value is not None and math.isfinite(value):
             item[key] = float(value)
     return item
 

@@ -287,6 +287,9 @@ class Emulator:
                 faults.error_status, {"description": f"Injected fault: HTTP {faults.error_status}"}, headers
             )
         try:
+            unrouted = request.match_info.http_exception
+            if unrouted is not None:  # unknown path or method: say so whatever the key
+                raise unrouted
             self._authorize(request)
             response = await handler(request)
         except Invalid as exc:

@@ -226,6 +226,11 @@ async def test_unknown_path_and_bad_json_answer_in_the_dialect(any_emulator: Emu
     emu = any_emulator
     status, payload, _ = await call(emu, "GET", "/nothing")
     assert status == 404 and isinstance(unwrap(emu, payload)["description"], str)
+    status, payload, _ = await call(emu, "PUT", "/devices")
+    assert status == 405 and isinstance(unwrap(emu, payload)["description"], str)
+    for path in ("/devices", "/sessions"):
+        status, payload, _ = await call(emu, "POST", path, ["not", "an", "object"])
+        assert status == 400 and "body" in unwrap(emu, payload)["description"]
     async with (
         aiohttp.ClientSession() as http,
         http.post(emu.base_url + "/passings", data=b"{not json", headers={"api_key": emu.api_key}) as resp,
