@@ -8,6 +8,7 @@ exactly as when a 4G link or the cloud is down."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import json
 import random
@@ -168,10 +169,11 @@ class Emulator:
 
     def set_faults(self, **changes: Any) -> Faults:
         """Change faults (string or typed values); `offline` switches the API listener. Returns the new set."""
-        offline = changes.pop("offline", None)
-        self.faults = self.faults.replace(**changes)
+        wanted = self.faults.replace(**changes)  # validates everything before anything changes
+        offline = wanted.offline if "offline" in changes else None
+        self.faults = dataclasses.replace(wanted, offline=self.faults.offline)
         if offline is not None:
-            self.set_offline(self.faults.replace(offline=offline).offline)
+            self.set_offline(offline)
         return self.faults
 
     def set_offline(self, offline: bool) -> None:

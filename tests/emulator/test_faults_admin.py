@@ -239,3 +239,12 @@ async def test_unknown_path_and_bad_json_answer_in_the_dialect(any_emulator: Emu
     assert resp.status == 400 and "JSON" in unwrap(emu, payload)["description"]
     logged = emu.state()["requests"][-1]
     assert logged["body"] == "{not json" and logged["status"] == 400
+
+
+async def test_a_bad_fault_value_changes_nothing(emulator: Emulator) -> None:
+    with pytest.raises(ValueError, match="offline"):
+        emulator.set_faults(error_rate=0.5, offline="maybe")
+    with pytest.raises(ValueError, match="hang_rate"):
+        emulator.set_faults(offline=True, hang_rate=-1)
+    assert emulator.faults == Faults()
+    assert (await call(emulator, "GET", "/devices"))[0] == 200
