@@ -23,6 +23,7 @@ import asyncio
 import bisect
 import csv
 import dataclasses
+import heapq
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -203,6 +204,7 @@ class _Step:
     unmapped: set[str] = field(default_factory=set)
     suppressed: int = 0
     open: set[tuple[str, str]] = field(default_factory=set)  # keys with an open window
+    deadlines: list[tuple[int, tuple[str, str]]] = field(default_factory=list)  # heap; stale entries skipped
 
 
 class Pipeline:
@@ -220,6 +222,7 @@ class Pipeline:
         self.cursor: int | None = None
         self._state: dict[tuple[str, str], _KeyState] = {}
         self._open: set[tuple[str, str]] = set()
+        self._deadlines: list[tuple[int, tuple[str, str]]] = []
         self._lock = asyncio.Lock()
 
     def _rules_for(self, link: str) -> ReaderRules:
@@ -236,13 +239,15 @@ class Pipeline:
             if stored != self.cursor:  # first step, or another writer moved it: the database is the truth
                 self._state = {k: _KeyState.load(v) for k, v in (await self.outbox.dedup_state()).items()}
                 self._open = {k for k, s in self._state.items() if s.window is not None}
+                self._deadlines = [(s.window.deadline_rx_ms, k) for k, s in self._state.items() if s.window]
+                heapq.heapify(self._deadlines)
                 self.cursor = stored
             created = 0
             while True:
                 reads = await self.outbox.reads_after(self.cursor, BATCH)
                 if not reads:
                     break
-                work = _Step(open=set(self._open))
+                work = self._work()
                 for read in reads:
                     self._close_due(work, _ms(read.received_at))
                     self._take(work, read)
@@ -252,7 +257,7 @@ class Pipeline:
                 created += n
             # Only once caught up with the journal: a window whose reads could still be queued stays open.
             now_ms = _ms(now or datetime.now(UTC)) - CLOCK_SETTLE_MS
-            work = _Step(open=set(self._open))
+            work = self._work()
             self._close_due(work, now_ms)
             if work.passings:
                 created += await self._commit(work, self.cursor, 0) or 0
@@ -268,16 +273,23 @@ class Pipeline:
             return None
         self._state.update(work.changed)
         self._open = work.open
+        self._deadlines = work.deadlines
         self.cursor = cursor
         self.reads_processed += reads
         self.reads_suppressed += work.suppressed
         self.passings_created += len(work.passings)
         new_unmapped = work.unmapped - self.unmapped_chips
         if new_unmapped:
+            before = len(self.unmapped_chips)
             self.unmapped_chips |= new_unmapped
-            log.warning("chips not in the chip map: sent with bib = chip", chips=sorted(new_unmapped)[:20],
-                        total_unmapped=len(self.unmapped_chips))
+            # first one, then at each power of ten: visible, but not a line per batch all race long
+            if before == 0 or len(str(before)) != len(str(len(self.unmapped_chips))):
+                    log.warning("chips not in the chip map: sent with bib = chip", chips=sorted(new_unmapped)[:20],
+                            total_unmapped=len(self.unmapped_chips))
         return len(work.passings)
+
+    def _work(self) -> _Step:
+        return _Step(open=set(self._open), deadlines=list(self._deadlines))
 
     def _get(self, work: _Step, key: tuple[str, str]) -> _KeyState:
         if key in work.changed:
@@ -308,13 +320,12 @@ class Pipeline:
 
     def _close_due(self, work: _Step, rx_ms: int) -> None:
         """Emit every open window whose deadline has passed, earliest deadline first (deterministic)."""
-        due: list[tuple[int, tuple[str, str]]] = []
-        for key in work.open:
-            st = work.changed.get(key) or self._state[key]
-            if st.window is not None and st.window.deadline_rx_ms <= rx_ms:
-                due.append((st.window.deadline_rx_ms, key))
-        for _, key in sorted(due):
-            self._close(work, key, self._get(work, key))
+        heap = work.deadlines
+        while heap and heap[0][0] <= rx_ms:
+            deadline, key = heapq.heappop(heap)
+            st = work.changed.get(key) or self._state.get(key)
+            if st is not None and st.window is not None and st.window.deadline_rx_ms == deadline:
+                self._close(work, key, self._get(work, key))
 
     def _close(self, work: _Step, key: tuple[str, str], st: _KeyState) -> None:
         w = st.window
@@ -357,6 +368,7 @@ class Pipeline:
                                 best_id=read.id, best_rssi=read.rssi, best_ms=t, chip=read.chip, bib=bib,
                                 link=read.link)
             work.open.add(key)
+            heapq.heappush(work.deadlines, (st.window.deadline_rx_ms, key))
             return
         if st.covers(t, w_ms, hold_ms):
             work.suppressed += 1
