@@ -204,11 +204,16 @@ class RufusClient:
             headers["Content-Type"] = "application/json"
         url = self.base_url + path
         try:
-            async with self._http().request(method, url, params=params, data=data, headers=headers) as resp:
+            # Redirects are not followed: aiohttp would carry our api_key header to wherever the Location
+            # points (a captive portal, another host). The real API does not redirect.
+            async with self._http().request(
+                method, url, params=params, data=data, headers=headers, allow_redirects=False
+            ) as resp:
                 status = resp.status
                 self.last_status = status
                 raw = await resp.read()
                 retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+                location = resp.headers.get("Location", "?")
         except aiohttp.ClientSSLError as exc:
             text = redact(str(exc))
             suspect = "not yet valid" in text.lower()
@@ -242,6 +247,9 @@ class RufusClient:
         desc = _description(payload) if parsed else None
         desc = None if desc is None else redact(desc)
         where = f"{op}: HTTP {status}" + (f": {desc}" if desc else "")
+        if 300 <= status < 400:
+            where = f"{op}: HTTP {status} redirect to {redact(location)!r} not followed (a captive portal?)"
+            raise RetryableError(where, status=status, retry_after=retry_after)
         if status in (401, 403):
             raise AuthError(where, status=status, description=desc)
         if status == 404:

@@ -336,3 +336,13 @@ async def test_a_malformed_base_url_is_not_retried_forever(base_url: str) -> Non
         with pytest.raises(CloudError, match="base_url") as err:
             await client.list_devices()
     assert not isinstance(err.value, RetryableError)
+
+
+async def test_redirects_are_not_followed_so_the_key_goes_nowhere_else(fake: FakeCloud) -> None:
+    fake.answers[("GET", "/v0/devices")] = answer(302, {}, headers={"Location": fake.url + "/portal"})
+    fake.answers[("GET", "/v0/portal")] = answer(200, {"description": "Success", "result": []})
+    async with RufusClient(fake.url, make_key()) as client:
+        with pytest.raises(RetryableError, match="redirect") as err:
+            await client.list_devices()
+    assert err.value.status == 302
+    assert [r.path for r in fake.seen] == ["/v0/devices"]
