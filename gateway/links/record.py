@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import click
 
 from gateway.errors import GatewayError, ReaderError
-from gateway.formats.base import ParseContext
+from gateway.formats.base import Format, ParseContext
 from gateway.ingest import ReaderCounters, serve_connection
 from gateway.links import Connection, LinkState, open_link
 from gateway.links.capture import CaptureWriter, Entry, is_capture, read_capture, split_lines
@@ -74,12 +74,13 @@ class RecordStats:
     skipped: int
 
 
-async def record(url: str, fmt_name: str, out: Path, *, tz: ZoneInfo | None = None,
+async def record(url: str, fmt: Format | str, out: Path, *, tz: ZoneInfo | None = None,
                  duration: float | None = None) -> RecordStats:
     """Capture from `url` until `duration` passes (a file:// source: until its end)."""
     from gateway import formats
 
-    fmt = formats.get(fmt_name)
+    if isinstance(fmt, str):
+        fmt = formats.get(fmt)
     link = open_link(url, name="record")
     ctx = ParseContext(tz=tz or ZoneInfo("UTC"), reader="record")
     counters = ReaderCounters()
@@ -117,6 +118,17 @@ def load_entries(path: Path) -> list[Entry]:
 
     now = datetime.now(UTC)
     return [Entry(now, piece) for piece in split_lines(path.read_bytes())]
+
+
+def write_raw(entries: Sequence[Entry], path: Path) -> int:
+    """The capture's bytes exactly as the reader sent them, without arrival times."""
+    try:
+        with path.open("wb") as f:
+            for entry in entries:
+                f.write(entry.data)
+    except OSError as exc:
+        raise ReaderError(f"{path}: {exc.strerror or exc}") from exc
+    return sum(len(e.data) for e in entries)
 
 
 async def replay(entries: Sequence[Entry], url: str, *, speed: float = 1.0, progress: Any = None,
@@ -217,8 +229,10 @@ def replay_cmd(capture: Path, url: str, speed: float) -> None:
 
     try:
         entries = load_entries(capture)
-        if url.startswith("file://"):
-            raise ReaderError("--to file:// is not a destination; copy the file instead")
+        if url.startswith("file://"):  # the raw byte stream, e.g. for `rufus-gateway parse`
+            sent = write_raw(entries, Path(url.removeprefix("file://")))
+            click.echo(f"wrote {len(entries)} lines, {sent} bytes from {capture} to {url}", err=True)
+            return
     except GatewayError as exc:
         raise click.ClickException(str(exc)) from None
     total = sum(len(e.data) for e in entries)

@@ -183,11 +183,12 @@ class Driver:
                     data = self.rconv.encode(read)
                     if self.needs_ack:
                         self.unacked[read_key(read)] = read
+                    # truth first: a run killed between the two lines lists one read too many, never one too few
+                    if self.truth:
+                        self.truth.sent(read)
                     conn.write(data)
                     self.cursor += 1
                     self.stats.sent += 1
-                    if self.truth:
-                        self.truth.sent(read)
                     if self.progress:
                         self.progress(self.cursor, len(self.reads))
                     await conn.drain()
