@@ -90,6 +90,7 @@ class Gateway:
         self._session_ready = asyncio.Event()
         self._reload: asyncio.Event = asyncio.Event()
         self.running = asyncio.Event()  # set once the readers are up (READY=1)
+        self.status_server: Any = None
         register_secret(settings.cloud.api_key)
         register_secret(settings.status.token)
 
@@ -188,6 +189,11 @@ class Gateway:
                 ]
                 if self.uploader is not None:
                     core.append(tg.create_task(self._guard("uploader", self._upload()), name="uploader"))
+                if s.status.listen:
+                    from gateway.status.server import StatusServer
+
+                    self.status_server = StatusServer(self, s.status.listen, s.status.token)
+                    core.append(tg.create_task(self._guard("status", self.status_server.serve()), name="status"))
                 readers = [self._start_reader(tg, r, sink) for r in s.readers]
                 self.state.phase = "running"
                 self.running.set()

@@ -1,0 +1,93 @@
+"""The finish-line surfaces of the running daemon: /status.json, /metrics, /healthz, the page."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import aiohttp
+from aiohttp.test_utils import make_mocked_request
+
+from gateway.emulator import Emulator
+from gateway.status.server import StatusServer, safe_url
+from tests.e2e.support import KEY, cloud_nums, csv_lines, send, until
+from tests.fixtures.daemon import Daemon, free_port, write_config
+
+
+async def test_status_json_metrics_healthz_and_page_show_the_run_without_the_key(
+    tmp_path: Path, enveloped: Emulator
+) -> None:
+    port, status_port = free_port(), free_port()
+    cfg = write_config(
+        tmp_path / "gw.toml",
+        base_url=enveloped.base_url,
+        api_key=KEY,
+        readers=[{"name": "finish", "url": f"tcp-listen://127.0.0.1:{port}", "format": "csv"}],
+    )
+    cfg.write_text(cfg.read_text().replace('listen = ""', f'listen = "127.0.0.1:{status_port}"'))
+    d = Daemon(cfg)
+    await d.start()
+    try:
+        await send(port, [*csv_lines(12), "this is not a read"])
+        await until(lambda: sum(len(v) for v in cloud_nums(enveloped).values()) == 12, what="12 in the cloud")
+        base = f"http://127.0.0.1:{status_port}"
+        async with aiohttp.ClientSession() as http:
+            for _ in range(50):  # outbox figures are cached for up to 2 s
+                async with http.get(f"{base}/status.json") as r:
+                    assert r.status == 200
+                    status: dict[str, Any] = await r.json()
+                if status["outbox"] and status["outbox"]["sent"] == 12:
+                    break
+                await asyncio.sleep(0.1)
+            assert status["phase"] == "running"
+            assert status["outbox"]["sent"] == 12 and status["outbox"]["pending"] == 0
+            [reader] = status["readers"]
+            assert reader["name"] == "finish" and reader["reads"] == 12 and reader["rejected"] == 1
+            assert status["token_session"] and status["uploader"]["state"] in ("idle", "sending")
+            async with http.get(f"{base}/metrics") as r:
+                metrics = await r.text()
+            assert 'rufus_gateway_outbox_passings{state="sent"} 12.0' in metrics
+            assert 'rufus_gateway_reader_rejected_lines_total{reader="finish"} 1.0' in metrics
+            async with http.get(f"{base}/healthz") as r:
+                assert r.status == 200 and (await r.json())["ok"] is True
+            async with http.get(f"{base}/") as r:
+                page = await r.text()
+            assert "status.json" in page
+            for text in (str(status), metrics, page):
+                assert KEY not in text
+    finally:
+        await d.kill()
+
+
+def _request_from(ip: str, path: str = "/status.json", headers: dict[str, str] | None = None) -> Any:
+    transport = mock.Mock()
+    transport.get_extra_info.side_effect = lambda name, default=None: (ip, 5555) if name == "peername" else default
+    return make_mocked_request("GET", path, headers=headers or {}, transport=transport)
+
+
+async def _guarded(server: StatusServer, request: Any) -> int:
+    async def ok(_request: Any) -> aiohttp.web.Response:
+        return aiohttp.web.Response(text="ok")
+
+    response = await server._guard(request, ok)
+    return response.status
+
+
+async def test_non_local_clients_need_the_status_token() -> None:
+    gw = mock.Mock()
+    with_token = StatusServer(gw, "0.0.0.0:0", token="s3cret-status")
+    no_token = StatusServer(gw, "0.0.0.0:0", token=None)
+    assert await _guarded(with_token, _request_from("127.0.0.1")) == 200
+    assert await _guarded(with_token, _request_from("::1")) == 200
+    assert await _guarded(with_token, _request_from("192.0.2.7")) == 401
+    assert await _guarded(with_token, _request_from("192.0.2.7", headers={"X-Status-Token": "wrong"})) == 401
+    assert await _guarded(with_token, _request_from("192.0.2.7", headers={"X-Status-Token": "s3cret-status"})) == 200
+    assert await _guarded(with_token, _request_from("192.0.2.7", path="/status.json?token=s3cret-status")) == 200
+    assert await _guarded(no_token, _request_from("192.0.2.7", headers={"X-Status-Token": ""})) == 401
+
+
+def test_reader_urls_lose_their_credentials() -> None:
+    assert safe_url("tcp://user:pw@10.0.0.5:3601") == "tcp://10.0.0.5:3601"
+    assert safe_url("/dev/serial/by-id/usb-FTDI") == "/dev/serial/by-id/usb-FTDI"
