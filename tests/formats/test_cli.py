@@ -88,3 +88,18 @@ def test_real_command_line_no_traceback(tmp_path: Path) -> None:
     missing = subprocess.run([*exe[:-1], str(tmp_path / "nope")], capture_output=True, timeout=30, check=False)
     assert missing.returncode == 2 and b"Traceback" not in missing.stderr
     assert len(missing.stderr.decode().splitlines()) == 1
+
+
+def test_mylaps_rejections_are_numbered_by_record() -> None:
+    data = (
+        b"Finish@Pong@$\r\n"
+        b"Finish@Passing@t=13:11:30.904|c=0000041|d=260517|b=41@t=13:12:21.830|c=0000039|d=260517|b=39@7@$\r\n"
+        b"Finish@Passing@t=25:00:00.000|c=X1@8@$\r\n"
+    )
+    code, reads, errors = _run(["--format", "mylaps", "--tz", "Europe/Berlin"], data)
+    assert code == 1
+    assert [(r["chip"], r["bib"], r["seq"], r["reader"]) for r in reads] == [
+        ("0000041", "41", None, "Finish"),
+        ("0000039", "39", None, "Finish"),
+    ]
+    assert errors == ["3: t '25:00:00.000' at byte 17: hour must be in 0..23"]
