@@ -258,3 +258,49 @@ def prune_cmd(db: Path | None, config: Path | None, days: float) -> None:
 
     deleted = _run(prune)
     click.echo(f"pruned {deleted} Sent passings sent more than {days:g} days ago from {path}")
+
+
+def _control_socket(path: Path) -> str:
+    """The daemon's control endpoint for this database (the same rule as Settings.control_socket)."""
+    return str(path.with_suffix(".ctl"))
+
+
+@outbox_group.command("requeue")
+@_source
+@click.argument("nums", nargs=-1, type=click.IntRange(min=1), required=True)
+@click.option("--session", "token_session", help="The session the numbers belong to (default: the current one).")
+def requeue_cmd(db: Path | None, config: Path | None, nums: tuple[int, ...], token_session: str | None) -> None:
+    """Send these Sent passings again (Sent -> Pending, same num_passing; the cloud dedups).
+
+    Goes through the running daemon's control socket; opens the database itself only when no daemon runs."""
+    path = _db_path(db, config)
+    from gateway import control
+
+    async def direct() -> dict[str, Any]:
+        if not path.exists():
+            raise StorageError(f"database {path} does not exist")
+        box = await Outbox.open(path)
+        try:
+            token = token_session
+            if token is None:
+                current = await box.current_session()
+                if current is None:
+                    raise GatewayError("no current session: give --session TOKEN")
+                token = current.token_session
+            return {"requeued": await box.requeue(token, list(nums)), "token_session": token}
+        finally:
+            await box.close()
+
+    async def requeue() -> dict[str, Any]:
+        body: dict[str, Any] = {"nums": list(nums)}
+        if token_session:
+            body["token_session"] = token_session
+        try:
+            return await control.call(_control_socket(path), "POST", "/requeue", body)
+        except control.DaemonNotRunning:
+            return await direct()
+
+    result = _run(requeue)
+    n = int(result["requeued"])
+    click.echo(f"requeued {n} of {len(nums)} passing(s)" + ("" if n == len(nums) else
+               " (the others are not Sent: Pending already, Rejected, Moved or unknown)"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import io
 import json
@@ -153,3 +154,37 @@ def test_missing_database_and_missing_option(tmp_path: Path) -> None:
     assert not (tmp_path / "nope.db").exists()  # a look never creates a database
     code, _, err = _invoke("stats")
     assert code == 2 and "--db" in err
+
+
+def test_requeue_directly_when_no_daemon_runs(db_path: Path) -> None:
+    asyncio.run(_fill(db_path))  # 1 Sent, 2 Rejected, 3..5 Pending
+    code, out, _ = _invoke("requeue", "--db", str(db_path), "1", "3")
+    assert code == 0 and out.startswith("requeued 1 of 2 passing(s)")
+    code, out, _ = _invoke("list", "--db", str(db_path), "--state", "Pending", "--json")
+    assert [json.loads(line)["num_passing"] for line in out.splitlines()] == [1, 3, 4, 5]
+
+
+async def test_requeue_goes_through_the_running_daemon(db_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from gateway.control import ControlServer
+
+    await _fill(db_path)
+    daemon_box = await Outbox.open(db_path)  # the daemon holds the lock: a direct write would be refused
+    gateway = SimpleNamespace(outbox=daemon_box, uploader=None, state=SimpleNamespace(phase="running"))
+    server = ControlServer(gateway, str(db_path.with_suffix(".ctl")))  # type: ignore[arg-type]
+    task = asyncio.create_task(server.serve())
+    try:
+        for _ in range(200):
+            if db_path.with_suffix(".ctl").exists():
+                break
+            await asyncio.sleep(0.01)
+        code, out, err = await asyncio.to_thread(_invoke, "requeue", "--db", str(db_path), "1")
+        assert code == 0, err
+        assert out.startswith("requeued 1 of 1")
+        assert [r.passing.num_passing for r in await daemon_box.pending("tok-A", 10)] == [1, 3, 4, 5]
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await daemon_box.close()
