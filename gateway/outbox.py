@@ -339,15 +339,15 @@ class Outbox:
     async def _prepare(self, quick_check: bool) -> None:
         db = self._db
         await db.execute("PRAGMA busy_timeout = 5000")  # a reader may meet the daemon's checkpoint
-        if not quick_check:
-            return
-        check = [r[0] for r in await db.execute_fetchall("PRAGMA quick_check")]
+        check = [r[0] for r in await db.execute_fetchall("PRAGMA quick_check")] if quick_check else ["ok"]
         if check != ["ok"]:
             raise StorageError(
                 f"database {self.path} failed its integrity check ({'; '.join(check[:3])}): "
                 "restore it from a backup or move it aside"
             )
         version = (await self._fetchone("PRAGMA user_version"))[0]
+        if not quick_check and self.read_only:
+            return  # `outbox check` on a damaged file: let integrity_check report, do not refuse here
         if version > SCHEMA_VERSION:
             raise StorageError(
                 f"database {self.path} has schema version {version}, newer than this gateway's {SCHEMA_VERSION}"
@@ -400,11 +400,14 @@ class Outbox:
 
     async def _fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Sequence[Any]]:
         async with self._lock:
+            if self._closed:
+                raise StorageError(f"database {self.path} is closed")
             return list(await self._db.execute_fetchall(sql, params))
 
     @contextlib.asynccontextmanager
     async def _txn(self) -> AsyncIterator[aiosqlite.Connection]:
-        """BEGIN IMMEDIATE ... COMMIT, rolled back on any error or cancellation. Caller must hold no lock."""
+        """BEGIN IMMEDIATE ... COMMIT, rolled back on any error or cancellation. The caller holds self._lock
+        (or is open(), before anyone else can see this object)."""
         if self.read_only:
             raise StorageError(f"database {self.path} is open read-only")
         await self._db.execute("BEGIN IMMEDIATE")

@@ -264,3 +264,13 @@ async def test_read_only_open_of_missing_file(tmp_path: Path) -> None:
 
 async def test_integrity_check_ok(outbox: Outbox) -> None:
     assert await outbox.integrity_check() == ["ok"]
+
+
+async def test_use_after_close_is_a_storage_error(db_path: Path) -> None:
+    box = await Outbox.open(db_path)
+    await box.close()
+    await box.close()  # idempotent
+    with pytest.raises(StorageError, match="closed"):
+        await box.stats()
+    with pytest.raises(StorageError, match="closed"):
+        await box.journal("mat", [read_at(1)])
