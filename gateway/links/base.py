@@ -75,13 +75,14 @@ class Connection(ABC):
         """Wait until the written bytes are handed to the OS (flow control for fast senders)."""
         return None  # pipes without flow control (files) are always drained
 
-    def write_eof(self) -> None:
+    def write_eof(self) -> bool:
         """Half-close: we are done sending but still read (a no-op where impossible, e.g. serial).
 
         Closing a socket that still has unread incoming bytes sends a RST, and a RST makes the peer
         discard what it has not read yet; a half-close lets it read everything and hang up first.
+        Returns True if the half-close happened (the peer will see EOF and can hang up).
         """
-        return None
+        return False
 
     @abstractmethod
     async def _read(self) -> bytes: ...

@@ -163,9 +163,9 @@ async def replay(entries: Sequence[Entry], url: str, *, speed: float = 1.0, prog
                 if progress is not None:
                     progress(len(entry.data))
             await conn.drain()
-            conn.write_eof()  # half-close, so the gateway reads everything before we close (no RST)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(asyncio.shield(listener), 2.0)
+            if conn.write_eof():  # half-close, so the gateway reads everything before we close (no RST)
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(asyncio.shield(listener), 2.0)
             done.set()
             await listener
         finally:

@@ -34,10 +34,14 @@ class StreamConnection(Connection):
             raise ReaderError(f"{self.peer}: write on a closed connection")
         self._writer.write(data)
 
-    def write_eof(self) -> None:
+    def write_eof(self) -> bool:
         if self._writer.can_write_eof() and not self._writer.is_closing():
-            with contextlib.suppress(OSError):
+            try:
                 self._writer.write_eof()
+            except OSError:
+                return False
+            return True
+        return False  # serial ports have no half-close
 
     async def drain(self) -> None:
         try:

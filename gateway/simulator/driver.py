@@ -207,9 +207,9 @@ class Driver:
     @staticmethod
     async def _hang_up(conn: Connection, listener: asyncio.Task[None]) -> None:
         """Done sending: half-close and give the gateway a moment to read it all and hang up itself."""
-        conn.write_eof()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(asyncio.shield(listener), LINGER_S)
+        if conn.write_eof():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(listener), LINGER_S)
 
     def _check(self, listener: asyncio.Task[None]) -> None:
         if listener.done():

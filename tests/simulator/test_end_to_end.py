@@ -31,18 +31,7 @@ def directions(name: str) -> list[str]:
     )
 
 
-# Format bugs found by this test and reported to the formats owner; the case passes once fixed.
-KNOWN_FORMAT_ISSUES = {
-    "raceresult": "format() writes a negative RSSI as '-30' in the hex MaxRSSI field, which parse() rejects",
-}
-
-CASES = [
-    pytest.param(name, d, marks=[pytest.mark.xfail(reason=KNOWN_FORMAT_ISSUES[name], strict=False)])
-    if name in KNOWN_FORMAT_ISSUES
-    else pytest.param(name, d)
-    for name in formats.names()
-    for d in directions(name)
-]
+CASES = [(name, d) for name in formats.names() for d in directions(name)]
 
 
 def keys(reads: list[Read]) -> Counter[tuple[str | None, str]]:
