@@ -126,3 +126,12 @@ def show(value: str, limit: int = 40) -> str:
 
 def finite(value: float) -> bool:
     return not (math.isnan(value) or math.isinf(value))
+
+
+def signal_byte(rssi: float | None) -> int:
+    """An RSSI as the 0-255 signal level IPICO and RACE RESULT send. A negative value is a dBm figure (from the
+    simulator or another reader): it becomes 255 + dBm, so a stronger read still has the larger level."""
+    if rssi is None:
+        return 0
+    level = int(rssi) if rssi >= 0 else 255 + int(rssi)
+    return min(max(level, 0), 255)

@@ -18,7 +18,7 @@ import re
 from datetime import date, time
 from typing import ClassVar, Literal
 
-from gateway.formats._common import DelimFramer, complete_time, decode_line, local, show
+from gateway.formats._common import DelimFramer, complete_time, decode_line, local, show, signal_byte
 from gateway.formats.base import Format, Framer, ParseContext, ParseResult, Rejected, Skipped
 from gateway.model import Read
 
@@ -99,7 +99,7 @@ class IpicoFormat(Format):
         if len(tag) != 12 or not _hex(tag):
             raise ValueError(f"chip {read.chip!r} is not an IPICO tag id (12 hex digits)")
         reader = read.reader if read.reader and len(read.reader) == 2 and _hex(read.reader) else "00"
-        signal = f"{min(max(int(read.rssi or 0), 0), 255):02x}"
+        signal = f"{signal_byte(read.rssi):02x}"
         wall = read.timestamp.astimezone(ctx.tz)
         if not 2000 <= wall.year <= 2099:
             raise ValueError(f"year {wall.year} does not fit IPICO's two-digit year")

@@ -24,6 +24,7 @@ from gateway.formats._common import (
     local,
     now_of,
     show,
+    signal_byte,
 )
 from gateway.formats.base import (
     Conversation,
@@ -146,7 +147,7 @@ def _fields(read: Read, ctx: ParseContext) -> bytes:
     if not read.chip or ";" in read.chip or not read.chip.isprintable():
         raise ValueError(f"transponder {read.chip!r} cannot be written as a RACE RESULT field")
     wall = read.timestamp.astimezone(ctx.tz)
-    rssi = "" if read.rssi is None else f"{int(read.rssi):02X}"
+    rssi = "" if read.rssi is None else f"{signal_byte(read.rssi):02X}"
     antenna = "" if read.antenna is None else str(read.antenna)
     box = read.reader or ""
     if ";" in box:
