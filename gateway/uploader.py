@@ -144,9 +144,12 @@ class Uploader:
                 self.status.state = "idle"
                 log.info("new API key loaded: resuming uploads")
             self._wake.clear()  # before looking, so a notify() during the look is not lost
+            client = self._client
             try:
                 worked = await self._step(linger=was_idle)
             except AuthError as exc:
+                if self._client is not client:
+                    continue  # refused the old key while a new one was being loaded: try the new one
                 self._client_changed.clear()
                 self.status.state = "auth_failed"
                 self.status.last_error = str(exc)
