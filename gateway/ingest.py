@@ -11,8 +11,8 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
 
 from gateway.formats.base import Format, Framer, ParseContext, Rejected, Skipped, parse_record
 from gateway.links.base import LINK_ERRORS, Connection, Link
@@ -51,6 +51,9 @@ class ReaderCounters:
     last_reject: str | None = None
     skipped_kinds: dict[str, int] = field(default_factory=dict)
     last_seq: dict[str, int] = field(default_factory=dict)  # per reader id: highest sequence number seen
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 class SilenceError(TimeoutError):

@@ -12,7 +12,8 @@ import contextlib
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from gateway.backoff import Backoff, Streak
 from gateway.errors import ReaderError
@@ -42,6 +43,9 @@ class LinkState:
     accepted: int = 0  # connections opened in total
     last_error: str | None = None
     listening: str | None = None  # host:port a listener is bound to
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
     def set_connected(self, value: bool) -> None:
         if value != self.connected:

@@ -99,10 +99,10 @@ def is_capture(path: Path) -> bool:
 def read_capture(path: Path) -> tuple[Header, Iterator[Entry]]:
     """Parse a capture; a damaged line raises ReaderError naming file:line."""
     try:
-        f = path.open("r", encoding="ascii", newline="\n")
-        first = f.readline()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ReaderError(f"{path}: cannot read capture: {exc}") from exc
+        f = path.open("rb")
+        first = f.readline().decode("ascii", errors="replace")
+    except OSError as exc:
+        raise ReaderError(f"{path}: cannot read capture: {exc.strerror or exc}") from exc
     if not first.startswith(MAGIC):
         f.close()
         raise ReaderError(f"{path}:1: not a rufus-gateway capture (expected {MAGIC!r})")
@@ -110,16 +110,17 @@ def read_capture(path: Path) -> tuple[Header, Iterator[Entry]]:
 
     def entries() -> Iterator[Entry]:
         with f:
-            for lineno, line in enumerate(f, start=2):
-                line = line.rstrip("\n")
-                if not line or line.startswith("#"):
-                    continue
-                when, tab, text = line.partition("\t")
+            for lineno, raw in enumerate(f, start=2):
                 try:
+                    line = raw.decode("ascii").rstrip("\n")
+                    if not line or line.startswith("#"):
+                        continue
+                    when, tab, text = line.partition("\t")
                     if not tab:
                         raise ValueError("no tab between arrival time and data")
-                    yield Entry(parse_ts(when), unescape(text))
-                except (ValueError, UnicodeEncodeError) as exc:
+                    entry = Entry(parse_ts(when), unescape(text))
+                except ValueError as exc:  # UnicodeDecodeError is a ValueError too
                     raise ReaderError(f"{path}:{lineno}: bad capture line: {exc}") from None
+                yield entry
 
     return Header(fields), entries()

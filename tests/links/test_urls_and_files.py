@@ -129,3 +129,11 @@ def test_damaged_capture_line_names_file_and_line(tmp_path: Path) -> None:
     _header, entries = read_capture(path)
     with pytest.raises(ReaderError, match=r"bad\.cap:3: bad capture line"):
         list(entries)
+
+
+def test_non_ascii_in_a_capture_is_a_damaged_line(tmp_path: Path) -> None:
+    path = tmp_path / "utf.cap"
+    path.write_bytes(b"# rufus-gateway capture v1 format=csv\n2026-11-22T08:00:00.000Z\t\xc3\xa9\n")
+    _header, entries = read_capture(path)
+    with pytest.raises(ReaderError, match=r"utf\.cap:2: bad capture line"):
+        list(entries)
