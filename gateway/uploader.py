@@ -376,6 +376,8 @@ class Uploader:
                     self.status.can_read = False
             if moved is not None:
                 target, mapping = moved
+                self._held.pop(token, None)
+                self.status.held_sessions = sorted(self._held)
                 self.status.renumbered += len(mapping)
                 nums = sorted(mapping.values())
                 span = f"{nums[0]}..{nums[-1]}" if nums else "-"

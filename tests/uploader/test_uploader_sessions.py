@@ -98,3 +98,19 @@ async def test_closed_session_follows_the_active_one(env: Env) -> None:
 
 async def _is(value: bool) -> bool:
     return value
+
+
+async def test_follow_waits_for_an_active_session_then_moves(env: Env) -> None:
+    """Closed with no other session yet: held (not dropped, not busy-looping), moved once the crew opens one."""
+    await env.add(3)
+    await env.client.close_session(env.token)
+    up = Uploader(env.outbox, env.client, fast(follow_active_session=True))
+    async with running(up):
+        await eventually(lambda: _is(up.status.held_sessions == [env.token]), what="held")
+        assert (await env.states()) == {"Pending": 3}
+        other = await env.client.create_session(env.deviceid, "restart")
+        await eventually(await all_sent(env, 3, other), what="moved and Sent")
+    assert cloud_nums(env.emu, other) == [1, 2, 3]
+    assert cloud_nums(env.emu, env.token) == []
+    assert (await env.states()) == {"Moved": 3}
+    assert up.status.held_sessions == []
