@@ -129,3 +129,47 @@ def _buffered(framer: object) -> int:
 
 def _terminator(name: str) -> bytes:
     return {"mylaps": b"$"}.get(name, b"\n")
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_mutated_valid_lines_never_raise(name: str) -> None:
+    """Random bytes rarely get past the first check; damaged real lines reach the field parsers."""
+    fmt = formats.get(name)
+    line = fmt.format(SAMPLES[name], CTX)
+
+    @PROPS
+    @given(
+        st.lists(
+            st.tuples(
+                st.integers(0, len(line)),
+                st.sampled_from(["replace", "delete", "insert"]),
+                st.binary(min_size=1, max_size=3),
+            ),
+            min_size=1,
+            max_size=4,
+        )
+    )
+    def prop(edits: list[tuple[int, str, bytes]]) -> None:
+        data = bytearray(line)
+        for pos, op, junk in edits:
+            pos = min(pos, len(data))
+            if op == "replace":
+                data[pos : pos + len(junk)] = junk
+            elif op == "delete":
+                del data[pos : pos + len(junk)]
+            else:
+                data[pos:pos] = junk
+        framer = fmt.framer()
+        conv = fmt.conversation(CTX)
+        for record in framer.feed(bytes(data)) + framer.flush():
+            assert isinstance(parse_record(fmt, record, CTX), (Read, Rejected, Skipped))
+            results, _answer = conv.on_record(record)
+            for result in results:
+                assert isinstance(result, (Read, Rejected, Skipped))
+                if isinstance(result, Rejected):
+                    assert result.reason and "\n" not in result.reason
+            for result in results:
+                if isinstance(result, Read):
+                    conv.ack(result)
+
+    prop()
