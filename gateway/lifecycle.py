@@ -220,7 +220,7 @@ async def resolve_session(
     token = settings.token_session
     if token:
         if current is not None and current.token_session == token:
-            await _probe_read(client, token, settings)
+            await _probe_read(client, token)
             return current
         stored = next((s for s in await outbox.sessions() if s.token_session == token), None)
         deviceid = await resolve_device(outbox, client, settings)
@@ -238,7 +238,7 @@ async def resolve_session(
                  token_session=token, cloud_highest=floor)
         return await outbox.current_session()
     if current is not None:
-        await _probe_read(client, current.token_session, settings)
+        await _probe_read(client, current.token_session)
         return current
     deviceid = await resolve_device(outbox, client, settings)
     if deviceid is None:
@@ -250,7 +250,7 @@ async def resolve_session(
     # Created by us, so empty: numbering starts at 1 with no need to ask.
     await outbox.set_current_session(token, alias=alias, deviceid=deviceid, created_by_us=True, floor=0)
     log.info("session created", token_session=token, alias=alias, deviceid=deviceid)
-    await _probe_read(client, token, settings)
+    await _probe_read(client, token)
     return await outbox.current_session()
 
 
@@ -311,14 +311,19 @@ async def _create_session(
             await asyncio.sleep(backoff.next_delay())
 
 
-async def _probe_read(client: ClientSource, token: str, settings: LifecycleSettings) -> bool:
-    """One GET at start so that a WRITE-only key is reported up front, not at the first failed check."""
+async def _probe_read(client: ClientSource, token: str) -> bool:
+    """One GET at start so that a WRITE-only key is reported up front, not at the first failed check. One
+    attempt only: an unreachable cloud or a wrong key must not hold the uploader back (it retries and
+    alerts on its own)."""
+    c = _current(client)
     try:
-        await _call("session info", client, lambda c: c.session_info(token), settings, read=True)
-    except _ReadRefused:
-        return False
-    except NotFoundError:
-        pass  # readable; the uploader deals with a session the cloud no longer has
+        await c.session_info(token)
+    except AuthError as exc:
+        if exc.status == 403:
+            read_denied(c, "session info")
+            return False
+    except GatewayError:
+        pass
     return True
 
 

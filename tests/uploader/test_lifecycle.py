@@ -219,3 +219,10 @@ async def test_lost_answer_to_session_creation_does_not_create_two(cloud: Emulat
     finally:
         await outbox.close()
         await client.close()
+
+
+async def test_stored_session_resumes_without_the_cloud(env: Env) -> None:
+    """A restart during an outage: the stored session is used at once; the uploader waits out the cloud."""
+    env.emu.set_offline(True)
+    rec = await asyncio.wait_for(resolve_session(env.outbox, env.client, ls()), 2)
+    assert rec is not None and rec.token_session == env.token
