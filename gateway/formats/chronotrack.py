@@ -119,7 +119,8 @@ class ChronoTrackFormat(Format):
 def _tag_observation(text: str, ctx: ParseContext, raw: str) -> ParseResult:
     fields = field_offsets(text.rstrip(), "~")
     if len(fields) != N_FIELDS:
-        return Rejected(f"tag observation has {len(fields)} fields, want {N_FIELDS}", raw)
+        end = len(text.rstrip().encode())
+        return Rejected(f"tag observation ends at byte {end} after {len(fields)} fields, want {N_FIELDS}", raw)
     seq_text, seq_off = fields[F_SEQ]
     if not seq_text.isdigit() or len(seq_text) > 12:
         return Rejected(f"line number {show(seq_text)} at byte {seq_off}: not a whole number", raw)

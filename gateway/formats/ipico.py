@@ -54,8 +54,10 @@ class IpicoFormat(Format):
             return Skipped("status", raw)
         if len(line) not in (LENGTH, SUFFIXED) or not line.isascii() or not line.isprintable():
             if line.startswith("aa"):
-                return Rejected(f"tag read has {len(line)} characters, want {LENGTH} or {SUFFIXED}", raw)
-            return Rejected(f"not a tag read ({len(line)} characters starting {show(line[:8])})", raw)
+                return Rejected(
+                    f"tag read ends at byte {len(line)}: {len(line)} characters, want {LENGTH} or {SUFFIXED}", raw
+                )
+            return Rejected(f"not a tag read at byte 0 ({len(line)} characters starting {show(line[:8])})", raw)
         if not line.startswith("aa"):
             return Rejected(f"prefix {show(line[:2])} at byte 0: not 'aa'", raw)
         given, want = line[34:36], checksum(line)

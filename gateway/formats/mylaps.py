@@ -131,7 +131,9 @@ def parse_message(record: bytes, ctx: ParseContext) -> Message:
     body = parts[2:-1] if parts[-1][0] == "" else parts[2:]
     if function == "Passing":
         if len(body) < 2:
-            return Message(location, function, [Rejected("Passing message without passings", raw)], None)
+            return Message(
+                location, function, [Rejected(f"Passing message without passings after byte {parts[1][1]}", raw)], None
+            )
         num_text, num_off = body[-1]
         if not num_text.isdigit() or len(num_text) > 12:
             rej = Rejected(f"message number {show(num_text)} at byte {num_off}: not a whole number", raw)
@@ -194,7 +196,7 @@ class MylapsFormat(Format):
             return results[0]
         raw = record.decode("utf-8", errors="replace")
         # one result per record is all parse() can return; losing the others silently is not an option
-        return Rejected(f"message carries {len(results)} passings: read it through conversation()", raw)
+        return Rejected(f"message at byte 0 carries {len(results)} passings: read it through conversation()", raw)
 
     def format(self, read: Read, ctx: ParseContext) -> bytes:
         return passing_message(read, ctx, read.seq or 0)

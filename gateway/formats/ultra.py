@@ -70,7 +70,10 @@ class UltraFormat(Format):
         if kind.strip() != "0":
             return Rejected(f"record type {show(kind)} at byte {kind_off}: not a chip read (0)", raw)
         if len(fields) not in (MIN_FIELDS, MIN_FIELDS + 1, MIN_FIELDS + 2, FULL_FIELDS):
-            return Rejected(f"chip read has {len(fields)} fields, want {MIN_FIELDS} to {FULL_FIELDS}", raw)
+            end = len(text.encode())
+            return Rejected(
+                f"chip read ends at byte {end} after {len(fields)} fields, want {MIN_FIELDS} to {FULL_FIELDS}", raw
+            )
         chip, chip_off = fields[F_CHIP]
         if not _CHIP.fullmatch(chip):
             return Rejected(f"ChipCode {show(chip)} at byte {chip_off}: not a decimal or hex chip code", raw)
