@@ -106,7 +106,8 @@ class Uploader:
         self._backoff = Backoff(settings.backoff_base, settings.backoff_cap)
         self._streak = Streak("cloud upload", log)
         self._clock_alerted = False
-        self._held: dict[str, float] = {}  # token -> monotonic time to look again (inf: until restart)
+        # token -> (monotonic time to look again (inf: until restart), the current session when held)
+        self._held: dict[str, tuple[float, str | None]] = {}
         self.status = UploaderStatus(batch_limit=self._limit)
         if not can_read:
             lifecycle.read_denied(client, "start-up probe")
@@ -166,9 +167,13 @@ class Uploader:
     async def _step(self, *, linger: bool) -> bool:
         """Send one batch of the oldest session with work; False when there is nothing to send."""
         now = time.monotonic()
+        current = await self.outbox.current_session()
+        current_token = current.token_session if current else None
         for rec in await self.outbox.sessions():
             token = rec.token_session
-            if self._held.get(token, 0.0) > now:
+            until, current_then = self._held.get(token, (0.0, None))
+            # A new current session (the crew opened one) is worth looking again at once.
+            if until > now and (until == float("inf") or current_then == current_token):
                 continue
             rows = await self.outbox.pending(token, self._limit)
             if not rows:
@@ -179,7 +184,6 @@ class Uploader:
                 rows = await self.outbox.pending(token, self._limit) or rows
             await self._deliver(rec, rows)
             return True
-        current = await self.outbox.current_session()
         if current is None:
             self.status.state = "no_session"
         elif current.token_session in self._held:
@@ -385,17 +389,18 @@ class Uploader:
                             f"device's active session {target} as num_passing {span}")
                 return
             # No other active session yet (or no way to find it): look again later, keep everything.
-            self._hold(token, time.monotonic() + self.settings.backoff_cap,
+            current = await self.outbox.current_session()
+            self._hold(token, time.monotonic() + self.settings.backoff_cap, current.token_session if current else None,
                        f"session {token} was closed in the cloud and the device has no other active session: "
                        f"{left} passings held until one exists")
             return
-        self._hold(token, float("inf"),
+        self._hold(token, float("inf"), None,
                    f"session {token} was closed in the cloud: {left} passings held (not dropped); start a new "
                    "session or set follow_active_session to move them")
 
-    def _hold(self, token: str, until: float, message: str) -> None:
+    def _hold(self, token: str, until: float, current_token: str | None, message: str) -> None:
         first = token not in self._held
-        self._held[token] = until
+        self._held[token] = (until, current_token)
         self.status.held_sessions = sorted(self._held)
         if first:
             self._alert(message)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from gateway import lifecycle
 from gateway.model import Passing
 from gateway.uploader import Uploader
 from tests.uploader.helpers import T0, Env, all_sent, cloud_nums, eventually, fast, running
@@ -114,3 +115,15 @@ async def test_follow_waits_for_an_active_session_then_moves(env: Env) -> None:
     assert cloud_nums(env.emu, env.token) == []
     assert (await env.states()) == {"Moved": 3}
     assert up.status.held_sessions == []
+
+
+async def test_held_session_moves_at_once_when_the_crew_opens_a_new_one(env: Env) -> None:
+    await env.add(2)
+    await env.client.close_session(env.token)
+    up = Uploader(env.outbox, env.client, fast(follow_active_session=True, backoff_cap=60.0))
+    async with running(up):
+        await eventually(lambda: _is(up.status.held_sessions == [env.token]), what="held")
+        rec = await lifecycle.new_session(env.outbox, env.client, "wave 2", env.deviceid)
+        # Not the 60 s look-again: the change of current session is noticed by the next idle look.
+        await eventually(await all_sent(env, 2, rec.token_session), timeout=5, what="moved and Sent")
+    assert cloud_nums(env.emu, rec.token_session) == [1, 2]
