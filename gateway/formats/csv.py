@@ -57,6 +57,14 @@ def parse_timestamp(text: str, ctx: ParseContext) -> datetime | str:
     return "not an ISO 8601 date-time (YYYY-MM-DDTHH:MM:SS[.fff][Z|+HH:MM]) or time of day"
 
 
+def _unquote(value: str, offset: int) -> tuple[str, int]:
+    """A spreadsheet export may quote every field ("17","E2000017",...): drop the quotes, not the meaning."""
+    inner = value.strip()
+    if len(inner) >= 2 and inner[0] == inner[-1] == '"':
+        return inner[1:-1], offset + len(value[: value.index('"') + 1].encode())
+    return value, offset
+
+
 def _ident(value: str) -> str | None:
     """Bib/chip: None when empty; control characters are refused by the caller."""
     return value or None
@@ -76,12 +84,14 @@ class CsvFormat(Format):
         if text is None:
             return Rejected(err, record.decode("utf-8", errors="replace"))
         raw = text
+        if text.startswith("\ufeff"):  # the byte-order mark a spreadsheet puts at the top of a CSV export
+            text = "   " + text[1:]  # three spaces for its three bytes: offsets stay byte offsets
         stripped = text.strip()
         if not stripped:
             return Skipped("blank", raw)
         if stripped.startswith("#"):
             return Skipped("comment", raw)
-        fields = field_offsets(text, ",")
+        fields = [_unquote(value, offset) for value, offset in field_offsets(text, ",")]
         if len(fields) >= 2 and fields[0][0].strip().lower() == "bib" and fields[1][0].strip().lower() == "chip":
             return Skipped("header", raw)
         if len(fields) < 3:
