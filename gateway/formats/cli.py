@@ -2,8 +2,10 @@
 
 How a crew checks a capture from a new reader: reads on stdout (every key, null when absent), each
 rejected record on stderr as `LINE_NO: reason` (for `$`-framed MYLAPS, the record number), skipped
-heartbeats and status lines silent. Exit 0 when everything parsed, 1 when something was rejected,
-2 on a usage or file error. Imports nothing heavier than click.
+heartbeats and status lines silent. A capture written by `record` (or the simulator) is recognised by
+its first line and parsed as the bytes the reader sent; its rejections carry the capture's line.
+Exit 0 when everything parsed, 1 when something was rejected, 2 on a usage or file error.
+Imports nothing heavier than click.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import bisect
 import json
 import sys
+from collections.abc import Iterator
 from datetime import date
 from typing import IO, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -20,6 +23,7 @@ import click
 from gateway import formats
 from gateway.errors import ReaderError
 from gateway.formats.base import Format, ParseContext, Record, Rejected
+from gateway.links.capture import MAGIC, unescape
 from gateway.model import Read, format_ts
 
 CHUNK = 65536
@@ -72,13 +76,23 @@ class LineIndex:
 
 
 def run_parse(fmt: Format, ctx: ParseContext, stream: IO[bytes], out: IO[str], err: IO[str]) -> int:
-    """Parse everything in `stream`; returns the exit code (0 clean, 1 rejections)."""
+    """Parse everything in `stream` (raw reader bytes, or a `record` capture); returns the exit code."""
     framer = fmt.framer()
     conv = fmt.conversation(ctx)
     index = LineIndex()
     by_record = fmt.name in _RECORD_NUMBERED
     numbered = 0
     rejected = 0
+    # a capture: stream offset where each entry starts -> the capture file's line number, for messages
+    entry_starts: list[int] = []
+    entry_lines: list[int] = []
+
+    def where(record: Record) -> int:
+        if by_record:
+            return numbered
+        if entry_starts:
+            return entry_lines[bisect.bisect_right(entry_starts, record.offset) - 1]
+        return index.line_of(record.offset)
 
     def emit(records: list[Record]) -> None:
         nonlocal numbered, rejected
@@ -90,15 +104,44 @@ def run_parse(fmt: Format, ctx: ParseContext, stream: IO[bytes], out: IO[str], e
                     out.write(read_json(result) + "\n")
                 elif isinstance(result, Rejected):
                     rejected += 1
-                    where = numbered if by_record else index.line_of(record.offset)
-                    err.write(f"{where}: {result.reason}\n")
+                    err.write(f"{where(record)}: {result.reason}\n")
 
-    while chunk := stream.read(CHUNK):
-        if not by_record:
-            index.feed(chunk)
-        emit(framer.feed(chunk))
+    head = stream.read(len(MAGIC))
+    if head == MAGIC.encode():
+        # `record`/simulator captures hold escaped bytes with arrival times: parse the bytes the reader sent
+        stream_pos = 0
+        for line_no, line in enumerate(_lines(head, stream), start=1):
+            if line_no == 1 or not line.strip() or line.startswith(b"#"):
+                continue
+            _when, tab, text = line.rstrip(b"\r\n").partition(b"\t")
+            try:
+                if not tab:
+                    raise ValueError("no tab between arrival time and data")
+                data = unescape(text.decode("ascii"))
+            except (ValueError, UnicodeDecodeError) as exc:
+                rejected += 1
+                err.write(f"{line_no}: damaged capture line: {exc}\n")
+                continue
+            entry_starts.append(stream_pos)
+            entry_lines.append(line_no)
+            stream_pos += len(data)
+            emit(framer.feed(data))
+    else:
+        chunk = head
+        while chunk:
+            if not by_record:
+                index.feed(chunk)
+            emit(framer.feed(chunk))
+            chunk = stream.read(CHUNK)
     emit(framer.flush())
     return 1 if rejected else 0
+
+
+def _lines(head: bytes, stream: IO[bytes]) -> Iterator[bytes]:
+    """Lines of a capture whose first bytes were already read."""
+    first = head + stream.readline()
+    yield first
+    yield from stream
 
 
 @click.command("parse")

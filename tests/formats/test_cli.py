@@ -103,3 +103,31 @@ def test_mylaps_rejections_are_numbered_by_record() -> None:
         ("0000039", "39", None, "Finish"),
     ]
     assert errors == ["3: t '25:00:00.000' at byte 17: hour must be in 0..23"]
+
+
+def test_a_record_capture_is_parsed_as_the_bytes_the_reader_sent(tmp_path: Path) -> None:
+    import io
+    from datetime import UTC, datetime
+
+    from gateway.links.capture import CaptureWriter
+
+    text = io.StringIO()
+    writer = CaptureWriter(text, format="ultra", source="test")
+    at = datetime(2026, 5, 17, 9, 0, tzinfo=UTC)
+    writer.write(b"Connected,0\nV=25.0000\n", at)  # two capture lines
+    writer.write(b"0,058003,1463476502,482,1,-63,0,2,1,0,0,29\n0,05800", at)  # a read, then half a line...
+    writer.write(b"4,1463476503,0,1,-60,0,2,1,0,0,30\n0,bad,x\n", at)  # ...completed in the next entry
+    capture = tmp_path / "ultra.cap"
+    capture.write_text(text.getvalue() + "2026-05-17T09:00:00.000Z no tab here\n")
+    code, reads, errors = _run(["--format", "ultra", str(capture)])
+    assert code == 1
+    assert [(r["chip"], r["seq"], r["timestamp"]) for r in reads] == [
+        ("058003", 29, "2026-05-17T09:15:02.482Z"),
+        ("058004", 30, "2026-05-17T09:15:03.000Z"),
+    ]
+    lines = text.getvalue().splitlines()
+    bad_line = next(i for i, line in enumerate(lines, start=1) if "0,bad,x" in line)
+    assert errors == [
+        f"{bad_line}: chip read ends at byte 7 after 3 fields, want 9 to 12",
+        f"{len(lines) + 1}: damaged capture line: no tab between arrival time and data",
+    ]
