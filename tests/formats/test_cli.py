@@ -131,3 +131,26 @@ def test_a_record_capture_is_parsed_as_the_bytes_the_reader_sent(tmp_path: Path)
         f"{bad_line}: chip read ends at byte 7 after 3 fields, want 9 to 12",
         f"{len(lines) + 1}: damaged capture line: no tab between arrival time and data",
     ]
+
+
+def test_line_numbers_survive_any_chunking_of_cr_lf() -> None:
+    from gateway.formats.cli import LineIndex
+
+    data = b"a\r\nb\rc\n\r\nd\re"
+    whole, bytewise = LineIndex(), LineIndex()
+    whole.feed(data)
+    for i in range(len(data)):
+        bytewise.feed(data[i : i + 1])
+    for offset, line in [(0, 1), (3, 2), (5, 3), (9, 5), (11, 6)]:
+        assert whole.line_of(offset) == bytewise.line_of(offset) == line, offset
+
+
+def test_formats_and_parse_do_not_import_the_network_or_database_stack() -> None:
+    code = (
+        "import sys, gateway.formats.cli\n"
+        "from gateway import formats\n"
+        "[formats.get(n) for n in formats.names()]\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('aiohttp', 'aiosqlite', 'serial')))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=30, check=True)
+    assert proc.stdout.strip() == b"[]"
