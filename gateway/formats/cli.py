@@ -146,12 +146,15 @@ def _lines(head: bytes, stream: IO[bytes]) -> Iterator[bytes]:
 
 @click.command("parse")
 @click.option("--format", "fmt_name", required=True, metavar="F", help=f"reader format: {', '.join(formats.names())}")
-@click.option("--tz", "tz_name", default="UTC", show_default=True, help="the reader's IANA zone, for local times")
+@click.option(
+    "--tz", "tz_name", default="UTC", show_default=True, metavar="ZONE", help="the reader's IANA zone, for local times"
+)
 @click.option("--date", "day", default=None, metavar="YYYY-MM-DD", help="the day for times without a date")
 @click.option("--reader", default=None, metavar="NAME", help="reader id for protocols that carry none")
 @click.argument("file", default="-", metavar="[FILE|-]")
 def parse_cmd(fmt_name: str, tz_name: str, day: str | None, reader: str | None, file: str) -> None:
-    """Parse a reader capture: one JSON object per read on stdout, rejected lines on stderr."""
+    """Parse a reader capture (raw bytes, or a file from `record`): one JSON object per read on stdout,
+    each rejected record on stderr as LINE_NO: reason. Exit 0 all parsed, 1 some rejected, 2 usage/file error."""
     try:
         fmt = formats.get(fmt_name)
     except ReaderError as exc:
