@@ -102,6 +102,7 @@ def run_parse(fmt: Format, ctx: ParseContext, stream: IO[bytes], out: IO[str], e
             for result in results:
                 if isinstance(result, Read):
                     out.write(read_json(result) + "\n")
+                    conv.ack(result)  # printed is "taken" here; lets an acking protocol forget the read
                 elif isinstance(result, Rejected):
                     rejected += 1
                     err.write(f"{where(record)}: {result.reason}\n")
