@@ -135,3 +135,8 @@ def signal_byte(rssi: float | None) -> int:
         return 0
     level = int(rssi) if rssi >= 0 else 255 + int(rssi)
     return min(max(level, 0), 255)
+
+
+def digits(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also accepts '²' and friends, which int() then refuses."""
+    return text.isascii() and text.isdigit()

@@ -19,7 +19,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import ClassVar, Literal
 
 from gateway import __version__
-from gateway.formats._common import DelimFramer, complete_time, decode_line, field_offsets, local, show
+from gateway.formats._common import DelimFramer, complete_time, decode_line, digits, field_offsets, local, show
 from gateway.formats.base import (
     Conversation,
     Format,
@@ -64,7 +64,7 @@ def parse_time(text: str, ctx: ParseContext) -> datetime | str:
         if m := _UNIX.fullmatch(text):
             secs, frac = m.groups()
             return to_utc_ms(datetime.fromtimestamp(int(secs), UTC) + timedelta(milliseconds=_ms(frac)))
-        if text.isdigit() and len(text) <= 11:
+        if digits(text) and len(text) <= 11:
             value = int(text)
             if value < MS_PER_DAY:  # msecs since local midnight
                 tod = (datetime.min + timedelta(milliseconds=value)).time()
@@ -98,7 +98,7 @@ class ChronoTrackFormat(Format):
             return Skipped("ack", raw)
         if head == "err":
             return Skipped("error", raw)
-        if len(parts) == 3 and (parts[2].isdigit() or parts[2] == "CTP01"):
+        if len(parts) == 3 and (digits(parts[2]) or parts[2] == "CTP01"):
             return Skipped("greeting", raw)
         if len(parts) == 1 and _SETTING.fullmatch(line):
             return Skipped("setting", raw)
@@ -122,7 +122,7 @@ def _tag_observation(text: str, ctx: ParseContext, raw: str) -> ParseResult:
         end = len(text.rstrip().encode())
         return Rejected(f"tag observation ends at byte {end} after {len(fields)} fields, want {N_FIELDS}", raw)
     seq_text, seq_off = fields[F_SEQ]
-    if not seq_text.isdigit() or len(seq_text) > 12:
+    if not digits(seq_text) or len(seq_text) > 12:
         return Rejected(f"line number {show(seq_text)} at byte {seq_off}: not a whole number", raw)
     tag, tag_off = fields[F_TAG]
     if tag in ("guntime", "newlocation"):
@@ -134,7 +134,7 @@ def _tag_observation(text: str, ctx: ParseContext, raw: str) -> ParseResult:
     if isinstance(ts, str):
         return Rejected(f"time {show(time_text)} at byte {time_off}: {ts}", raw)
     ant_text, ant_off = fields[F_ANTENNA]
-    if not ant_text.isdigit() or len(ant_text) > 3:
+    if not digits(ant_text) or len(ant_text) > 3:
         return Rejected(f"antenna port {show(ant_text)} at byte {ant_off}: not a number", raw)
     return Read(
         chip=tag,

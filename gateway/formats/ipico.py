@@ -18,7 +18,7 @@ import re
 from datetime import date, time
 from typing import ClassVar, Literal
 
-from gateway.formats._common import DelimFramer, complete_time, decode_line, local, show, signal_byte
+from gateway.formats._common import DelimFramer, complete_time, decode_line, digits, local, show, signal_byte
 from gateway.formats.base import Format, Framer, ParseContext, ParseResult, Rejected, Skipped
 from gateway.model import Read
 
@@ -78,7 +78,7 @@ class IpicoFormat(Format):
         if not _hex(cs_text) or int(cs_text, 16) > 0x63:
             return Rejected(f"hundredths {show(cs_text)} at byte 32: not hex 00-63", raw)
         try:
-            if not tod_text.isdigit():
+            if not digits(tod_text):
                 raise ValueError("not digits")
             tod = time(int(tod_text[:2]), int(tod_text[2:4]), int(tod_text[4:6]), int(cs_text, 16) * 10_000)
         except ValueError as exc:
@@ -87,7 +87,7 @@ class IpicoFormat(Format):
             ts = complete_time(tod, ctx)
         else:
             try:
-                if not day_text.isdigit():
+                if not digits(day_text):
                     raise ValueError("not digits")
                 day = date(2000 + int(day_text[:2]), int(day_text[2:4]), int(day_text[4:6]))
             except ValueError as exc:

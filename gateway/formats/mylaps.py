@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import date, time
 from typing import ClassVar, Literal
 
-from gateway.formats._common import DelimFramer, complete_time, decode_line, field_offsets, finite, local, show
+from gateway.formats._common import DelimFramer, complete_time, decode_line, digits, field_offsets, finite, local, show
 from gateway.formats.base import (
     Conversation,
     Format,
@@ -58,7 +58,7 @@ def _antenna(value: str) -> int | None:
     if _MASK.fullmatch(value):
         bits = value[::-1]
         return bits.index("1") + 1 if "1" in bits else None
-    return int(value) if value.isdigit() and len(value) <= 3 else None
+    return int(value) if digits(value) and len(value) <= 3 else None
 
 
 def _passing(text: str, offset: int, location: str, ctx: ParseContext, raw: str) -> ParseResult:
@@ -135,7 +135,7 @@ def parse_message(record: bytes, ctx: ParseContext) -> Message:
                 location, function, [Rejected(f"Passing message without passings after byte {parts[1][1]}", raw)], None
             )
         num_text, num_off = body[-1]
-        if not num_text.isdigit() or len(num_text) > 12:
+        if not digits(num_text) or len(num_text) > 12:
             rej = Rejected(f"message number {show(num_text)} at byte {num_off}: not a whole number", raw)
             return Message(location, function, [rej], None)
         number = int(num_text)
@@ -147,7 +147,7 @@ def parse_message(record: bytes, ctx: ParseContext) -> Message:
         reason = f"Store message at byte {parts[1][1]}: legacy stored passings are not supported; use Passing (V2)"
         return Message(location, function, [Rejected(reason, raw)], None)
     other_number: int | None = None  # Marker messages are numbered and acknowledged like passings
-    if body and body[-1][0].isdigit() and len(body[-1][0]) <= 12:
+    if body and digits(body[-1][0]) and len(body[-1][0]) <= 12:
         other_number = int(body[-1][0])
     kind = {"Pong": "pong", "Ping": "ping", "Marker": "marker"}.get(function, function)
     return Message(location, function, [Skipped(kind, raw)], other_number)

@@ -20,6 +20,7 @@ from gateway.formats._common import (
     DelimFramer,
     complete_time,
     decode_line,
+    digits,
     field_offsets,
     local,
     now_of,
@@ -69,7 +70,7 @@ def parse_passing(text: str, offset: int, ctx: ParseContext, raw: str) -> ParseR
     if len(fields) != N_FIELDS:
         return Rejected(f"passing at byte {offset} has {len(fields)} fields, want {N_FIELDS}", raw)
     no_text, no_off = fields[F_NO]
-    if not no_text.isdigit():
+    if not digits(no_text):
         return Rejected(f"PassingNo {show(no_text)} at byte {no_off}: not a decimal number", raw)
     chip, chip_off = fields[F_BIB]
     if not chip or not chip.isprintable():
@@ -98,7 +99,7 @@ def parse_passing(text: str, offset: int, ctx: ParseContext, raw: str) -> ParseR
     ant_text, ant_off = fields[F_ANTENNA]
     antenna: int | None = None
     if ant_text:
-        if not ant_text.isdigit() or len(ant_text) > 3:
+        if not digits(ant_text) or len(ant_text) > 3:
             return Rejected(f"MaxRSSIAntenna {show(ant_text)} at byte {ant_off}: not an antenna number", raw)
         antenna = int(ant_text)
     reader = fields[F_BOXNAME][0] or fields[F_BOXID][0] or ctx.reader
@@ -123,7 +124,7 @@ class RaceResultFormat(Format):
         if text.startswith("#P;"):
             return parse_passing(text[3:], 3, ctx, raw)
         head = text.split(";", 1)[0]
-        if head.isdigit():  # an answer to `<from>:<count>`
+        if digits(head):  # an answer to `<from>:<count>`
             return parse_passing(text, 0, ctx, raw)
         if head == "GETSTATUS":
             return Skipped("status", raw)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import ClassVar, Literal
 
-from gateway.formats._common import DelimFramer, decode_line, field_offsets, show
+from gateway.formats._common import DelimFramer, decode_line, digits, field_offsets, show
 from gateway.formats.base import (
     Conversation,
     Format,
@@ -78,10 +78,10 @@ class UltraFormat(Format):
         if not _CHIP.fullmatch(chip):
             return Rejected(f"ChipCode {show(chip)} at byte {chip_off}: not a decimal or hex chip code", raw)
         secs, secs_off = fields[F_SECS]
-        if not secs.isdigit() or len(secs) > 11:
+        if not digits(secs) or len(secs) > 11:
             return Rejected(f"Seconds {show(secs)} at byte {secs_off}: not seconds since 1980", raw)
         ms, ms_off = fields[F_MS]
-        if not ms.isdigit() or int(ms) > 999:
+        if not digits(ms) or int(ms) > 999:
             return Rejected(f"Milliseconds {show(ms)} at byte {ms_off}: not 0-999", raw)
         try:
             wall = EPOCH + timedelta(seconds=int(secs), milliseconds=int(ms))
@@ -89,7 +89,7 @@ class UltraFormat(Format):
         except (OverflowError, ValueError):
             return Rejected(f"Seconds {show(secs)} at byte {secs_off}: out of range", raw)
         ant, ant_off = fields[F_ANT]
-        if not ant.isdigit() or len(ant) > 3:
+        if not digits(ant) or len(ant) > 3:
             return Rejected(f"AntennaNo {show(ant)} at byte {ant_off}: not an antenna number", raw)
         rssi_text, rssi_off = fields[F_RSSI]
         rssi: float | None = None
@@ -103,7 +103,7 @@ class UltraFormat(Format):
         seq: int | None = None
         if len(fields) == FULL_FIELDS:
             log_id, log_off = fields[F_LOGID]
-            if not log_id.isdigit() or len(log_id) > 12:
+            if not digits(log_id) or len(log_id) > 12:
                 return Rejected(f"LogID {show(log_id)} at byte {log_off}: not a log position", raw)
             seq = int(log_id)
         return Read(
@@ -134,7 +134,7 @@ def line(read: Read, ctx: ParseContext, *, rewind: bool) -> bytes:
     wall = read.timestamp.astimezone(ctx.tz).replace(tzinfo=None)
     delta = wall - EPOCH
     secs = delta.days * 86400 + delta.seconds
-    ultra_id = read.reader if read.reader and read.reader.isdigit() else "1"
+    ultra_id = read.reader if read.reader and digits(read.reader) else "1"
     parts = [
         "0",
         read.chip,

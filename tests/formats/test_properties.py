@@ -173,3 +173,24 @@ def test_mutated_valid_lines_never_raise(name: str) -> None:
                     conv.ack(result)
 
     prop()
+
+
+TRICKY = ["²", "٣", "\x00", "-", "~", "@", "|", ";", ",", "$", "=", ":", ".", "\ufeff", "é", " ", "9" * 30]
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_every_position_with_tricky_characters_never_raises(name: str) -> None:
+    """Each character of a valid line swapped for separators, superscript/foreign digits, NUL, huge numbers."""
+    fmt = formats.get(name)
+    line = fmt.format(SAMPLES[name], CTX).decode()
+    body = line.rstrip("\r\n$")
+    for i in range(len(body)):
+        for tricky in TRICKY:
+            for text in (body[:i] + tricky + body[i + 1 :], body[:i] + tricky + body[i:]):
+                record = text.encode()
+                result = fmt.parse(record, CTX)
+                assert isinstance(result, (Read, Rejected, Skipped)), (text, result)
+                conv = fmt.conversation(CTX)
+                framer = fmt.framer()
+                for rec in framer.feed(record + line[len(body) :].encode()) + framer.flush():
+                    conv.on_record(rec)
