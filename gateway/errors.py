@@ -27,6 +27,10 @@ class StorageError(GatewayError):
     """The local database is unusable (locked by another daemon, corrupt, read-only, full)."""
 
 
+class DatabaseCorruptError(StorageError):
+    """The database file is damaged (fails its integrity check, or is not a database at all)."""
+
+
 class CloudError(GatewayError):
     """Any failure talking to the RUFUS Cloud."""
 

@@ -17,6 +17,16 @@ pytest_plugins: list[str] = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def fresh_logging() -> Iterator[None]:
+    """structlog's configuration is process-global: a test that points it at a buffer must not leave it so."""
+    import structlog
+
+    structlog.reset_defaults()
+    yield
+    structlog.reset_defaults()
+
+
 def _fds() -> set[int]:
     try:
         return {int(x) for x in os.listdir("/proc/self/fd")}
