@@ -3,10 +3,14 @@ READ_WRITE key (the one the gateway should have) and a WRITE-only key (one that 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import structlog
+from structlog.testing import capture_logs
 
 from gateway.emulator import ApiKey, Emulator, EmulatorConfig
 from tests.uploader.helpers import RW_KEY, W_KEY, Env, make_env
@@ -27,3 +31,13 @@ async def env(cloud: Emulator, tmp_path: Path) -> AsyncIterator[Env]:
     finally:
         await e.client.close()
         await e.outbox.close()
+
+
+@pytest.fixture
+def logs() -> Iterator[list[dict[str, Any]]]:
+    """Every log event at every level, whatever another test configured structlog to print, and where."""
+    saved = structlog.get_config()
+    with capture_logs() as events:
+        structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
+        yield events
+    structlog.configure(**saved)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from pathlib import Path
-
-import pytest
+from typing import Any
 
 from gateway.emulator import Emulator
 from gateway.uploader import Uploader
@@ -102,7 +101,7 @@ async def test_hang_past_client_timeout_is_retried(cloud: Emulator, tmp_path: Pa
         await env.outbox.close()
 
 
-async def test_offline_then_back(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_offline_then_back(env: Env, logs: list[dict[str, Any]]) -> None:
     await env.add(5)
     env.emu.set_offline(True)
     up = Uploader(env.outbox, env.client, fast())
@@ -116,11 +115,11 @@ async def test_offline_then_back(env: Env, capsys: pytest.CaptureFixture[str]) -
         await eventually(lambda: _true(up.status.state == "idle"), what="idle again")
     assert cloud_nums(env.emu, env.token) == list(range(1, 26))
     assert up.status.outage_started_at is None and up.status.last_error is not None
-    out = capsys.readouterr().out
-    assert out.count("cloud upload failed") == 1  # a warning at the start of the streak, quiet after
-    assert out.count("cloud upload still failing") >= 1
-    recovered = [line for line in out.splitlines() if "cloud upload recovered" in line]
-    assert len(recovered) == 1 and "outage_s" in recovered[0] and "pending=" in recovered[0]
+    failed = [e for e in logs if e["event"] == "cloud upload failed"]
+    assert len(failed) == 1 and failed[0]["log_level"] == "warning"  # the start of the streak, quiet after
+    assert all(e["log_level"] == "debug" for e in logs if e["event"] == "cloud upload still failing")
+    [recovered] = [e for e in logs if e["event"] == "cloud upload recovered"]
+    assert recovered["log_level"] == "info" and recovered["outage_s"] >= 0 and recovered["pending"] == 25
 
 
 async def test_latency_does_not_reorder(env: Env) -> None:
