@@ -41,6 +41,7 @@ CURSOR_KEY = "pipeline.cursor"
 BATCH = 500  # reads per transaction
 HISTORY = 16  # crossings remembered per (reader, chip)
 CLOCK_SETTLE_MS = 500  # a read received before a window's deadline is journaled well within this
+CLOCK_BACK_MS = 300_000  # every open deadline this far ahead of the clock: the clock was set back
 
 
 def _ms(dt: datetime) -> int:
@@ -156,6 +157,7 @@ class _Window:
     chip: str | None
     bib: str
     link: str
+    opened_rx_ms: int = 0  # arrival-clock time of the window's first read
 
 
 @dataclass
@@ -259,6 +261,7 @@ class Pipeline:
             now_ms = _ms(now or datetime.now(UTC)) - CLOCK_SETTLE_MS
             work = self._work()
             self._close_due(work, now_ms)
+            self._close_from_the_future(work, now_ms)
             if work.passings:
                 created += await self._commit(work, self.cursor, 0) or 0
             return created
@@ -287,6 +290,21 @@ class Pipeline:
                     log.warning("chips not in the chip map: sent with bib = chip", chips=sorted(new_unmapped)[:20],
                             total_unmapped=len(self.unmapped_chips))
         return len(work.passings)
+
+    def _close_from_the_future(self, work: _Step, now_ms: int) -> None:
+        """A Pi without an RTC whose clock stepped back must not hold passings until the clock catches up:
+        a window opened well after `now` proves the step, so it is closed now."""
+        if not work.deadlines or work.deadlines[0][0] <= now_ms + CLOCK_BACK_MS:
+            return
+        ahead = []
+        for key in work.open:
+            st = work.changed.get(key) or self._state[key]
+            if st.window is not None and st.window.opened_rx_ms > now_ms + CLOCK_BACK_MS:
+                ahead.append((st.window.deadline_rx_ms, key))
+        if ahead:
+            log.warning("clock went back: closing dedup windows opened 'in the future'", windows=len(ahead))
+        for _, key in sorted(ahead):
+            self._close(work, key, self._get(work, key))
 
     def _work(self) -> _Step:
         return _Step(open=set(self._open), deadlines=list(self._deadlines))
@@ -366,7 +384,7 @@ class Pipeline:
             rx = _ms(read.received_at)
             st.window = _Window(start_ms=t, deadline_rx_ms=rx + w_ms + round(rules.close_grace_s * 1000),
                                 best_id=read.id, best_rssi=read.rssi, best_ms=t, chip=read.chip, bib=bib,
-                                link=read.link)
+                                link=read.link, opened_rx_ms=rx)
             work.open.add(key)
             heapq.heappush(work.deadlines, (st.window.deadline_rx_ms, key))
             return
