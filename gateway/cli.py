@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import sys
 from importlib import import_module
 from typing import Any
 
@@ -43,6 +44,11 @@ class LazyGroup(click.Group):
 @click.version_option(__version__, prog_name="rufus-gateway")
 def cli() -> None:
     """Finish-line gateway: timing reader -> SQLite outbox -> RUFUS Cloud, nothing lost, nothing doubled."""
+    # Logs go to stderr so a command's stdout stays its output (JSON a script can read); `run` and `demo`
+    # reconfigure with their own level and destination.
+    from gateway import log
+
+    log.configure("info", stream=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> Any:

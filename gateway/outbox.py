@@ -30,7 +30,7 @@ from typing import Any
 import aiosqlite
 
 from gateway import failpoints
-from gateway.errors import StorageError
+from gateway.errors import DatabaseCorruptError, StorageError
 from gateway.log import get_logger
 from gateway.model import Passing, Read, format_ts
 
@@ -252,6 +252,12 @@ def _session(r: Sequence[Any]) -> SessionRecord:
     )
 
 
+def _is_damage(exc: sqlite3.DatabaseError) -> bool:
+    """SQLite's own words for a damaged file, as opposed to a locked, missing or read-only one."""
+    text = str(exc).lower()
+    return "malformed" in text or "not a database" in text or "corrupt" in text
+
+
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or exc.__class__.__name__
 
@@ -332,6 +338,8 @@ class Outbox:
                     await db.close()
             if lockfile is not None:
                 lockfile.release()
+            if isinstance(exc, sqlite3.DatabaseError) and _is_damage(exc):
+                raise DatabaseCorruptError(f"database {path} is damaged: {_one_line(exc)}") from None
             if isinstance(exc, sqlite3.Error):
                 raise StorageError(f"database {path} is unusable: {_one_line(exc)}") from None
             raise
@@ -341,7 +349,7 @@ class Outbox:
         await db.execute("PRAGMA busy_timeout = 5000")  # a reader may meet the daemon's checkpoint
         check = [r[0] for r in await db.execute_fetchall("PRAGMA quick_check")] if quick_check else ["ok"]
         if check != ["ok"]:
-            raise StorageError(
+            raise DatabaseCorruptError(
                 f"database {self.path} failed its integrity check ({'; '.join(check[:3])}): "
                 "restore it from a backup or move it aside"
             )

@@ -20,7 +20,7 @@ from gateway import config as config_mod
 from gateway import formats
 from gateway.cloud.client import RufusClient, Timeouts
 from gateway.control import ControlServer
-from gateway.errors import GatewayError
+from gateway.errors import DatabaseCorruptError, GatewayError
 from gateway.formats.base import ParseContext
 from gateway.ingest import ReaderCounters, run_reader
 from gateway.lifecycle import LifecycleSettings, resolve_device, resolve_session
@@ -35,6 +35,17 @@ from gateway.uploader import Uploader, UploaderSettings
 log = get_logger("gateway.service")
 
 PIPELINE_TICK_S = 0.5  # 'strongest' windows close on the clock too, not only on the next read
+
+
+def move_aside(db: Path) -> Path:
+    """Rename a damaged database (and its -wal/-shm) to `<name>.damaged-<UTC time>`; returns the new path."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    target = db.with_name(f"{db.name}.damaged-{stamp}")
+    for suffix in ("", "-wal", "-shm"):
+        src = db.with_name(db.name + suffix)
+        if src.exists():
+            src.rename(target.with_name(target.name + suffix))
+    return target
 
 
 def make_client(c: config_mod.CloudSettings) -> RufusClient:
@@ -138,7 +149,18 @@ class Gateway:
         s = self.settings
         rules = self._rules()  # a bad chip map is a config error: before anything is opened
         Path(s.outbox.path).parent.mkdir(parents=True, exist_ok=True)
-        self.outbox = outbox = await Outbox.open(s.outbox.path)
+        try:
+            outbox = await Outbox.open(s.outbox.path)
+        except DatabaseCorruptError as exc:
+            # Refusing to start would crash-loop under systemd and stop the race; deleting would lose evidence.
+            # So: keep the damaged file beside, start a fresh one (a session it adopts is numbered above the
+            # cloud's highest, invariant 2), and say so loudly.
+            kept = move_aside(Path(s.outbox.path))
+            msg = f"{exc}; moved aside to {kept} and kept; starting with a fresh database"
+            log.error("database damaged", error=msg)
+            self.state.alerts.append(msg)
+            outbox = await Outbox.open(s.outbox.path)
+        self.outbox = outbox
         try:
             await self._run(outbox, rules)
         finally:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.errors import StorageError
+from gateway.errors import DatabaseCorruptError, StorageError
 from gateway.outbox import SCHEMA_VERSION, NewPassing, Outbox
 from tests.fixtures.outbox import T0, count_rows, read_at
 
@@ -228,11 +228,11 @@ async def test_corrupted_file_is_refused_in_one_line(db_path: Path) -> None:
     await box.journal("mat", [read_at(i, f"C{i}", bib="x" * 200) for i in range(400)])
     await box.close()
     _scribble(db_path)
-    with pytest.raises(StorageError) as err:
+    with pytest.raises(DatabaseCorruptError) as err:  # typed, so the daemon can move it aside
         await Outbox.open(db_path)
     msg = str(err.value)
     assert "\n" not in msg and str(db_path) in msg
-    assert "integrity" in msg or "unusable" in msg
+    assert "integrity" in msg or "damaged" in msg
     # the failed open released its lock: nothing stays locked by a daemon that never started
     fd = os.open(str(db_path) + ".lock", os.O_RDWR)
     try:
@@ -243,7 +243,7 @@ async def test_corrupted_file_is_refused_in_one_line(db_path: Path) -> None:
 
 async def test_not_a_database_is_refused_in_one_line(db_path: Path) -> None:
     _write(db_path, b"this is a text file, not SQLite\n" * 200)
-    with pytest.raises(StorageError, match="unusable") as err:
+    with pytest.raises(StorageError, match="damaged") as err:
         await Outbox.open(db_path)
     assert "\n" not in str(err.value)
 
