@@ -38,6 +38,7 @@ from gateway.outbox import JournaledRead, NewPassing, Outbox
 log = get_logger("gateway.pipeline")
 
 CURSOR_KEY = "pipeline.cursor"
+GENERATION_KEY = "pipeline.generation"  # bumped by every step's transaction: tells a stale cache
 BATCH = 500  # reads per transaction
 HISTORY = 16  # crossings remembered per (reader, chip)
 CLOCK_SETTLE_MS = 500  # a read received before a window's deadline is journaled well within this
@@ -222,6 +223,7 @@ class Pipeline:
         self.reads_processed = 0
         self.reads_suppressed = 0
         self.cursor: int | None = None
+        self._generation: str | None = None
         self._state: dict[tuple[str, str], _KeyState] = {}
         self._open: set[tuple[str, str]] = set()
         self._deadlines: list[tuple[int, tuple[str, str]]] = []
@@ -237,8 +239,12 @@ class Pipeline:
         async with self._lock:
             if await self.outbox.current_session() is None:
                 return 0
-            stored = int(await self.outbox.get_meta(CURSOR_KEY) or 0)
-            if stored != self.cursor:  # first step, or another writer moved it: the database is the truth
+            generation = await self.outbox.get_meta(GENERATION_KEY)
+            if self.cursor is None or generation != self._generation:
+                # First step, a commit whose outcome we did not see (cancelled while COMMIT ran), or another
+                # writer: the database is the truth, never the cache.
+                self._generation = generation
+                stored = int(await self.outbox.get_meta(CURSOR_KEY) or 0)
                 self._state = {k: _KeyState.load(v) for k, v in (await self.outbox.dedup_state()).items()}
                 self._open = {k for k, s in self._state.items() if s.window is not None}
                 self._deadlines = [(s.window.deadline_rx_ms, k) for k, s in self._state.items() if s.window]
@@ -267,13 +273,19 @@ class Pipeline:
             return created
 
     async def _commit(self, work: _Step, cursor: int, reads: int) -> int | None:
-        result = await self.outbox.commit_step(
-            work.passings,
-            meta={CURSOR_KEY: str(cursor)},
-            dedup_set={k: s.dump() for k, s in work.changed.items()},
-        )
+        generation = str(int(self._generation or 0) + 1)
+        try:
+            result = await self.outbox.commit_step(
+                work.passings,
+                meta={CURSOR_KEY: str(cursor), GENERATION_KEY: generation},
+                dedup_set={k: s.dump() for k, s in work.changed.items()},
+            )
+        except BaseException:
+            self.cursor = None  # it may have landed: reload from the database at the next step
+            raise
         if result is None:
             return None
+        self._generation = generation
         self._state.update(work.changed)
         self._open = work.open
         self._deadlines = work.deadlines
@@ -287,7 +299,7 @@ class Pipeline:
             self.unmapped_chips |= new_unmapped
             # first one, then at each power of ten: visible, but not a line per batch all race long
             if before == 0 or len(str(before)) != len(str(len(self.unmapped_chips))):
-                    log.warning("chips not in the chip map: sent with bib = chip", chips=sorted(new_unmapped)[:20],
+                log.warning("chips not in the chip map: sent with bib = chip", chips=sorted(new_unmapped)[:20],
                             total_unmapped=len(self.unmapped_chips))
         return len(work.passings)
 

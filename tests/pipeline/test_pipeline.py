@@ -254,3 +254,27 @@ async def test_clock_set_back_does_not_hold_passings(session_outbox: Outbox) -> 
     # the system clock is stepped back an hour (NTP on a Pi with no RTC): the windows close anyway
     assert await pl.step(datetime.now(UTC) - timedelta(hours=1)) == 2
     assert pl.open_windows == 0
+
+
+async def test_a_commit_interrupted_after_it_landed_is_not_emitted_twice(session_outbox: Outbox,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGTERM cancels the pipeline task while its COMMIT runs: the database has the passing, the task saw
+    CancelledError. The next step (the shutdown's last one) must not emit that window again."""
+    box = session_outbox
+    pl = Pipeline(box, {"mat": ReaderRules(dedup_window_s=3.0, dedup_mode="strongest")}, STAMP)
+    await box.journal("mat", [read_at(0.0, "C1", rssi=-60)])
+    assert await pl.step(_now()) == 0
+    real = box.commit_step
+
+    async def lands_then_cancelled(*args: object, **kw: object) -> object:
+        await real(*args, **kw)  # type: ignore[arg-type]
+        raise asyncio.CancelledError
+
+    monkeypatch.setattr(box, "commit_step", lands_then_cancelled)
+    with pytest.raises(asyncio.CancelledError):
+        await pl.step(_future())
+    monkeypatch.undo()
+    assert await pl.step(_future()) == 0
+    await box.journal("mat", [read_at(1.0, "C1", rssi=-20)])  # a late read of that crossing
+    assert await pl.step(_future()) == 0
+    assert len(await box.rows("tok-A")) == 1
