@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -322,4 +325,64 @@ async def test_session_closed_in_the_cloud_holds_or_follows(tmp_path: Path, enve
             assert d.query("select count(*) from passings where state='Pending'")[0][0] == 5  # held, not dropped
             assert "closed" in d.output()
     finally:
+        await d.kill()
+
+
+async def test_mylaps_resends_after_a_kill_are_journaled_once_and_every_acked_read_reaches_the_cloud(
+    tmp_path: Path, enveloped: Emulator
+) -> None:
+    port = free_port()
+    cfg = write_config(
+        tmp_path / "gw.toml",
+        base_url=enveloped.base_url,
+        api_key=KEY,
+        readers=[{"name": "mat", "url": f"tcp-listen://127.0.0.1:{port}", "format": "mylaps"}],
+    )
+    d = Daemon(cfg)
+    # killed right after a journal commit, before the acks go out: the reader must send those again
+    await d.start(failpoint="after_journal_commit:3")
+    truth = tmp_path / "truth.jsonl"
+    sim = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gateway",
+        "simulate",
+        "--format",
+        "mylaps",
+        "--to",
+        f"tcp://127.0.0.1:{port}",
+        "--runners",
+        "40",
+        "--speed",
+        "600",
+        "--seed",
+        "3",
+        "--truth",
+        str(truth),
+        "--ack-timeout",
+        "30",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert await d.wait_exit(30) == -signal.SIGKILL, d.output()[-2000:]
+        await d.start()
+        out, err = await asyncio.wait_for(sim.communicate(), 90)
+        assert sim.returncode == 0, out.decode() + err.decode()
+        lines = [json.loads(x) for x in truth.read_text().splitlines()]
+        sent = {x["seq"] for x in lines if x.get("type") == "read"}
+        resent = [x for x in lines if x.get("type") == "read" and x.get("resend")]
+        acked = {x["seq"] for x in lines if x.get("type") == "ack"}
+        assert resent, "the kill left nothing unacknowledged: the test proved nothing"
+        assert acked == sent  # every read the timer sent was acknowledged in the end
+        rows = d.query("select seq from reads where link='mat'")
+        assert sorted(r[0] for r in rows) == sorted(sent)  # each journaled exactly once
+        chips = {r[0] for r in d.query("select chip from reads")}
+        await until(lambda: sum(len(v) for v in cloud_nums(enveloped).values()) == len(chips), what="one per runner")
+        [(_tok, nums)] = cloud_nums(enveloped).items()
+        assert nums == list(range(1, len(chips) + 1))
+    finally:
+        if sim.returncode is None:
+            sim.kill()
+            await sim.wait()
         await d.kill()
