@@ -418,8 +418,10 @@ class Outbox:
         (or is open(), before anyone else can see this object)."""
         if self.read_only:
             raise StorageError(f"database {self.path} is open read-only")
-        await self._db.execute("BEGIN IMMEDIATE")
         try:
+            # aiosqlite runs a request even when its awaiter is cancelled: a cancel here may still leave BEGIN
+            # executed, so it is rolled back like any other interruption (or the connection stays in a txn).
+            await self._db.execute("BEGIN IMMEDIATE")
             yield self._db
         except BaseException:
             with contextlib.suppress(Exception):

@@ -274,3 +274,19 @@ async def test_use_after_close_is_a_storage_error(db_path: Path) -> None:
         await box.stats()
     with pytest.raises(StorageError, match="closed"):
         await box.journal("mat", [read_at(1)])
+
+
+async def test_cancelled_writes_leave_a_usable_store_and_gapless_numbers(session_outbox: Outbox) -> None:
+    """Cancel writes at every point of their transaction (SIGTERM cancelling a task): no transaction is left
+    open, and whatever landed is numbered without a gap."""
+    box = session_outbox
+    for k in range(40):
+        task = asyncio.create_task(box.add_passings("tok-A", [_np(k), _np(k + 100)]))
+        for _ in range(k):
+            await asyncio.sleep(0)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    last = await box.add_passings("tok-A", [_np(999)])
+    nums = sorted(r.passing.num_passing for r in await box.rows("tok-A"))
+    assert nums == list(range(1, len(nums) + 1)) and last == [nums[-1]]
+    assert await box.integrity_check() == ["ok"]
