@@ -48,7 +48,7 @@ def cli() -> None:
     # reconfigure with their own level and destination.
     from gateway import log
 
-    log.configure("info", stream=sys.stderr)
+    log.configure("warning", stream=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> Any:

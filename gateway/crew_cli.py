@@ -211,7 +211,7 @@ def session_new(config_path: Path, alias: str | None) -> None:
         outbox = await Outbox.open(settings.outbox.path)
         client = _client(settings)
         try:
-            ls = lifecycle.LifecycleSettings.from_settings(settings)
+            ls = lifecycle.LifecycleSettings.from_settings(settings, patient=False)
             deviceid = await lifecycle.resolve_device(outbox, client, ls)
             rec = await lifecycle.new_session(outbox, client, alias or settings.session.alias, deviceid)
             return {"token_session": rec.token_session}
@@ -268,7 +268,7 @@ def device_bind(config_path: Path) -> None:
         client = _client(settings)
         try:
             deviceid = await lifecycle.resolve_device(
-                outbox, client, lifecycle.LifecycleSettings.from_settings(settings)
+                outbox, client, lifecycle.LifecycleSettings.from_settings(settings, patient=False)
             )
             if deviceid is None:
                 raise ConfigError("[device] serial_number and model: both needed to bind a device", key="device")

@@ -24,6 +24,7 @@ from gateway.errors import DatabaseCorruptError, GatewayError
 from gateway.formats.base import ParseContext
 from gateway.ingest import ReaderCounters, run_reader
 from gateway.lifecycle import LifecycleSettings, resolve_device, resolve_session
+from gateway.lifecycle import can_read as lifecycle_can_read
 from gateway.links import Link, open_link
 from gateway.log import get_logger, register_secret
 from gateway.model import Read
@@ -287,6 +288,7 @@ class Gateway:
         record = await resolve_session(self.outbox, self._current_client, ls)
         if record is not None:
             self.state.token_session = record.token_session
+        self.state.can_read = lifecycle_can_read(self._current_client())
         self._session_ready.set()
         self.kick()
 

@@ -386,3 +386,12 @@ async def test_mylaps_resends_after_a_kill_are_journaled_once_and_every_acked_re
             sim.kill()
             await sim.wait()
         await d.kill()
+
+
+async def test_crew_commands_fail_fast_in_one_line_when_the_cloud_is_unreachable(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "gw.toml", base_url=f"http://127.0.0.1:{free_port()}/v0", api_key=KEY, readers=[])
+    for args in (["device", "bind"], ["session", "new"]):
+        code, out, err = await asyncio.wait_for(cli(*args, "--config", str(cfg)), 30)
+        assert code == 2, out + err
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and "connection failed" in lines[0] and "Traceback" not in err
