@@ -555,9 +555,9 @@ class Outbox:
         for _, _, origin in batches:
             if origin not in ORIGINS:
                 raise ValueError(f"origin must be one of {ORIGINS}, got {origin!r}")
-        received = _ts(_now())
         results: list[list[int | None]] = [[None] * len(reads) for _, reads, _ in batches]
         async with self._write() as db:
+            received = _ts(_now())  # under the lock: arrival times never run backwards against read ids
             # Which (reader, seq) pairs are already in the journal (re-sends), or earlier in this same batch?
             keyed = {
                 (read.reader or link, read.seq)
