@@ -1,0 +1,77 @@
+"""Each benchmark script's --quick run: exits 0, prints a table, and ends with ONE JSON line carrying its
+figures and a positive ratio. No timing is asserted (speed belongs to the figures, not to a test); what is
+asserted are facts the scripts report that do not depend on the machine: all formats measured, requests
+counted, transactions fewer than reads when submissions are concurrent."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from gateway import formats
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+EXPECTED_KEYS = {
+    "journal": {"naive_reads_per_s", "group_reads_per_s", "ratio", "naive_txn_per_read", "group_txn_per_read",
+                "group_latency_p50_ms", "group_latency_p99_ms", "peak_rss_mb", "scenarios", "fsync_ms"},
+    "parse": {"formats", "ratio", "worst_format", "worst_ratio", "min_records_per_s", "peak_rss_mb"},
+    "upload": {"batched_passings_per_s", "single_passings_per_s", "ratio", "runs", "latency_ratio",
+               "batched_latency_passings_per_s", "single_latency_passings_per_s", "peak_rss_mb"},
+}
+
+
+def run_quick(name: str, cwd: Path) -> dict[str, Any]:
+    """Run `benchmarks/<name>.py --quick` in `cwd`; check what every script promises; return its figures."""
+    proc = subprocess.run(
+        [sys.executable, str(BENCHMARKS / f"{name}.py"), "--quick"],
+        cwd=cwd, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert proc.returncode == 0, f"{name}.py --quick exited {proc.returncode}: {proc.stderr[-2000:]}"
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) >= 2, f"{name}.py printed no table before its figures: {proc.stdout!r}"
+    assert not any(line.lstrip().startswith("{") for line in lines[:-1]), "only the last line is JSON"
+    figures = json.loads(lines[-1])
+    assert isinstance(figures, dict)
+    assert EXPECTED_KEYS[name] <= figures.keys(), f"missing {EXPECTED_KEYS[name] - figures.keys()}"
+    assert figures["benchmark"] == name and figures["quick"] is True
+    assert figures["ratio"] > 0
+    assert figures["peak_rss_mb"] > 0
+    assert list(cwd.iterdir()) == [], "the run left files behind"
+    return figures
+
+
+def test_journal_figures_describe_the_runs(tmp_path: Path) -> None:
+    f = run_quick("journal", tmp_path)
+    assert f["naive_txn_per_read"] == 1.0
+    assert 0 < f["group_txn_per_read"] <= 1.0
+    # 64 submitters waiting at once cannot each have had a transaction of their own
+    assert 0 < f["scenarios"]["group 64x1"]["txn_per_read"] < 1.0
+    for s in f["scenarios"].values():
+        assert s["reads"] > 0 and s["reads_per_s"] > 0 and s["ratio"] > 0
+        assert 0 < s["latency_p50_ms"] <= s["latency_p99_ms"]
+
+
+def test_parse_measures_every_format(tmp_path: Path) -> None:
+    f = run_quick("parse", tmp_path)
+    assert sorted(f["formats"]) == formats.names()
+    for name, r in f["formats"].items():
+        assert r["reads"] > 0 and r["records"] >= r["reads"], name
+        assert r["records_per_s"] > 0 and r["baseline_records_per_s"] > 0 and r["ratio"] > 0, name
+    assert f["worst_format"] in f["formats"]
+
+
+def test_upload_counts_requests(tmp_path: Path) -> None:
+    f = run_quick("upload", tmp_path)
+    runs = f["runs"]
+    single = [r for r in runs.values() if r["batch_size"] == 1]
+    batched = [r for r in runs.values() if r["batch_size"] == 500]
+    assert len(single) == 2 and len(batched) == 2
+    for r in single:
+        assert r["requests"] == r["passings"]  # one POST per passing, no retries on a healthy loopback
+    for r in batched:
+        assert r["requests"] == -(-r["passings"] // 500)
+    assert f["latency_ratio"] > 0
