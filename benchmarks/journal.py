@@ -12,7 +12,8 @@ Scenarios (each on a fresh database file in a temporary directory on the disk th
   group 4x1 nolinger   the same with max_delay=0: coalescing only what queued during the previous commit
   group 4x16     4 links, 16 reads per submission (a finish burst: one socket read holds many records)
   group 64x1     64 concurrent one-read submissions (the coalescing's upper bound)
-The last group run is the large one whose peak RSS is reported.
+The short runs (naive, 4x1, 4x1 nolinger) go round-robin twice and keep their best; the last group run
+is the large one whose peak RSS is reported.
 
 Run: .venv/bin/python benchmarks/journal.py [--quick] [--dir PATH]
 """
@@ -152,17 +153,26 @@ async def main() -> None:
                         "i.e. on the same disk as the project, not a RAM-backed /tmp)")
     args = p.parse_args()
     quiet_logs()
-    small, large = (200, 1_000) if args.quick else (3_000, 60_000)
+    small, large, rounds = (200, 1_000, 1) if args.quick else (3_000, 60_000, 2)
     reads_small = race_reads(small)
     reads_large = race_reads(large)
     rss_before = peak_rss_mb()
     with tempfile.TemporaryDirectory(prefix="bench-journal-", dir=args.dir or Path.cwd()) as tmp:
         d = Path(tmp)
         disk_fsync = fsync_ms(d, 20 if args.quick else 200)
-        base = await naive(d / "naive.db", reads_small)
-        runs = [
-            await grouped(d / "g4x1.db", reads_small, links=4, per_submit=1, max_delay=None),
-            await grouped(d / "g4x1n.db", reads_small, links=4, per_submit=1, max_delay=0),
+        # The short runs go round-robin, twice, each on a fresh file, keeping each one's best: the naive path and
+        # the group commit then see the same machine (other processes share these cores), not one a busy moment.
+        best: dict[str, Run] = {}
+        for rnd in range(rounds):
+            for run in (
+                await naive(d / f"naive{rnd}.db", reads_small),
+                await grouped(d / f"g4x1_{rnd}.db", reads_small, links=4, per_submit=1, max_delay=None),
+                await grouped(d / f"g4x1n{rnd}.db", reads_small, links=4, per_submit=1, max_delay=0),
+            ):
+                if run.name not in best or run.reads_per_s > best[run.name].reads_per_s:
+                    best[run.name] = run
+        base, *runs = best.values()
+        runs += [
             await grouped(d / "g64x1.db", reads_large[: len(reads_large) // 4], links=64, per_submit=1, max_delay=None),
             await grouped(d / "g4x16.db", reads_large, links=4, per_submit=16, max_delay=None),
         ]
