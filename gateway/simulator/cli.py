@@ -45,6 +45,19 @@ def summary_line(stats: DriveStats, url: str) -> str:
     )
 
 
+def _run_with_progress(driver: Driver, total: int) -> DriveStats:
+    """A progress bar on a terminal (reads sent); plain when piped, so logs and CI output stay clean."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    console = Console(stderr=True)
+    columns = (TextColumn("race"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, disable=not console.is_terminal) as bar:
+        task = bar.add_task("race", total=total)
+        driver.progress = lambda done, _total: bar.update(task, completed=done)
+        return asyncio.run(driver.run())
+
+
 @click.command("simulate")
 @click.option("--format", "fmt_name", required=True, help="Reader protocol to speak (csv, raceresult, mylaps, ...).")
 @click.option("--to", "url", required=True, help="tcp://host:port, tcp-listen://host:port, a serial device, file://path.")
@@ -112,7 +125,7 @@ def simulate_cmd(
         err=True,
     )
     try:
-        stats = asyncio.run(driver.run())
+        stats = _run_with_progress(driver, len(reads))
     except KeyboardInterrupt:
         click.echo("interrupted: " + summary_line(driver.stats, url), err=True)
         sys.exit(130)
