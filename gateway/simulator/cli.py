@@ -40,7 +40,8 @@ def summary_line(stats: DriveStats, url: str) -> str:
     acked = f", {stats.acked} acknowledged, {stats.unacked} not" if stats.acked or stats.unacked else ""
     return (
         f"{'complete' if stats.complete else 'INCOMPLETE'}: sent {stats.sent}/{stats.reads} reads to {url} "
-        f"({stats.resent} re-sent{acked}, {stats.corrupt} corrupt lines, {stats.heartbeats} heartbeats, "
+        f"({stats.resent} re-sent{acked}, {stats.dropped} lost on the wire, {stats.corrupt} corrupt lines, "
+        f"{stats.heartbeats} heartbeats, "
         f"{stats.connections} connection(s))"
     )
 
@@ -74,6 +75,8 @@ def _run_with_progress(driver: Driver, total: int) -> DriveStats:
 @click.option("--miss-rate", type=click.FloatRange(0, 0.9), default=0.1, show_default=True)
 @click.option("--corrupt-rate", type=click.FloatRange(0, 1), default=0.002, show_default=True,
               help="Share of reads preceded by a line of noise (line-based protocols without acks).")
+@click.option("--drop-rate", type=click.FloatRange(0, 0.5), default=0.0, show_default=True,
+              help="Share of reads lost on the wire (logged by the reader, so a re-fetch can bring them back).")
 @click.option("--heartbeat", "heartbeat_s", type=click.FloatRange(0), default=5.0, show_default=True,
               help="Seconds between the reader's heartbeats (0: none).")
 @click.option("--ack-timeout", type=click.FloatRange(0), default=60.0, show_default=True,
@@ -90,6 +93,7 @@ def simulate_cmd(
     waves: int | None,
     miss_rate: float,
     corrupt_rate: float,
+    drop_rate: float,
     heartbeat_s: float,
     ack_timeout: float,
 ) -> None:
@@ -116,8 +120,10 @@ def simulate_cmd(
             raise click.ClickException(f"--truth {truth_path}: {exc.strerror or exc}") from None
     ctx = ParseContext(tz=tz, reader="sim")
     try:
-        driver = Driver(fmt, url, reads, speed=speed, truth=truth, ctx=ctx, seed=seed, corrupt_rate=corrupt_rate,
-                        heartbeat_s=heartbeat_s, ack_timeout=ack_timeout)
+        driver = Driver(
+            fmt, url, reads, speed=speed, truth=truth, ctx=ctx, seed=seed, corrupt_rate=corrupt_rate,
+            drop_rate=drop_rate, heartbeat_s=heartbeat_s, ack_timeout=ack_timeout,
+        )
     except GatewayError as exc:
         raise click.BadParameter(str(exc), param_hint="--to") from None
     click.echo(

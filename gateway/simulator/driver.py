@@ -28,6 +28,7 @@ from gateway.simulator.truth import TruthWriter, read_key
 log = get_logger("gateway.simulator")
 
 _NOISE = b"!%&()*?=<>|^_"
+QUIET_S = 0.5  # with lost reads: how long the gateway must stay silent before we stop answering re-fetches
 LINGER_S = 2.0  # after the last byte, how long to wait for the gateway to hang up before closing
 
 
@@ -41,6 +42,7 @@ class DriveStats:
     acked: int = 0
     unacked: int = 0
     corrupt: int = 0
+    dropped: int = 0  # lost on the wire on purpose (drop_rate): the gateway may fetch them again
     heartbeats: int = 0
     connections: int = 0
     complete: bool = False  # every read sent (and, where the protocol acks, acknowledged)
@@ -68,6 +70,7 @@ class Driver:
         ctx: ParseContext | None = None,
         seed: int = 0,
         corrupt_rate: float = 0.0,
+        drop_rate: float = 0.0,
         heartbeat_s: float = 5.0,
         ack_timeout: float | None = None,
         backoff_base: float = 0.5,
@@ -97,6 +100,13 @@ class Driver:
                 if rng.random() < corrupt_rate:
                     noise = bytes(rng.choice(_NOISE) for _ in range(rng.randint(6, 20)))
                     self.corrupt_before[i] = b"\x00\x7f" + noise + term
+        # Reads lost on the wire (a noisy serial line): the reader numbers and logs them but the bytes never
+        # arrive, so a gateway that notices the gap can fetch them again (RaceResult, Ultra, ChronoTrack).
+        # Never the first or the last read: a gap is only visible between two reads the gateway did get.
+        drop_rng = random.Random(f"{seed}:drop")
+        self.drop: set[int] = set()
+        if drop_rate > 0 and not self.needs_ack:
+            self.drop = {i for i in range(1, len(self.reads) - 1) if drop_rng.random() < drop_rate}
         self._all_sent = asyncio.Event()
         self._all_acked = asyncio.Event()
         self._one = asyncio.Lock()
@@ -105,6 +115,7 @@ class Driver:
             url, name="simulator", backoff_base=backoff_base, backoff_cap=backoff_cap
         )
         self._t0_wall = 0.0
+        self._last_rx = 0.0
 
     @property
     def link_state(self) -> Any:
@@ -120,7 +131,8 @@ class Driver:
                 await self._over_link()
         finally:
             self.stats.unacked = len(self.unacked)
-            self.stats.complete = self.stats.sent == len(self.reads) and (not self.needs_ack or not self.unacked)
+            everything = self.stats.sent + self.stats.dropped == len(self.reads)
+            self.stats.complete = everything and (not self.needs_ack or not self.unacked)
             if self.truth is not None:
                 self.truth.summary(**self.stats.as_dict(), format=self.fmt.name, needs_ack=self.needs_ack)
         return self.stats
@@ -183,6 +195,12 @@ class Driver:
                     data = self.rconv.encode(read)
                     if self.needs_ack:
                         self.unacked[read_key(read)] = read
+                    if i in self.drop:
+                        self.cursor += 1
+                        self.stats.dropped += 1
+                        if self.truth:
+                            self.truth.dropped(read)
+                        continue
                     # truth first: a run killed between the two lines lists one read too many, never one too few
                     if self.truth:
                         self.truth.sent(read)
@@ -193,6 +211,11 @@ class Driver:
                         self.progress(self.cursor, len(self.reads))
                     await conn.drain()
                 await conn.drain()
+                if self.drop:  # the gateway may still be asking for lost reads: answer until it goes quiet
+                    loop = asyncio.get_running_loop()
+                    self._last_rx = max(self._last_rx, loop.time())  # quiet counts from our last byte too
+                    while not listener.done() and (left := self._last_rx + QUIET_S - loop.time()) > 0:
+                        await asyncio.wait({listener}, timeout=left)
                 if not self.needs_ack:
                     await self._hang_up(conn, listener)
                 self._all_sent.set()
@@ -231,6 +254,7 @@ class Driver:
     async def _listen(self, conn: Connection) -> None:
         """Bytes from the gateway: acknowledgements, rewind requests. Returns at EOF."""
         while data := await conn.read():
+            self._last_rx = asyncio.get_running_loop().time()
             acked, answer = self.rconv.on_bytes(data)
             for read in acked:
                 original = self.unacked.pop(read_key(read), None)

@@ -3,6 +3,7 @@
     {"type": "read", "seq": 1, "bib": "12", "chip": "058000000012", "timestamp": "...Z", "antenna": 2,
      "rssi": -47.0, "resend": false, "sent_at": "...Z"}
     {"type": "ack", "seq": 1, "chip": "058000000012", "timestamp": "...Z", "at": "...Z"}
+    {"type": "dropped", "seq": 7, ...}      a read logged by the reader but lost on the wire (--drop-rate)
     {"type": "corrupt", "raw": "\\x00\\x7f...", "sent_at": "...Z"}
     {"type": "summary", "sent": 812, "resent": 3, "acked": 812, ...}
 
@@ -70,6 +71,13 @@ class TruthWriter:
             }
         )
 
+    def dropped(self, read: Read) -> None:
+        """A read the reader logged but whose bytes were lost on the wire (the gateway may re-fetch it)."""
+        self._line(
+            {"type": "dropped", "seq": read.seq, "bib": read.bib, "chip": read.chip,
+             "timestamp": format_ts(read.timestamp), "antenna": read.antenna, "rssi": read.rssi}
+        )
+
     def corrupt(self, raw: bytes) -> None:
         self._line({"type": "corrupt", "raw": escape(raw), "sent_at": _now()})
 
@@ -86,6 +94,7 @@ class Truth:
 
     reads: list[Read] = field(default_factory=list)
     acked: set[tuple[str | None, str]] = field(default_factory=set)
+    dropped: list[Read] = field(default_factory=list)  # lost on the wire; only a re-fetch brings them
     corrupt: int = 0
     resends: int = 0
     summary: dict[str, Any] | None = None
@@ -120,6 +129,11 @@ def load(path: str | Path) -> Truth:
                 if read_key(read) not in seen:
                     seen.add(read_key(read))
                     truth.reads.append(read)
+            elif kind == "dropped":
+                truth.dropped.append(
+                    Read(chip=obj["chip"], bib=obj["bib"], timestamp=parse_ts(obj["timestamp"]),
+                         antenna=obj["antenna"], rssi=obj["rssi"], seq=obj["seq"])
+                )
             elif kind == "ack":
                 chip = obj.get("chip")
                 truth.acked.add((chip if chip is not None else obj.get("bib"), obj["timestamp"]))

@@ -127,3 +127,47 @@ async def test_simulator_paces_reads_by_race_time() -> None:
         await asyncio.gather(gateway, return_exceptions=True)
     spread = arrivals[-1] - arrivals[0]
     assert 0.2 < spread < 2.0  # generous bounds: this checks pacing exists, not how fast the host is
+
+
+def refetching_formats() -> list[str]:
+    return [n for n in formats.names() if formats.get(n).conversation(ParseContext()).refetch(1, 1)]
+
+
+@pytest.mark.parametrize("name", refetching_formats())
+async def test_reads_lost_on_the_wire_are_fetched_again(name: str, tmp_path: Path) -> None:
+    """The reader logs every read; some never reach the gateway. The gap in sequence numbers is noticed
+    and the gateway asks for them (RaceResult <from>:<count>, Ultra rewind...), the simulator answers."""
+    fmt = formats.get(name)
+    reads = Race.generate(25, 8, GUN, chip_style=chip_style_for(name))
+    now = reads[-1].timestamp + timedelta(seconds=5)
+    port = free_port()
+    role = fmt.gateway_role
+    gateway_url, sim_url = (
+        (f"tcp://127.0.0.1:{port}", f"tcp-listen://127.0.0.1:{port}")
+        if role == "connect"
+        else (f"tcp-listen://127.0.0.1:{port}", f"tcp://127.0.0.1:{port}")
+    )
+    sink = MemorySink()
+    counters = ReaderCounters()
+    link = open_link(gateway_url, name="finish", backoff_base=0.05, backoff_cap=0.2)
+    gateway = asyncio.create_task(run_reader(link, fmt, ParseContext(tz=TZ, now=now, reader="finish"), sink, counters))
+    truth_path = tmp_path / "truth.jsonl"
+    truth = TruthWriter.open(truth_path)
+    try:
+        stats = await asyncio.wait_for(
+            drive(fmt, sim_url, reads, speed=0, truth=truth, ctx=ParseContext(tz=TZ, now=now, reader="sim"),
+                  seed=2, drop_rate=0.1, backoff_base=0.05),
+            20,
+        )
+        truth.close()
+        await eventually(
+            lambda: len(sink.reads) >= len(reads),
+            what=f"{name}: lost reads fetched again ({len(sink.reads)}/{len(reads)}, {counters.as_dict()}, {stats})",
+        )
+    finally:
+        gateway.cancel()
+        await asyncio.gather(gateway, return_exceptions=True)
+    told = load(truth_path)
+    assert stats.dropped == len(told.dropped) > 0
+    assert counters.gaps >= stats.dropped and counters.refetches >= 1
+    assert keys(sink.reads) == keys(reads)  # each exactly once, the lost ones included
