@@ -50,7 +50,7 @@ class ChaosSettings:
     outage_s: float = 20.0  # one long outage
     flap_s: float = 8.0  # seconds of flapping (on/off every 0.5-1.5 s)
     phases: tuple[str, ...] = (
-        "poison", "5xx", "429", "slow", "drop_after_commit", "hang", "offline", "rollover", "flap", "outage",
+        "5xx", "poison", "429", "slow", "drop_after_commit", "hang", "offline", "rollover", "flap", "outage",
     )  # fmt: skip
     dialect: str = "enveloped"
     window_s: float = 3.0
@@ -266,15 +266,23 @@ class Supervisor:
                 return
 
     async def _poison(self) -> None:
-        """Pick a passing still queued (cloud offline meanwhile) and make the cloud refuse its bib."""
+        """Pick a passing still queued (the cloud is offline meanwhile, so it stays queued) and make the cloud
+        refuse its bib: the gateway must set that one aside as Rejected and send the rest."""
         assert self.gateway is not None
         self.emulator.set_offline(True)
-        await self._pause(1.0)
-        with contextlib.suppress(Exception):
-            rows = self.gateway.query("SELECT bib FROM passings WHERE state = 'Pending' ORDER BY id DESC LIMIT 1")
+        end = time.monotonic() + 8.0
+        while time.monotonic() < end and not self._stop_faults.is_set():
+            await asyncio.sleep(0.25)
+            try:
+                rows = self.gateway.query(
+                    "SELECT bib FROM passings WHERE state = 'Pending' ORDER BY id DESC LIMIT 1"
+                )
+            except Exception:  # no database yet, or a checkpoint in progress: look again
+                continue
             if rows:
                 self.tally.poisoned_bib = str(rows[0][0])
                 self.emulator.set_faults(reject_bib=self.tally.poisoned_bib)
+                break
         self.emulator.set_offline(False)
 
     # -- the verdict ----------------------------------------------------------------------------------------
@@ -307,6 +315,7 @@ class Supervisor:
             "cloud_requests": state["counts"]["requests"],
             "cloud_duplicates": state["counts"]["duplicate"],
             "wal_bytes_max": t.wal_max,
+            "poisoned_bib": t.poisoned_bib,
             "secret_leaks": len(leaks),
             "wall_s": round(wall_s, 1),
         }

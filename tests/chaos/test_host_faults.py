@@ -1,0 +1,182 @@
+"""Host faults against the real daemon: the disk fills up, the database is read-only or damaged at start,
+SIGTERM arrives in the middle of a flood. Nothing committed is lost, every failure is one clear line."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway.chaos.checker import load_truth, snapshot_db
+from gateway.chaos.processes import ReaderProcess
+from tests.chaos.harness import cloud, daemon, free_port, settled, until, verdict
+
+pytestmark = pytest.mark.chaos
+
+
+@contextlib.contextmanager
+def small_fs(where: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` mounted at `where` (root only: the closest thing to a full SD card)."""
+    where.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def remount(where: Path, options: str) -> None:
+    subprocess.run(["mount", "-o", f"remount,{options}", str(where)], check=True)
+
+
+def csv_line(i: int) -> bytes:
+    return f"{i},CHIP{i:06d},2026-11-22T{10 + i // 3600:02d}:{i // 60 % 60:02d}:{i % 60:02d}.000Z\n".encode()
+
+
+def one_clear_line(output: str, prefix: str) -> str:
+    assert "Traceback" not in output, output[-3000:]
+    lines = [line for line in output.splitlines() if line.startswith(prefix)]
+    assert len(lines) == 1, output[-3000:]
+    return lines[0]
+
+
+async def test_disk_full_loses_nothing_committed_and_recovers(tmp_path: Path) -> None:
+    port = free_port()
+    with small_fs(tmp_path / "sd", "600k") as sd:
+        async with cloud(tmp_path, offline=True) as emu, daemon(
+            tmp_path, emu, [{"name": "mat", "url": f"tcp-listen://127.0.0.1:{port}", "format": "csv"}], db=sd / "gw.db"
+        ) as gw:
+            await gw.start()
+            await gw.wait_ready()
+            _r, w = await asyncio.open_connection("127.0.0.1", port)
+            with contextlib.suppress(ConnectionError):
+                for i in range(40_000):  # far more than 600 kB holds
+                    w.write(csv_line(i))
+                    if i % 500 == 0:
+                        await w.drain()
+                        await asyncio.sleep(0.02)
+                        if not gw.running:
+                            break
+            w.close()
+            rc = await gw.wait(20)
+            output = gw.tail(100_000)
+            # Today the daemon ends on a full disk (systemd restarts it); what matters: one clear line, no
+            # traceback, and not a committed read lost.
+            assert rc == 73, output[-2000:]
+            line = one_clear_line(output, "rufus-gateway:")
+            assert "full" in line, line
+            remount(sd, "size=16m")  # the crew frees space
+            before = snapshot_db(gw.db)
+            assert before.integrity == ["ok"] and len(before.reads) > 100
+            emu.set_offline(False)
+            await gw.start()
+            await gw.wait_ready()
+            await until(lambda: settled(gw), 60, "the backlog uploaded", gw.tail)
+            assert await gw.terminate() == 0, gw.tail()
+            report = verdict(gw, emu, claim="journaled")
+            assert report.ok, report.problems()
+            assert report.figures["reads_journaled"] == len(before.reads) == report.figures["passings_cloud"]
+
+
+async def test_read_only_database_is_one_clear_line_and_left_alone(tmp_path: Path) -> None:
+    port = free_port()
+    with small_fs(tmp_path / "sd", "4m") as sd:
+        async with cloud(tmp_path) as emu, daemon(
+            tmp_path, emu, [{"name": "mat", "url": f"tcp-listen://127.0.0.1:{port}", "format": "csv"}], db=sd / "gw.db"
+        ) as gw:
+            await gw.start()
+            await gw.wait_ready()
+            _r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.write(b"".join(csv_line(i) for i in range(3)))
+            await w.drain()
+            await until(lambda: settled(gw) and gw.query("SELECT COUNT(*) FROM reads")[0][0] == 3, 20, "3 reads")
+            w.close()
+            assert await gw.terminate() == 0, gw.tail()
+            files = sorted(os.listdir(sd))
+            remount(sd, "ro")
+            await gw.start()
+            rc = await gw.wait(20)
+            output = gw.tail(100_000)
+            assert rc == 73, output[-2000:]
+            line = one_clear_line(output, "rufus-gateway:")
+            assert "gw.db" in line and "read-only" in line.lower(), line
+            assert sorted(os.listdir(sd)) == files, "a healthy read-only database must not be moved aside"
+            remount(sd, "rw")
+            await gw.start()
+            await gw.wait_ready()
+            assert gw.query("SELECT COUNT(*) FROM reads")[0][0] == 3
+            assert await gw.terminate() == 0, gw.tail()
+
+
+@pytest.mark.parametrize("damage", ["header", "pages"])
+async def test_corrupt_database_is_moved_aside_kept_and_the_daemon_runs(tmp_path: Path, damage: str) -> None:
+    port = free_port()
+    async with cloud(tmp_path) as emu, daemon(
+        tmp_path, emu, [{"name": "mat", "url": f"tcp-listen://127.0.0.1:{port}", "format": "csv"}]
+    ) as gw:
+        await gw.start()
+        await gw.wait_ready()
+        _r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(b"".join(csv_line(i) for i in range(300)))
+        await w.drain()
+        await until(lambda: settled(gw) and gw.query("SELECT COUNT(*) FROM reads")[0][0] == 300, 20, "300 reads")
+        w.close()
+        assert await gw.terminate() == 0, gw.tail()
+        data = bytearray(gw.db.read_bytes())
+        if damage == "header":
+            data[0:100] = b"\x42" * 100  # "file is not a database"
+        else:
+            data[4096 * 3 : 4096 * 5] = bytes(range(256)) * 32  # "database disk image is malformed"
+        gw.db.write_bytes(bytes(data))
+        await gw.start()
+        await gw.wait_ready(20)  # no crash loop: it runs, on a fresh database
+        kept = [p for p in gw.db.parent.iterdir() if p.is_file() and p.read_bytes() == bytes(data)]
+        assert kept and kept[0] != gw.db, "the damaged file must be kept, byte for byte, beside the new one"
+        output = gw.tail(100_000)
+        assert "Traceback" not in output
+        assert sum(kept[0].name in line for line in output.splitlines()) >= 1, output[-2000:]
+        assert await gw.terminate() == 0, gw.tail()
+        await gw.start()
+        await gw.wait_ready()
+        again = [p for p in gw.db.parent.iterdir() if p.is_file() and p.read_bytes() == bytes(data)]
+        assert len(again) == 1, "moved once only"
+        assert await gw.terminate() == 0, gw.tail()
+
+
+@pytest.mark.timeout(200)
+async def test_sigterm_under_full_load_exits_clean_and_loses_nothing(tmp_path: Path) -> None:
+    port = free_port()
+    async with cloud(tmp_path) as emu, daemon(
+        tmp_path, emu, [{"name": "mat", "url": f"tcp-listen://127.0.0.1:{port}", "format": "csv"}]
+    ) as gw:
+        await gw.start()
+        await gw.wait_ready()
+        reader = ReaderProcess(tmp_path, "csv", f"tcp://127.0.0.1:{port}", runners=2000, speed=0, seed=4,
+                               extra=["--heartbeat", "0"])
+        await reader.start()
+        try:
+            await until(lambda: gw.query("SELECT COUNT(*) FROM reads")[0][0] > 500, 30, "the flood", reader.tail)
+            rc = await gw.terminate(timeout=10)  # "within a few seconds", generously for a slow CI box
+            assert rc == 0, gw.tail()
+            assert "gateway stopped" in gw.tail()
+            taken = snapshot_db(gw.db)
+            assert taken.integrity == ["ok"] and taken.wal_bytes == 0, "SIGTERM checkpoints the WAL"
+            await gw.start()
+            await gw.wait_ready()
+            assert await reader.wait(90) == 0, reader.tail()
+            await until(lambda: settled(gw), 60, "the backlog uploaded", gw.tail)
+            assert await gw.terminate() == 0, gw.tail()
+        finally:
+            await reader.kill()
+        truth = load_truth(reader.truths)
+        report = verdict(gw, emu, truth, claim="journaled")
+        assert report.ok, report.problems()
+        assert {r.id for r in taken.reads} <= {r.id for r in snapshot_db(gw.db).reads}

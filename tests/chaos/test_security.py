@@ -1,0 +1,109 @@
+"""Secrets and trust: the API key appears in no output of any kind, the emulator's admin port wants its token,
+and nothing in the gateway turns TLS verification off."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from gateway.chaos.supervisor import API_KEY, secret_leaks
+from tests.chaos.harness import ADMIN_TOKEN, cloud, daemon, free_port, settled, until
+
+pytestmark = pytest.mark.chaos
+
+GATEWAY = Path(__file__).resolve().parents[2] / "gateway"
+
+
+def test_nothing_disables_tls_verification() -> None:
+    pattern = re.compile(r"ssl\s*=\s*False|verify_ssl|CERT_NONE|check_hostname\s*=\s*False|_create_unverified_context")
+    hits = [
+        f"{path.relative_to(GATEWAY.parent)}:{no}: {line.strip()}"
+        for path in sorted(GATEWAY.rglob("*.py"))
+        for no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if pattern.search(line)
+    ]
+    assert sorted(GATEWAY.rglob("*.py")), "the gateway package was not found"
+    assert hits == []
+
+
+async def test_emulator_admin_port_refuses_without_its_token(tmp_path: Path) -> None:
+    async with cloud(tmp_path) as emu, aiohttp.ClientSession() as http:
+        admin = emu.admin_url
+        denied = [{}, {"X-Admin-Token": "wrong"}, {"Authorization": "Bearer wrong"}, {"Authorization": ADMIN_TOKEN}]
+        for headers in denied:
+            for method, path in (("GET", "/state"), ("GET", "/faults"), ("POST", "/faults"), ("POST", "/reset")):
+                body = {"offline": True} if path == "/faults" else None
+                async with http.request(method, admin + path, headers=headers, json=body) as resp:
+                    assert resp.status == 401, (method, path, headers)
+                    assert ADMIN_TOKEN not in await resp.text()
+        assert emu.faults.offline is False, "a refused request changed nothing"
+        async with http.get(emu.base_url + "/devices", headers={"api_key": API_KEY}) as resp:
+            assert resp.status == 200
+        for headers in ({"X-Admin-Token": ADMIN_TOKEN}, {"Authorization": f"Bearer {ADMIN_TOKEN}"}):
+            async with http.get(admin + "/state", headers=headers) as resp:
+                assert resp.status == 200 and "sessions" in await resp.json()
+
+
+async def _cli(*args: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    out, _ = await proc.communicate()
+    return proc.returncode or 0, out.decode(errors="replace")
+
+
+async def test_api_key_in_no_log_error_or_export(tmp_path: Path) -> None:
+    """The key in the config file (the one place it may be), a daemon the cloud refuses (401), a malformed
+    key, the crew's read-only commands: every byte they print or leave behind is searched for it."""
+    port = free_port()
+    out_dir = tmp_path / "outputs"
+    out_dir.mkdir()
+    async with cloud(tmp_path) as emu, daemon(
+        tmp_path, emu, [{"name": "mat", "url": f"tcp-listen://127.0.0.1:{port}", "format": "csv"}]
+    ) as gw:
+        wrong = "ror-" + "bad0" * 5  # well-formed, unknown to the cloud: 401 on every call
+        gw.env = {"RUFUS_API_KEY": wrong}
+        await gw.start()
+        await gw.wait_ready()
+        _r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(b"1,CHIP1,2026-11-22T10:00:00.000Z\n")
+        await w.drain()
+        await until(lambda: gw.query("SELECT COUNT(*) FROM reads")[0][0] == 1, 15, "the read journaled", gw.tail)
+        await until(lambda: "401" in gw.tail(100_000) or "auth" in gw.tail(100_000).lower(), 15, "the refusal")
+        assert await gw.terminate() == 0, gw.tail()
+        assert wrong not in gw.tail(100_000), "the refused key itself must not be logged either"
+
+        gw.env = {"RUFUS_API_KEY": API_KEY}
+        await gw.start()
+        await gw.wait_ready()
+        await until(lambda: settled(gw), 20, "the passing sent", gw.tail)
+        w.close()
+        assert await gw.terminate() == 0, gw.tail()
+
+        config = gw.config
+        results = [
+            await _cli("outbox", "stats", "--config", str(config), "--json"),
+            await _cli("outbox", "list", "--config", str(config)),
+            await _cli("outbox", "export", "--config", str(config), "--format", "json", "--table", "sessions"),
+            await _cli("outbox", "export", "--config", str(config), "--format", "csv", "--table", "reads"),
+            await _cli("run", "--config", str(config), "--check"),
+        ]
+        bad = tmp_path / "bad.toml"
+        bad.write_text(config.read_text() + f'\n[extra]\napi_key = "{API_KEY}"\n')
+        results.append(await _cli("run", "--config", str(bad)))
+        malformed = tmp_path / "malformed.toml"
+        malformed.write_text(config.read_text().replace("[cloud]\n", f'[cloud]\napi_key = "{API_KEY}x"\n', 1))
+        results.append(await _cli("run", "--config", str(malformed)))
+        assert results[-1][0] == 78 and results[-2][0] == 78, results[-2:]
+        for i, (_, text) in enumerate(results):
+            (out_dir / f"cli-{i}.txt").write_text(text)
+        bad.unlink()
+        malformed.unlink()
+    leaks = secret_leaks(tmp_path, API_KEY)
+    assert leaks == [], leaks
+    assert len(list(out_dir.iterdir())) == len(results) and gw.starts == 2
