@@ -21,7 +21,9 @@ from gateway.model import Read
 
 log = get_logger("gateway.ingest")
 
-KEEPALIVE_DEFAULT_S = 30.0  # protocols without a silence timeout still get an occasional keepalive
+KEEPALIVE_DEFAULT_S = 30.0
+REJECT_LOG_FIRST = 20
+REJECT_LOG_EVERY = 1000  # protocols without a silence timeout still get an occasional keepalive
 
 
 class ReadSink(Protocol):
@@ -143,7 +145,12 @@ async def _keepalive(conn: Connection, keepalive: Callable[[], bytes], interval:
 async def _reject(sink: ReadSink, link: str, offset: int, result: Rejected, counters: ReaderCounters) -> None:
     counters.rejected += 1
     counters.last_reject = result.reason
-    log.info("record rejected", link=link, offset=offset, reason=result.reason)
+    # Every rejection is kept by the sink; the log gets the first few and then one line per thousand, so a
+    # reader spewing garbage cannot fill the disk with log lines.
+    if counters.rejected <= REJECT_LOG_FIRST:
+        log.info("record rejected", link=link, offset=offset, reason=result.reason)
+    elif counters.rejected % REJECT_LOG_EVERY == 0:
+        log.warning("records still being rejected", link=link, rejected=counters.rejected, last=result.reason)
     await sink.reject(link, offset, result.reason, result.raw)
 
 
