@@ -877,7 +877,7 @@ class Outbox:
                 "UPDATE sessions SET allocated = MAX(allocated, COALESCE((SELECT MAX(num_passing) FROM passings p "
                 "WHERE p.token_session = sessions.token_session), 0))"
             )
-            cur = await db.execute("DELETE FROM passings WHERE state = 'Sent' AND sent_at < ?", (cutoff,))
+            cur = await db.execute("DELETE FROM passings WHERE state = 'Sent' AND sent_at <= ?", (cutoff,))
             deleted = max(cur.rowcount, 0)
         log.warning("pruned sent passings", count=deleted, sent_before=cutoff, db=str(self.path))
         return deleted
