@@ -69,7 +69,7 @@ class Truth:
     resends: int = 0
     corrupt: int = 0
     files: int = 0
-    complete: bool = True  # every file ended with a summary saying every read was sent (and acked)
+    complete: bool = True  # the last file ended with a summary saying every read was sent (and acked)
 
     @property
     def acked(self) -> list[SentRead]:
@@ -110,8 +110,8 @@ def load_truth(paths: Iterable[str | Path]) -> Truth:
                     truth.corrupt += 1
                 elif kind == "summary":
                     summary = obj
-        if summary is None or not summary.get("complete", False):
-            truth.complete = False
+        # Only the last incarnation counts: an earlier one was killed on purpose (a reader reboot).
+        truth.complete = summary is not None and bool(summary.get("complete", False))
     truth.reads = [SentRead(r.key, r.ts_ms, r.seq, (r.key, r.ts_ms) in acked) for r in truth.reads]
     return truth
 

@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,7 @@ class ChaosSettings:
     up_s: tuple[float, float] = (0.3, 2.5)  # how long a daemon lives before a random kill
     startup_kill_rate: float = 0.15  # share of random kills made before the daemon says it is ready
     network_faults: bool = True
+    reader_reboots: int = 0  # simulator SIGKILLed and restarted (its unacked memory lost), spread over the kills
     phase_s: float = 3.0
     outage_s: float = 20.0  # one long outage
     flap_s: float = 8.0  # seconds of flapping (on/off every 0.5-1.5 s)
@@ -70,17 +71,23 @@ class _Tally:
     wal_max: int = 0
     phases: Counter[str] = field(default_factory=Counter)
     poisoned_bib: str | None = None
+    reader_reboots: int = 0
 
 
-def race_speed(runners: int, seed: int, wall_s: float) -> float:
-    """The --speed at which the simulator's race (same generator) takes about `wall_s` seconds."""
+def race_plan(runners: int, seed: int, wall_s: float) -> tuple[float, datetime]:
+    """The --speed at which the simulator's race (same generator) takes about `wall_s` seconds, and a gun time
+    that puts the first finisher a few seconds from now. Every simulator incarnation gets the same gun, so a
+    rebooted reader replays the very same reads (same numbers, same times): a true re-send."""
     from gateway.simulator.race import Race
 
-    reads = Race.generate(runners, seed, datetime(2026, 1, 1, tzinfo=UTC))
+    ref = datetime(2026, 1, 1, tzinfo=UTC)
+    reads = Race.generate(runners, seed, ref, waves=1)
+    now = datetime.now(UTC).replace(microsecond=0)
     if len(reads) < 2:
-        return 1.0
+        return 1.0, now
     span = (reads[-1].timestamp - reads[0].timestamp).total_seconds()
-    return max(1.0, span / max(1.0, wall_s))
+    gun = now + timedelta(seconds=3) - (reads[0].timestamp - ref)
+    return max(1.0, span / max(1.0, wall_s)), gun
 
 
 class Supervisor:
@@ -113,8 +120,9 @@ class Supervisor:
             )  # fmt: skip
             # The key comes from the environment, so every file the harness leaves can be grepped for it.
             self.gateway = gw = GatewayProcess(config, self.db, env={"RUFUS_API_KEY": API_KEY})
-            speed = race_speed(s.runners, s.seed, s.race_s or s.kills * 2.5)
-            self.reader = ReaderProcess(s.workdir, s.fmt, f"tcp://127.0.0.1:{port}", s.runners, speed, s.seed)
+            speed, gun = race_plan(s.runners, s.seed, s.race_s or s.kills * 2.5)
+            self.reader = ReaderProcess(s.workdir, s.fmt, f"tcp://127.0.0.1:{port}", s.runners, speed, s.seed,
+                                        extra=["--start", gun.isoformat()])
             await gw.start()
             await gw.wait_ready()
             await self.reader.start()
@@ -145,7 +153,13 @@ class Supervisor:
     async def _kill_loop(self, gw: GatewayProcess) -> None:
         s = self.s
         plan = ["random", FAILPOINTS[0], "random", FAILPOINTS[1], "random", FAILPOINTS[2]]
+        # reader reboots spread over the first half, so the last incarnation still has time to finish the race
+        reboots = {round((k + 1) * s.kills / (2 * (s.reader_reboots + 1))) for k in range(s.reader_reboots)}
         for i in range(s.kills):
+            if i in reboots and self.reader is not None:
+                await self.reader.kill()
+                await self.reader.start()
+                self.tally.reader_reboots += 1
             kind = plan[i % len(plan)]
             await gw.kill()  # the previous incarnation is dead already; this reaps a straggler
             if kind == "random":
@@ -309,6 +323,7 @@ class Supervisor:
             "kills_failpoint": dict(sorted(t.failpoint.items())),
             "failpoints_not_reached": t.failpoint_missed,
             "restarts": self.gateway.starts - 1,
+            "reader_reboots": t.reader_reboots,
             "sigterm_exit": sigterm_rc,
             "network_phases": dict(sorted(t.phases.items())),
             "cloud_faults_fired": dict(sorted(state["faults_fired"].items())),

@@ -217,7 +217,8 @@ def test_load_truth_merges_files_acks_and_a_cut_line(tmp_path: Path) -> None:
     ]) + "\n")
     truth = load_truth([a, b])
     assert [(r.key, r.acked) for r in truth.reads] == [("chip:101", True), ("chip:102", True)]
-    assert (truth.resends, truth.corrupt, truth.files, truth.complete) == (1, 1, 2, False)
+    assert (truth.resends, truth.corrupt, truth.files, truth.complete) == (1, 1, 2, True)
+    assert not load_truth([b, a]).complete, "the last incarnation was cut short"
 
 
 async def test_snapshots_of_real_databases(tmp_path: Path) -> None:
