@@ -128,7 +128,8 @@ class _Loader:
 
     def fail(self, table: str, key: str, problem: str, index: int | None = None) -> ConfigError:
         label = f"[[{table}]] #{index + 1}" if index is not None else f"[{table}]"
-        return ConfigError(f"{self.where(table, key, index)}: {label} {key}: {problem}", key=f"{table}.{key}")
+        shown = _show(key)
+        return ConfigError(f"{self.where(table, key, index)}: {label} {shown}: {problem}", key=f"{table}.{shown}")
 
     def table(self, name: str, allowed: set[str]) -> Mapping[str, Any]:
         value = self.data.get(name, {})
@@ -164,6 +165,11 @@ class _Loader:
         if check is not None and (problem := check(value)):
             raise self.fail(table, key, problem, index)
         return value
+
+
+def _show(name: str) -> str:
+    """A key as written, or quoted when it holds characters that would break a one-line message."""
+    return name if name.isprintable() else repr(name)
 
 
 def _str(v: Any) -> str:
@@ -276,7 +282,8 @@ def load(path: str | Path | None, environ: Mapping[str, str] | None = None) -> S
     allowed_top = {"cloud", "device", "session", "reader", "outbox", "status", "log"}
     for key in data:
         if key not in allowed_top:
-            raise ConfigError(f"{ld.where(key)}: unknown table [{key}] (known: {', '.join(sorted(allowed_top))})")
+            known = ", ".join(sorted(allowed_top))
+            raise ConfigError(f"{ld.where(key)}: unknown table [{_show(key)}] (known: {known})")
 
     c = ld.table("cloud", {f.name for f in CloudSettings.__dataclass_fields__.values()})
     d = CloudSettings()

@@ -209,8 +209,6 @@ def test_config_loader_raises_only_one_line_config_errors(text: str) -> None:
             assert os.getcwd() == cwd
 
 
-@pytest.mark.xfail(strict=True, reason="lead (issue 4, gateway/config.py): an unknown key is echoed raw, so a quoted "
-                   "TOML key holding a newline makes the ConfigError two lines")
 def test_config_error_for_a_key_with_a_newline_is_one_line(tmp_path: Path) -> None:
     path = tmp_path / "gateway.toml"
     path.write_text('[cloud]\n"batch\\nsize" = 1\n')
