@@ -113,6 +113,12 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (reader, key)
     );
     """,
+    # v2: a reader that restarts its numbering (memory wiped, new event file) reuses sequence numbers for NEW
+    # reads. (reader, seq) alone cannot be unique then; a re-send is a read whose number AND content match.
+    """
+    DROP INDEX reads_reader_seq;
+    CREATE INDEX reads_reader_seq ON reads (reader, seq) WHERE seq IS NOT NULL;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -558,39 +564,50 @@ class Outbox:
         results: list[list[int | None]] = [[None] * len(reads) for _, reads, _ in batches]
         async with self._write() as db:
             received = _ts(_now())  # under the lock: arrival times never run backwards against read ids
-            # Which (reader, seq) pairs are already in the journal (re-sends), or earlier in this same batch?
+            # Which reads are already in the journal (re-sends), or earlier in this same batch? A re-send has
+            # the same reader, sequence number AND content; a reused number with other content is a reader
+            # that restarted its numbering, and its read is new (dropping it would lose a runner's time).
             keyed = {
                 (read.reader or link, read.seq)
                 for link, reads, _ in batches
                 for read in reads
                 if read.seq is not None
             }
-            existing: set[tuple[str, int]] = set()
+            existing: set[tuple[str, int, str, str | None]] = set()
             pairs = list(keyed)
             for i in range(0, len(pairs), _CHUNK):
                 chunk = pairs[i : i + _CHUNK]
                 marks = ",".join("(?, ?)" for _ in chunk)
                 # CROSS JOIN keeps the few keys outside: one index search each, never a scan of the journal
                 rows = await db.execute_fetchall(
-                    f"WITH k(r, s) AS (VALUES {marks}) SELECT k.r, k.s FROM k CROSS JOIN reads "
-                    "ON reads.reader = k.r AND reads.seq = k.s WHERE reads.seq IS NOT NULL",
+                    f"WITH k(r, s) AS (VALUES {marks}) SELECT k.r, k.s, reads.reader_ts, reads.chip FROM k "
+                    "CROSS JOIN reads ON reads.reader = k.r AND reads.seq = k.s WHERE reads.seq IS NOT NULL",
                     [v for pair in chunk for v in pair],
                 )
-                existing.update((r[0], r[1]) for r in rows)
+                existing.update((r[0], r[1], r[2], r[3]) for r in rows)
+            numbers_seen = {(r, s) for r, s, _, _ in existing}
+            reused: list[tuple[str, int]] = []
             inserts: list[tuple[Any, ...]] = []
             slots: list[tuple[int, int]] = []
             for b, (link, reads, origin) in enumerate(batches):
                 for i, read in enumerate(reads):
                     reader = read.reader or link
                     if read.seq is not None:
-                        if (reader, read.seq) in existing:
+                        identity = (reader, read.seq, _ts(read.timestamp), read.chip)
+                        if identity in existing:
                             continue
-                        existing.add((reader, read.seq))
+                        if (reader, read.seq) in numbers_seen:
+                            reused.append((reader, read.seq))
+                        existing.add(identity)
+                        numbers_seen.add((reader, read.seq))
                     inserts.append((
                         link, reader, read.seq, _ts(read.timestamp), received, read.chip, read.bib,
                         read.antenna, read.rssi, read.raw, origin,
                     ))
                     slots.append((b, i))
+            if reused:
+                log.warning("reader reused sequence numbers for new reads (numbering restarted?): kept as new",
+                            reader=reused[0][0], first_seq=reused[0][1], count=len(reused))
             if inserts:
                 before = int((await self._fetchone("SELECT COALESCE(MAX(id), 0) FROM reads"))[0])
                 await db.executemany(

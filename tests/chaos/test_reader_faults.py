@@ -233,9 +233,6 @@ async def test_listen_port_taken_at_start_is_retried_not_fatal(tmp_path: Path) -
         squatter.close()
 
 
-@pytest.mark.xfail(strict=True, reason="outbox (issue 4, Outbox.journal_batch): a read whose (reader, seq) is already "
-                   "journaled is taken for a re-send without comparing chip and time, so a decoder that restarts its "
-                   "numbering (memory wiped, new event file) has its NEW reads acknowledged and silently dropped")
 async def test_decoder_numbering_restarted_with_new_reads_is_not_dropped(tmp_path: Path) -> None:
     fmt = formats.get("raceresult")
     ctx = ParseContext(reader="box1")
