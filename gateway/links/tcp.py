@@ -91,12 +91,16 @@ class TcpListenLink(Link):
     async def run(self, handler: Handler) -> None:
         backoff = Backoff(self.backoff_base, self.backoff_cap)
         while True:
+            failure: BaseException | None = None
             try:
                 await self._serve(handler)
-            except LINK_ERRORS as exc:  # the port is taken, the address is gone: try again later
+            except* LINK_ERRORS as group:  # the port is taken, the address is gone: try again later
+                # except*: a bind error raised inside _serve's TaskGroup arrives wrapped in an ExceptionGroup
+                failure = group.exceptions[0]
+            if failure is not None:
                 self.listening.clear()
                 self.state.listening = None
-                self._failed(exc)
+                self._failed(failure)
                 await asyncio.sleep(backoff.next_delay())
 
     async def _serve(self, handler: Handler) -> None:

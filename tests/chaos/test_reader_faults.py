@@ -202,9 +202,6 @@ async def test_serial_cable_pulled_and_replugged(tmp_path: Path) -> None:
             await socat.wait()
 
 
-@pytest.mark.xfail(strict=True, reason="links (issue 3, gateway/links/tcp.py): start_server raising inside "
-                   "TcpListenLink._serve's TaskGroup escapes as an ExceptionGroup, which run()'s `except "
-                   "LINK_ERRORS` does not catch: the reader task crashes and the daemon exits 70 (internal error)")
 async def test_listen_port_taken_at_start_is_retried_not_fatal(tmp_path: Path) -> None:
     """Another program holds the reader port when the daemon starts (seen in the crash loop: an ephemeral
     port reused by an outgoing connection). The daemon stays up and listens once the port is free."""
