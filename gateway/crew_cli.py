@@ -114,15 +114,16 @@ def mark_cmd(bib: str | None, time_text: str | None, void_num: int | None, confi
 async def _direct_mark(settings: config_mod.Settings, bib: str, when: datetime | None) -> dict[str, Any]:
     from gateway.model import Read
     from gateway.outbox import Outbox
-    from gateway.pipeline import Pipeline, Stamp
+    from gateway.pipeline import Pipeline
+    from gateway.service import reader_rules, stamp_of
 
     outbox = await Outbox.open(settings.outbox.path)
     try:
         ids = await outbox.journal(
             "manual", [Read(chip=None, bib=bib, timestamp=when or datetime.now(UTC), reader="manual")], origin="manual"
         )
-        s = settings.session
-        await Pipeline(outbox, {}, Stamp(timezone=s.timezone, latitude=s.latitude, longitude=s.longitude)).step()
+        # the configured rules: this step may derive other readers' journaled backlog too
+        await Pipeline(outbox, reader_rules(settings), stamp_of(settings)).step()
         session = await outbox.current_session()
         for row in await outbox.rows():
             if row.read_id == ids[0]:

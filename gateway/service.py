@@ -38,6 +38,25 @@ log = get_logger("gateway.service")
 PIPELINE_TICK_S = 0.5  # 'strongest' windows close on the clock too, not only on the next read
 
 
+def reader_rules(settings: config_mod.Settings) -> dict[str, ReaderRules]:
+    """The pipeline's per-reader rules (dedup window, chip map) from the config; a bad chip map raises."""
+    rules: dict[str, ReaderRules] = {}
+    for r in settings.readers:
+        chip_map = ChipMap.load(r.chip_map, last_n=r.chip_last_n) if r.chip_map else ChipMap.empty(last_n=r.chip_last_n)
+        rules[r.name] = ReaderRules(
+            dedup_window_s=r.dedup_window_s,
+            dedup_mode=r.dedup_mode,  # type: ignore[arg-type]
+            finished_window_s=r.finished_window_s,
+            chip_map=chip_map,
+        )
+    return rules
+
+
+def stamp_of(settings: config_mod.Settings) -> Stamp:
+    s = settings.session
+    return Stamp(timezone=s.timezone, latitude=s.latitude, longitude=s.longitude)
+
+
 def move_aside(db: Path) -> Path:
     """Rename a damaged database (and its -wal/-shm) to `<name>.damaged-<UTC time>`; returns the new path."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -132,23 +151,9 @@ class Gateway:
         return None
 
     # -- the run ----------------------------------------------------------------------------------------
-    def _rules(self) -> dict[str, ReaderRules]:
-        rules: dict[str, ReaderRules] = {}
-        for r in self.settings.readers:
-            chip_map = (
-                ChipMap.load(r.chip_map, last_n=r.chip_last_n) if r.chip_map else ChipMap.empty(last_n=r.chip_last_n)
-            )
-            rules[r.name] = ReaderRules(
-                dedup_window_s=r.dedup_window_s,
-                dedup_mode=r.dedup_mode,  # type: ignore[arg-type]
-                finished_window_s=r.finished_window_s,
-                chip_map=chip_map,
-            )
-        return rules
-
     async def run(self) -> None:
         s = self.settings
-        rules = self._rules()  # a bad chip map is a config error: before anything is opened
+        rules = reader_rules(s)  # a bad chip map is a config error: before anything is opened
         Path(s.outbox.path).parent.mkdir(parents=True, exist_ok=True)
         try:
             outbox = await Outbox.open(s.outbox.path)
@@ -175,8 +180,7 @@ class Gateway:
     async def _run(self, outbox: Outbox, rules: dict[str, ReaderRules]) -> None:
         s = self.settings
         self.writer = JournalWriter(outbox)
-        stamp = Stamp(timezone=s.session.timezone, latitude=s.session.latitude, longitude=s.session.longitude)
-        self.pipeline = Pipeline(outbox, rules, stamp)
+        self.pipeline = Pipeline(outbox, rules, stamp_of(s))
         if s.cloud.api_key:
             self.client = make_client(s.cloud)
             self.uploader = Uploader(

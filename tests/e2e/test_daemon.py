@@ -395,3 +395,32 @@ async def test_crew_commands_fail_fast_in_one_line_when_the_cloud_is_unreachable
         assert code == 2, out + err
         lines = err.strip().splitlines()
         assert len(lines) == 1 and "connection failed" in lines[0] and "Traceback" not in err
+
+
+async def test_mark_and_void_without_a_running_daemon_use_the_database_directly(
+    tmp_path: Path, enveloped: Emulator
+) -> None:
+    port = free_port()
+    d = make(tmp_path, enveloped, port)
+    await d.start()
+    await send(port, csv_lines(2))
+    await until(lambda: sum(len(v) for v in cloud_nums(enveloped).values()) == 2, what="2 passings")
+    assert await d.terminate() == 0
+    code, out, err = await cli("mark", "555", "--config", str(d.config))
+    assert code == 0 and "bib 555 -> num_passing 3" in out, out + err
+    code, out, err = await cli("mark", "556", "--config", str(d.config))
+    assert code == 0 and "bib 556 -> num_passing 4" in out, out + err
+    code, out, err = await cli("mark", "--void", "4", "--config", str(d.config))
+    assert code == 0 and "voided num_passing 4" in out, out + err
+    code, out, err = await cli("mark", "--void", "1", "--config", str(d.config))  # a reader passing, Sent
+    assert code == 1 and "not voided" in err
+    await d.start()
+    try:
+        await until(lambda: sum(len(v) for v in cloud_nums(enveloped).values()) == 3, what="the manual one sent")
+        [(_tok, nums)] = cloud_nums(enveloped).items()
+        assert nums == [1, 2, 3]  # 4 was voided: Rejected locally, never sent
+        assert d.query("select state, reason from passings where num_passing = 4") == [
+            ("Rejected", "voided by operator")
+        ]
+    finally:
+        await d.kill()
