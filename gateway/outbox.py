@@ -549,6 +549,14 @@ class Outbox:
         result = await self.journal_batch([(link, reads, origin)])
         return result[0]
 
+    async def last_seqs(self, link: str) -> dict[str, int]:
+        """Per reader id, the highest sequence number journaled from `link`: after a restart, the first read
+        that arrives shows what was missed while the gateway was down (and can be fetched again)."""
+        rows = await self._fetchall(
+            "SELECT reader, MAX(seq) FROM reads WHERE link = ? AND seq IS NOT NULL GROUP BY reader", (link,)
+        )
+        return {str(r[0]): int(r[1]) for r in rows}
+
     async def reject_line(self, link: str, offset: int, reason: str, raw: str) -> None:
         await self.journal_batch([], [(link, offset, reason, raw)])
 

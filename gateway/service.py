@@ -221,7 +221,7 @@ class Gateway:
 
                     self.status_server = StatusServer(self, s.status.listen, s.status.token)
                     core.append(tg.create_task(self._guard("status", self.status_server.serve()), name="status"))
-                readers = [self._start_reader(tg, r, sink) for r in s.readers]
+                readers = [self._start_reader(tg, r, sink, await outbox.last_seqs(r.name)) for r in s.readers]
                 self.state.phase = "running"
                 self.running.set()
                 self.notifier.ready(self._status_line())
@@ -245,11 +245,14 @@ class Gateway:
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)
 
-    def _start_reader(self, tg: asyncio.TaskGroup, r: config_mod.ReaderSettings, sink: _Sink) -> asyncio.Task[None]:
+    def _start_reader(
+        self, tg: asyncio.TaskGroup, r: config_mod.ReaderSettings, sink: _Sink, last_seqs: dict[str, int]
+    ) -> asyncio.Task[None]:
         fmt = formats.get(r.format)
         link = open_link(r.url, name=r.name)
         self.links[r.name] = link
         counters = ReaderCounters()
+        counters.last_seq.update(last_seqs)  # so a gap spanning our own downtime is noticed and re-fetched
         self.counters[r.name] = counters
         ctx = ParseContext(tz=ZoneInfo(r.tz), reader=r.name)
         return tg.create_task(

@@ -424,3 +424,61 @@ async def test_mark_and_void_without_a_running_daemon_use_the_database_directly(
         ]
     finally:
         await d.kill()
+
+
+async def test_reads_a_decoder_made_while_the_gateway_was_down_are_fetched_again(
+    tmp_path: Path, enveloped: Emulator
+) -> None:
+    """RaceResult push mode sends new passings only: what the decoder recorded while the gateway was down
+    is missing from the stream. The restarted gateway knows the last number it journaled, sees the jump,
+    and asks for the missing range (`<first>:<count>`)."""
+    from datetime import UTC, datetime, timedelta
+
+    from gateway import formats
+    from gateway.formats.base import ParseContext
+    from gateway.model import Read
+
+    fmt = formats.get("raceresult")
+    rconv = fmt.reader_conversation(ParseContext(reader="box1"))
+    t0 = datetime(2026, 5, 3, 9, 0, tzinfo=UTC)
+    race = [Read(chip=f"{4000 + i}", bib=None, timestamp=t0 + timedelta(seconds=7 * i), rssi=60.0) for i in range(12)]
+    encoded = [rconv.encode(r) for r in race]  # the decoder numbers them 1..12
+    sessions: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+
+    async def on_connect(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await sessions.put((r, w))
+
+    server = await asyncio.start_server(on_connect, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    cfg = write_config(
+        tmp_path / "gw.toml",
+        base_url=enveloped.base_url,
+        api_key=KEY,
+        readers=[{"name": "box", "url": f"tcp://127.0.0.1:{port}", "format": "raceresult"}],
+    )
+    d = Daemon(cfg)
+    try:
+        await d.start()
+        _r, w = await asyncio.wait_for(sessions.get(), 20)
+        w.write(b"".join(encoded[:5]))  # 1..5 while the gateway is up
+        await until(lambda: d.query("select count(*) from reads")[0][0] == 5, what="first 5")
+        assert await d.terminate() == 0
+        w.close()
+        # 6..9 happen while it is down; after the restart the decoder pushes 10.. only
+        await d.start()
+        reader, w = await asyncio.wait_for(sessions.get(), 20)
+        w.write(encoded[9])
+        asked = b""
+        async with asyncio.timeout(15):  # keepalives arrive too: bound the wait, not each read
+            while b"6:4" not in asked:
+                asked += await reader.read(4096)
+        _acked, answer = rconv.on_bytes(asked)  # the decoder answers the re-fetch from its memory
+        assert answer, "the decoder had nothing to send back"
+        w.write(answer + b"".join(encoded[10:]))
+        await until(lambda: d.query("select count(*) from reads")[0][0] == 12, what="all 12 journaled")
+        assert sorted(r[0] for r in d.query("select seq from reads")) == list(range(1, 13))
+        w.close()
+    finally:
+        await d.kill()
+        server.close()
+        await server.wait_closed()
