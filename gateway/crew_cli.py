@@ -7,9 +7,10 @@ no daemon runs does it open the database itself (taking the same lock, so the tw
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -60,6 +61,22 @@ def _client(settings: config_mod.Settings) -> Any:
     if not settings.cloud.api_key:
         raise ConfigError("[cloud] api_key: not set (or set RUFUS_API_KEY)", key="cloud.api_key")
     return make_client(settings.cloud)
+
+
+@contextlib.asynccontextmanager
+async def _store_and_client(settings: config_mod.Settings) -> AsyncIterator[tuple[Any, Any]]:
+    """The database (taking the daemon's lock) and a cloud client, both closed whatever happens."""
+    from gateway.outbox import Outbox
+
+    client = _client(settings)  # first: a missing key fails before the database is touched
+    try:
+        outbox = await Outbox.open(settings.outbox.path)
+        try:
+            yield outbox, client
+        finally:
+            await outbox.close()
+    finally:
+        await client.close()
 
 
 async def _via_daemon_or(
@@ -207,18 +224,12 @@ def session_new(config_path: Path, alias: str | None) -> None:
 
     async def direct() -> dict[str, Any]:
         from gateway import lifecycle
-        from gateway.outbox import Outbox
 
-        outbox = await Outbox.open(settings.outbox.path)
-        client = _client(settings)
-        try:
+        async with _store_and_client(settings) as (outbox, client):
             ls = lifecycle.LifecycleSettings.from_settings(settings, patient=False)
             deviceid = await lifecycle.resolve_device(outbox, client, ls)
             rec = await lifecycle.new_session(outbox, client, alias or settings.session.alias, deviceid)
             return {"token_session": rec.token_session}
-        finally:
-            await client.close()
-            await outbox.close()
 
     result = _run(_via_daemon_or(settings, "/session/new", {"alias": alias or settings.session.alias}, direct))
     click.echo(f"new session {result['token_session']}")
@@ -232,19 +243,13 @@ def session_close(config_path: Path) -> None:
 
     async def direct() -> dict[str, Any]:
         from gateway import lifecycle
-        from gateway.outbox import Outbox
 
-        outbox = await Outbox.open(settings.outbox.path)
-        client = _client(settings)
-        try:
+        async with _store_and_client(settings) as (outbox, client):
             rec = await outbox.current_session()
             if rec is None:
                 raise GatewayError("no current session")
             await lifecycle.close_session(outbox, client, rec.token_session)
             return {"closed": rec.token_session}
-        finally:
-            await client.close()
-            await outbox.close()
 
     result = _run(_via_daemon_or(settings, "/session/close", {}, direct))
     click.echo(f"closed session {result['closed']}")
@@ -263,20 +268,14 @@ def device_bind(config_path: Path) -> None:
 
     async def bind() -> str:
         from gateway import lifecycle
-        from gateway.outbox import Outbox
 
-        outbox = await Outbox.open(settings.outbox.path)
-        client = _client(settings)
-        try:
+        async with _store_and_client(settings) as (outbox, client):
             deviceid = await lifecycle.resolve_device(
                 outbox, client, lifecycle.LifecycleSettings.from_settings(settings, patient=False)
             )
             if deviceid is None:
                 raise ConfigError("[device] serial_number and model: both needed to bind a device", key="device")
             return deviceid
-        finally:
-            await client.close()
-            await outbox.close()
 
     click.echo(f"deviceid {_run(bind())}")
 

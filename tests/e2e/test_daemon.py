@@ -482,3 +482,28 @@ async def test_reads_a_decoder_made_while_the_gateway_was_down_are_fetched_again
         await d.kill()
         server.close()
         await server.wait_closed()
+
+
+async def test_session_new_show_close_through_the_running_daemon(tmp_path: Path, enveloped: Emulator) -> None:
+    port = free_port()
+    d = make(tmp_path, enveloped, port)
+    await d.start()
+    try:
+        await send(port, csv_lines(2))
+        await until(lambda: sum(len(v) for v in cloud_nums(enveloped).values()) == 2, what="2 passings")
+        [first] = cloud_nums(enveloped)
+        code, out, err = await cli("session", "new", "--alias", "wave 2", "--config", str(d.config))
+        assert code == 0, out + err
+        second = out.split()[-1]
+        assert second != first and len(second) == 64
+        await send(port, csv_lines(3, start=2))
+        await until(lambda: len(cloud_nums(enveloped).get(second, [])) == 3, what="3 passings in the new session")
+        assert cloud_nums(enveloped)[first] == [1, 2] and cloud_nums(enveloped)[second] == [1, 2, 3]
+        code, out, err = await cli("session", "show", "--json", "--config", str(d.config))
+        shown = {s["token_session"]: s for s in json.loads(out)}
+        assert shown[second]["active"] and not shown[first]["active"] and shown[second]["sent"] == 3
+        code, out, err = await cli("session", "close", "--config", str(d.config))
+        assert code == 0 and out.strip() == f"closed session {second}", out + err
+        assert enveloped.state()["sessions"][second]["active"] is False
+    finally:
+        await d.kill()
