@@ -84,13 +84,13 @@ async def test_a_second_daemon_on_the_same_database_refuses(tmp_path: Path, enve
 
 
 async def test_wrong_key_stops_uploading_keeps_reading_then_sighup_with_fixed_key_resumes(
-    tmp_path: Path, enveloped: Emulator
+    tmp_path: Path, cloud: Emulator
 ) -> None:
     port = free_port()
     wrong = "ror-ffffffffffffffffffff"
     cfg = write_config(
         tmp_path / "gw.toml",
-        base_url=enveloped.base_url,
+        base_url=cloud.base_url,
         api_key=wrong,
         readers=[{"name": "finish", "url": f"tcp-listen://127.0.0.1:{port}", "format": "csv"}],
     )
@@ -100,29 +100,29 @@ async def test_wrong_key_stops_uploading_keeps_reading_then_sighup_with_fixed_ke
         await send(port, csv_lines(10))
         await until(lambda: d.query("select count(*) from reads")[0][0] == 10, what="reads journaled despite bad key")
         await asyncio.sleep(1.0)
-        assert cloud_nums(enveloped) == {}
+        assert cloud_nums(cloud) == {}
         assert d.proc is not None and d.proc.returncode is None
         cfg.write_text(cfg.read_text().replace(wrong, KEY))
         d.proc.send_signal(signal.SIGHUP)
-        await until(lambda: sum(len(v) for v in cloud_nums(enveloped).values()) == 10, what="upload after SIGHUP")
-        assert next(iter(cloud_nums(enveloped).values())) == list(range(1, 11))
+        await until(lambda: sum(len(v) for v in cloud_nums(cloud).values()) == 10, what="upload after SIGHUP")
+        assert next(iter(cloud_nums(cloud).values())) == list(range(1, 11))
     finally:
         await d.kill()
     assert wrong not in d.output() and KEY not in d.output()
 
 
-async def test_reject_bib_poison_is_set_aside_and_the_rest_flow(tmp_path: Path, enveloped: Emulator) -> None:
+async def test_reject_bib_poison_is_set_aside_and_the_rest_flow(tmp_path: Path, cloud: Emulator) -> None:
     port = free_port()
-    enveloped.set_faults(reject_bib="113")
-    d = make(tmp_path, enveloped, port)
+    cloud.set_faults(reject_bib="113")
+    d = make(tmp_path, cloud, port)
     await d.start()
     try:
         await send(port, csv_lines(30))
-        await until(lambda: sum(len(v) for v in cloud_nums(enveloped).values()) == 29, what="29 good passings")
+        await until(lambda: sum(len(v) for v in cloud_nums(cloud).values()) == 29, what="29 good passings")
         await until(lambda: d.query("select count(*) from passings where state='Rejected'")[0][0] == 1, what="poison")
         [(num, bib, reason)] = d.query("select num_passing, bib, reason from passings where state='Rejected'")
         assert bib == "113" and num == 14 and "113" in reason
-        [(_tok, nums)] = cloud_nums(enveloped).items()
+        [(_tok, nums)] = cloud_nums(cloud).items()
         assert sorted([*nums, num]) == list(range(1, 31))
     finally:
         await d.kill()
@@ -200,10 +200,10 @@ async def test_reconcile_finds_and_requeues_what_the_cloud_lost(tmp_path: Path, 
 
 @pytest.mark.parametrize("failpoint", ["after_journal_commit", "mid_batch_commit", "after_cloud_2xx_before_mark_sent"])
 async def test_killed_at_each_failpoint_then_restarted_loses_and_doubles_nothing(
-    tmp_path: Path, enveloped: Emulator, failpoint: str
+    tmp_path: Path, cloud: Emulator, failpoint: str
 ) -> None:
     port = free_port()
-    d = make(tmp_path, enveloped, port)
+    d = make(tmp_path, cloud, port)
     await d.start(failpoint=f"{failpoint}:2")
     try:
         _r, w = await asyncio.open_connection("127.0.0.1", port)
@@ -226,11 +226,11 @@ async def test_killed_at_each_failpoint_then_restarted_loses_and_doubles_nothing
         await send(port, csv_lines(25, start=1000))  # the reader keeps going after the restart
         # every read the gateway committed, plus all sent after the restart, reaches the cloud exactly once
         expected = journaled + 25
-        await until(lambda: sum(len(v) for v in cloud_nums(enveloped).values()) == expected, what=f"{expected}")
+        await until(lambda: sum(len(v) for v in cloud_nums(cloud).values()) == expected, what=f"{expected}")
         await until(lambda: d.query("select count(*) from passings where state='Pending'")[0][0] == 0, what="Sent")
-        [(_tok, nums)] = cloud_nums(enveloped).items()
+        [(_tok, nums)] = cloud_nums(cloud).items()
         assert nums == list(range(1, expected + 1))
-        assert enveloped.state()["counts"]["inserted"] == expected
+        assert cloud.state()["counts"]["inserted"] == expected
         bibs = [r[0] for r in d.query("select bib from passings order by num_passing")]
         assert len(bibs) == len(set(bibs)) == expected
         assert d.query("pragma integrity_check") == [("ok",)]
@@ -248,24 +248,22 @@ FAULTS: dict[str, dict[str, Any]] = {
 
 
 @pytest.mark.parametrize("fault", list(FAULTS))
-async def test_each_cloud_fault_mode_still_delivers_exactly_once(
-    tmp_path: Path, enveloped: Emulator, fault: str
-) -> None:
+async def test_each_cloud_fault_mode_still_delivers_exactly_once(tmp_path: Path, cloud: Emulator, fault: str) -> None:
     port = free_port()
-    enveloped.set_faults(**FAULTS[fault])
-    d = make(tmp_path, enveloped, port, cloud={"batch_size": 7})  # several batches, so faults hit mid-run
+    cloud.set_faults(**FAULTS[fault])
+    d = make(tmp_path, cloud, port, cloud={"batch_size": 7})  # several batches, so faults hit mid-run
     await d.start()
     try:
         for chunk in range(4):
             await send(port, csv_lines(10, start=chunk * 10))
             await asyncio.sleep(0.2)
-        await until(lambda: sum(len(v) for v in cloud_nums(enveloped).values()) == 40, timeout=60, what="40 in cloud")
+        await until(lambda: sum(len(v) for v in cloud_nums(cloud).values()) == 40, timeout=60, what="40 in cloud")
         await until(
             lambda: d.query("select count(*) from passings where state='Sent'")[0][0] == 40, timeout=60, what="all Sent"
         )
-        [(_tok, nums)] = cloud_nums(enveloped).items()
+        [(_tok, nums)] = cloud_nums(cloud).items()
         assert nums == list(range(1, 41))
-        state = enveloped.state()
+        state = cloud.state()
         assert state["counts"]["inserted"] == 40
         if "latency_ms" not in FAULTS[fault]:  # latency delays every answer; the others must have fired
             assert sum(state["faults_fired"].values()) > 0, "the fault never fired: the test proved nothing"
@@ -295,33 +293,33 @@ async def test_offline_cloud_and_an_emulator_restart_lose_nothing(tmp_path: Path
 
 
 @pytest.mark.parametrize("follow", [False, True])
-async def test_session_closed_in_the_cloud_holds_or_follows(tmp_path: Path, enveloped: Emulator, follow: bool) -> None:
+async def test_session_closed_in_the_cloud_holds_or_follows(tmp_path: Path, cloud: Emulator, follow: bool) -> None:
     from gateway.cloud.client import RufusClient
 
     port = free_port()
-    d = make(tmp_path, enveloped, port, session={"follow_active_session": follow})
+    d = make(tmp_path, cloud, port, session={"follow_active_session": follow})
     await d.start()
     try:
         await send(port, csv_lines(5))
-        await until(lambda: sum(len(v) for v in cloud_nums(enveloped).values()) == 5, what="first 5")
-        [first] = cloud_nums(enveloped)
+        await until(lambda: sum(len(v) for v in cloud_nums(cloud).values()) == 5, what="first 5")
+        [first] = cloud_nums(cloud)
         deviceid = d.query("select value from meta where key='deviceid'")[0][0]
-        async with RufusClient(enveloped.base_url, KEY) as c:
+        async with RufusClient(cloud.base_url, KEY) as c:
             await c.close_session(first)  # the organiser closes it from the web app...
             if follow:
                 second = await c.create_session(deviceid, "after the break")  # ...and opens another
         await send(port, csv_lines(5, start=5))
         if follow:
-            await until(lambda: len(cloud_nums(enveloped).get(second, [])) == 5, timeout=30, what="moved")
-            assert cloud_nums(enveloped)[first] == [1, 2, 3, 4, 5]
-            assert cloud_nums(enveloped)[second] == [1, 2, 3, 4, 5]
+            await until(lambda: len(cloud_nums(cloud).get(second, [])) == 5, timeout=30, what="moved")
+            assert cloud_nums(cloud)[first] == [1, 2, 3, 4, 5]
+            assert cloud_nums(cloud)[second] == [1, 2, 3, 4, 5]
             moved = d.query("select count(*) from passings where state='Moved' and token_session=?", first)[0][0]
             assert d.query("select count(*) from passings where token_session=? and state='Sent'", second)[0][0] == 5
             assert moved == 5  # the originals are kept, marked Moved, nothing deleted
         else:
             await until(lambda: d.query("select count(*) from passings where state='Pending'")[0][0] == 5, what="held")
             await asyncio.sleep(1.5)
-            assert cloud_nums(enveloped)[first] == [1, 2, 3, 4, 5]
+            assert cloud_nums(cloud)[first] == [1, 2, 3, 4, 5]
             assert d.query("select count(*) from passings where state='Pending'")[0][0] == 5  # held, not dropped
             assert "closed" in d.output()
     finally:
