@@ -141,10 +141,10 @@ async def _direct_mark(settings: config_mod.Settings, bib: str, when: datetime |
         )
         # the configured rules: this step may derive other readers' journaled backlog too
         await Pipeline(outbox, reader_rules(settings), stamp_of(settings)).step()
+        row = await outbox.passing_of_read(ids[0]) if ids[0] is not None else None
+        if row is not None:
+            return {"num_passing": row.passing.num_passing, "token_session": row.token_session}
         session = await outbox.current_session()
-        for row in await outbox.rows():
-            if row.read_id == ids[0]:
-                return {"num_passing": row.passing.num_passing, "token_session": row.token_session}
         return {"num_passing": None, "token_session": session.token_session if session else None}
     finally:
         await outbox.close()

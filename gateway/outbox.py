@@ -847,6 +847,13 @@ class Outbox:
             log.info("manual passing voided", token_session=token_session, num_passing=num)
         return done
 
+    async def passing_of_read(self, read_id: int) -> OutboxRow | None:
+        """The passing a journaled read became (the newest, if it was moved), or None if none yet."""
+        rows = await self._fetchall(
+            f"SELECT {_PASSING_COLS} FROM passings WHERE read_id = ? ORDER BY id DESC LIMIT 1", (read_id,)
+        )
+        return _row(rows[0]) if rows else None
+
     async def rows(
         self,
         token_session: str | None = None,

@@ -144,11 +144,8 @@ class Gateway:
         await self.pipeline.step()
         if self.uploader:
             self.uploader.notify()
-        rows = await self.outbox.rows(state=None, limit=None)
-        for row in reversed(rows):
-            if row.read_id == ids[0]:
-                return row.passing.num_passing
-        return None
+        row = await self.outbox.passing_of_read(ids[0]) if ids[0] is not None else None
+        return row.passing.num_passing if row else None
 
     # -- the run ----------------------------------------------------------------------------------------
     async def run(self) -> None:
