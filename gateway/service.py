@@ -36,6 +36,7 @@ from gateway.uploader import Uploader, UploaderSettings
 log = get_logger("gateway.service")
 
 PIPELINE_TICK_S = 0.5  # 'strongest' windows close on the clock too, not only on the next read
+JOURNAL_STALL_S = 10.0  # reads queued this long without a commit: the disk or the writer is stuck
 
 
 def reader_rules(settings: config_mod.Settings) -> dict[str, ReaderRules]:
@@ -331,16 +332,27 @@ class Gateway:
             pending = str(self.uploader.status.state)
         return f"phase={self.state.phase} uploader={pending}"
 
+    def progress_problem(self, now: float | None = None) -> str | None:
+        """Why the gateway is NOT making progress, or None. Progress = this loop turns (we are running it),
+        the journal writer's task is alive, and reads waiting for it get committed. Never the cloud: a 4G
+        outage must not get the service killed (invariant 9)."""
+        w = self.writer
+        if w is None or not w.alive:
+            return "journal writer not alive"
+        now = time.time() if now is None else now
+        last = w.last_commit_at or self.state.started_at
+        if w.queued and now - last > JOURNAL_STALL_S:
+            return f"{w.queued} reads waiting and no journal commit for {now - last:.0f} s"
+        return None
+
     async def _watchdog(self) -> None:
-        """WATCHDOG=1 means "making progress": the loop turns and the journal writer's task is alive.
-        Never tied to the cloud: a 4G outage must not get the service killed (invariant 9)."""
         interval = watchdog_interval() or 5.0
         while True:
             await asyncio.sleep(interval)
-            writer_alive = self.writer is not None and self.writer.alive
-            if writer_alive:
+            problem = self.progress_problem()
+            if problem is None:
                 self.state.last_watchdog_at = time.time()
                 self.notifier.watchdog()
                 self.notifier.status(self._status_line())
-            else:
-                log.error("watchdog withheld: journal writer not alive")
+            else:  # systemd restarts us after WatchdogSec: a stuck writer must not sit on acknowledged reads
+                log.error("watchdog withheld", problem=problem)
