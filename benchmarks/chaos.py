@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from gateway.chaos.supervisor import ChaosSettings, run_chaos
+from gateway.log import configure
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.kills < 1:
         p.error("--kills must be at least 1")
 
+    configure("warning", stream=sys.stderr)  # stdout carries only the figures line
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="rufus-chaos-"))
     started = time.monotonic()
 

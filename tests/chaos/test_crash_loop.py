@@ -39,6 +39,7 @@ async def test_crash_loop_with_network_faults(tmp_path: Path) -> None:
     assert f["network_phases"].get("rollover") == 1 and f["sessions"] == 2
     assert f["poisoned_bib"] is not None and f["rejected"] >= 1, "the poison bib was set aside as Rejected"
     assert f["reads_acked"] == f["reads_sent"] == f["reads_journaled"]
+    assert f["cloud_faults_fired"].get("error", 0) >= 1 and f["cloud_faults_fired"].get("offline", 0) >= 1
 
 
 @pytest.mark.timeout(300)
