@@ -5,7 +5,7 @@ and a long outage), the timer itself rebooted a few times; then the set checker 
 file, the gateway's database and the cloud. Progress on stderr, one JSON line of figures on stdout; exit 0
 only if nothing was lost, doubled or unexpected.
 
-    .venv/bin/python benchmarks/chaos.py --kills 300          # ~20 min on 2 cores
+    .venv/bin/python benchmarks/chaos.py --kills 300          # ~17 min on 2 cores
     .venv/bin/python benchmarks/chaos.py --kills 30 --outage 20 --runners 120   # the CI profile's size
 
 The bounded CI profile of the same harness is tests/chaos/test_crash_loop.py.
