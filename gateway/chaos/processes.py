@@ -35,6 +35,7 @@ def write_gateway_config(
     cloud: Mapping[str, Any] | None = None,
     session: Mapping[str, Any] | None = None,
     device: Mapping[str, Any] | None = None,
+    status: Mapping[str, Any] | None = None,
 ) -> Path:
     """A config as an operator writes one, with short timeouts so a hang is noticed in seconds."""
     key = {"api_key": api_key} if api_key else {}  # none: it comes from RUFUS_API_KEY
@@ -51,7 +52,9 @@ def write_gateway_config(
     for r in readers:
         lines.append("[[reader]]")
         lines += [f"{k} = {toml_value(v)}" for k, v in r.items()]
-    lines += ["[outbox]", f"path = {toml_value(str(db))}", "[status]", 'listen = ""', "[log]", 'level = "info"']
+    lines += ["[outbox]", f"path = {toml_value(str(db))}", "[status]"]
+    lines += [f"{k} = {toml_value(v)}" for k, v in ({"listen": ""} | dict(status or {})).items()]
+    lines += ["[log]", 'level = "info"']
     path.write_text("\n".join(lines) + "\n")
     return path
 

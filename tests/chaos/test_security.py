@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import sys
 from pathlib import Path
 
@@ -107,3 +108,46 @@ async def test_api_key_in_no_log_error_or_export(tmp_path: Path) -> None:
     leaks = secret_leaks(tmp_path, API_KEY)
     assert leaks == [], leaks
     assert len(list(out_dir.iterdir())) == len(results) and gw.starts == 2
+
+
+def _own_address() -> str | None:
+    """A non-loopback address of this machine (no packet is sent), or None on a loopback-only host."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.123", 9))
+        except OSError:
+            return None
+        address: str = s.getsockname()[0]
+    return None if address.startswith("127.") else address
+
+
+async def test_status_surfaces_hold_no_key_and_want_a_token_from_afar(tmp_path: Path) -> None:
+    port, status_port = free_port(), free_port()
+    token = "status-token-0123"
+    async with cloud(tmp_path) as emu, daemon(
+        tmp_path, emu, [{"name": "mat", "url": f"tcp-listen://127.0.0.1:{port}", "format": "csv"}],
+        status={"listen": f"0.0.0.0:{status_port}", "token": token},
+    ) as gw, aiohttp.ClientSession() as http:
+        await gw.start()
+        await gw.wait_ready()
+        _r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(b"1,CHIP1,2026-11-22T10:00:00.000Z\n")
+        await w.drain()
+        await until(lambda: settled(gw) and gw.query("SELECT COUNT(*) FROM reads")[0][0] == 1, 20, "one passing")
+        w.close()
+        pages = {}
+        for path in ("/", "/status.json", "/metrics", "/healthz"):
+            async with http.get(f"http://127.0.0.1:{status_port}{path}") as resp:
+                assert resp.status in (200, 503), (path, resp.status)  # healthz may say "degraded"
+                pages[path] = await resp.text()
+        for path, text in pages.items():
+            assert API_KEY not in text and token not in text, path
+            (tmp_path / f"status{path.replace('/', '_')}.txt").write_text(text)
+        remote = _own_address()
+        if remote is not None:  # a phone on the finish-line Wi-Fi, as far as the server can tell
+            async with http.get(f"http://{remote}:{status_port}/status.json") as resp:
+                assert resp.status == 401
+            async with http.get(f"http://{remote}:{status_port}/status.json", headers={"X-Status-Token": token}) as r:
+                assert r.status == 200 and API_KEY not in await r.text()
+        assert await gw.terminate() == 0, gw.tail()
+    assert secret_leaks(tmp_path, API_KEY) == []
