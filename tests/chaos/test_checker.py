@@ -250,3 +250,13 @@ async def test_snapshots_of_real_databases(tmp_path: Path) -> None:
     report = check(local, cloud, truth)
     assert report.ok, report.problems()
     assert report.figures["passings_cloud"] == 1 and report.figures["rejected_lines"] == 1
+
+
+def test_secret_leaks_names_file_and_line(tmp_path: Path) -> None:
+    from gateway.chaos.supervisor import secret_leaks
+
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "daemon-001.log").write_text('{"event": "ok"}\n{"key": "ror-abc"}\n')
+    (tmp_path / "clean.log").write_text("ror-ab c\n")
+    (tmp_path / "db.sqlite").write_bytes(b"\x00\x01ror-abc\x00")
+    assert secret_leaks(tmp_path, "ror-abc") == ["db.sqlite:1", "logs/daemon-001.log:2"]
