@@ -505,3 +505,18 @@ async def test_session_new_show_close_through_the_running_daemon(tmp_path: Path,
         assert enveloped.state()["sessions"][second]["active"] is False
     finally:
         await d.kill()
+
+
+async def test_a_bad_chip_map_is_a_config_error_naming_file_and_line(tmp_path: Path) -> None:
+    chips = tmp_path / "chips.csv"
+    chips.write_text("chip,bib\nE2001,101\nE2002\n")
+    cfg = write_config(
+        tmp_path / "gw.toml",
+        base_url="http://127.0.0.1:9/v0",
+        api_key=KEY,
+        readers=[{"name": "mat", "url": "tcp-listen://127.0.0.1:0", "chip_map": "chips.csv"}],
+    )
+    code, _out, err = await cli("run", "--config", str(cfg))
+    assert code == 78, err
+    [line] = err.strip().splitlines()
+    assert "chips.csv:3" in line and "Traceback" not in err
