@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from gateway.service import Gateway
 
 log = get_logger("gateway.control")
+SHUTDOWN_GRACE_S = 1.0  # at stop, how long an unfinished request may hold us
 
 
 class ControlServer:
@@ -42,7 +43,9 @@ class ControlServer:
         )
 
     async def serve(self) -> None:
-        runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        # A client stuck mid-request (a killed crew command, a phone on bad Wi-Fi) must not hold a SIGTERM
+        # for aiohttp's default 60 s: systemd would SIGKILL us first.
+        runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE_S)
         await runner.setup()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)  # a stale socket of a killed daemon; the db lock already proved we are alone

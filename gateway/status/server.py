@@ -26,6 +26,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from gateway import __version__
+from gateway.control import SHUTDOWN_GRACE_S
 from gateway.log import get_logger, redact
 
 if TYPE_CHECKING:
@@ -157,7 +158,9 @@ class StatusServer:
     async def serve(self) -> None:
         import asyncio
 
-        runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        # A client stuck mid-request (a killed crew command, a phone on bad Wi-Fi) must not hold a SIGTERM
+        # for aiohttp's default 60 s: systemd would SIGKILL us first.
+        runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE_S)
         await runner.setup()
         site = web.TCPSite(runner, self.host, self.port)
         await site.start()

@@ -184,9 +184,6 @@ async def test_sigterm_under_full_load_exits_clean_and_loses_nothing(tmp_path: P
         assert {r.id for r in taken.reads} <= {r.id for r in snapshot_db(gw.db).reads}
 
 
-@pytest.mark.xfail(strict=True, reason="lead (issue 4, gateway/control.py; same in gateway/status/server.py): "
-                   "web.AppRunner's default shutdown_timeout is 60 s, so one control client stuck mid-request "
-                   "holds SIGTERM for a minute (systemd's stop timeout may SIGKILL first)")
 async def test_sigterm_is_not_held_by_a_control_client_stuck_mid_request(tmp_path: Path) -> None:
     port = free_port()
     async with cloud(tmp_path) as emu, daemon(
