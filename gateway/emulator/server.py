@@ -61,6 +61,7 @@ class Emulator:
         self._admin_runner: web.AppRunner | None = None
         self._api_server: asyncio.Server | None = None
         self._relisten: asyncio.Task[None] | None = None
+        self._pending_sock: socket.socket | None = None  # bound for _relisten, not yet handed to a server
         self._stopping = asyncio.Event()
 
     def __repr__(self) -> str:
@@ -132,15 +133,10 @@ class Emulator:
 
     async def stop(self) -> None:
         self._stopping.set()  # wakes held ("hang") requests so shutdown is prompt
-        if self._relisten is not None:
-            task, self._relisten = self._relisten, None
-            try:
-                await task
-            except OSError:
-                pass
-        if self._api_server is not None:
-            server, self._api_server = self._api_server, None
-            server.close()
+        task = self._relisten
+        self._stop_listening()
+        if task is not None:
+            await asyncio.wait({task})
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
@@ -159,11 +155,20 @@ class Emulator:
 
     async def _serve(self, sock: socket.socket) -> None:
         assert self._runner is not None and self._runner.server is not None
+        loop = asyncio.get_running_loop()
         try:
-            self._api_server = await asyncio.get_running_loop().create_server(self._runner.server, sock=sock)
+            # With a given socket and start_serving=False, create_server never suspends, and neither does
+            # the synchronous part of start_serving: from this task's first step to the listener serving
+            # nothing else runs, so set_offline sees either the pending socket (and cancels this task
+            # before it starts) or the serving server (and closes it), never a listener in between.
+            server = await loop.create_server(self._runner.server, sock=sock, start_serving=False)
         except BaseException:
             sock.close()
             raise
+        if self._pending_sock is sock:
+            self._pending_sock = None
+        self._api_server = server
+        await server.start_serving()
 
     # -- run-time control ------------------------------------------------------------------------------
 
@@ -178,34 +183,51 @@ class Emulator:
 
     def set_offline(self, offline: bool) -> None:
         """Stop listening on the API port (connections refused, open ones cut) or listen again on the same port."""
-        listening = self._api_server is not None or self._relisten is not None
-        if (offline and not listening) or (not offline and listening):
+        listening = self._api_server is not None or self._pending_sock is not None
+        if offline != listening or self.store is None:  # already as asked, or not started (start reads the flag)
             self.faults = self.faults.replace(offline=offline)
             return
-        self.faults = self.faults.replace(offline=offline)
         if offline:
-            if self._api_server is not None:
-                server, self._api_server = self._api_server, None
-                server.close()  # closes the listening socket now; new connects are refused
-            if self._runner is not None and self._runner.server is not None:
-                for conn in self._runner.server.connections:
-                    conn.force_close()
+            self._stop_listening()
+            self.faults = self.faults.replace(offline=True)
             self.faults_fired["offline"] += 1
             _log.info("emulator_offline", port=self.api_port)
-        elif self.store is not None:
-            # Bound and listening before we return, so a connect succeeds (queued) from now on.
+        else:
+            # Bound and listening before we return, so a connect succeeds (queued) from now on; the
+            # task only hands the socket to the HTTP server.
             sock = self._listen(self.api_port)
+            self._pending_sock = sock
+            self.faults = self.faults.replace(offline=False)
             self._relisten = asyncio.get_running_loop().create_task(self._serve(sock))
             self._relisten.add_done_callback(self._relistened)
             _log.info("emulator_online", port=self.api_port)
 
+    def _stop_listening(self) -> None:
+        """Close whatever listens or is about to: a relisten task that has not run yet is cancelled (its
+        coroutine then never starts, so its socket is closed here), a serving listener is closed."""
+        task, self._relisten = self._relisten, None
+        if task is not None and not task.done():
+            task.cancel()
+        if self._pending_sock is not None:
+            sock, self._pending_sock = self._pending_sock, None
+            sock.close()  # new connects are refused; any queued in its backlog are reset
+        if self._api_server is not None:
+            server, self._api_server = self._api_server, None
+            server.close()  # closes the listening socket now; new connects are refused
+        if self._runner is not None and self._runner.server is not None:
+            for conn in self._runner.server.connections:
+                conn.force_close()
+
     def _relistened(self, task: asyncio.Task[None]) -> None:
         if self._relisten is task:
             self._relisten = None
+        if not task.cancelled() and task.exception() is not None:
+            _log.error("emulator_relisten_failed", port=self.api_port, error=str(task.exception()))
 
     async def wait_online(self) -> None:
+        """Until a pending switch back online is serving (or was undone by going offline again)."""
         if self._relisten is not None:
-            await self._relisten
+            await asyncio.wait({self._relisten})
 
     def reset(self) -> None:
         """Forget every device, session, passing, count and logged request (faults stay)."""
