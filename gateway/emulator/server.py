@@ -175,10 +175,10 @@ class Emulator:
     def set_faults(self, **changes: Any) -> Faults:
         """Change faults (string or typed values); `offline` switches the API listener. Returns the new set."""
         wanted = self.faults.replace(**changes)  # validates everything before anything changes
-        offline = wanted.offline if "offline" in changes else None
+        if "offline" in changes:
+            # Switched first: going online binds the port, and if that fails (OSError) nothing has changed.
+            self.set_offline(wanted.offline)
         self.faults = dataclasses.replace(wanted, offline=self.faults.offline)
-        if offline is not None:
-            self.set_offline(offline)
         return self.faults
 
     def set_offline(self, offline: bool) -> None:
@@ -195,7 +195,12 @@ class Emulator:
         else:
             # Bound and listening before we return, so a connect succeeds (queued) from now on; the
             # task only hands the socket to the HTTP server.
-            sock = self._listen(self.api_port)
+            try:
+                sock = self._listen(self.api_port)
+            except OSError as exc:
+                raise OSError(
+                    exc.errno, f"cannot listen on {self.host}:{self.api_port} again ({exc.strerror}); still offline"
+                ) from None
             self._pending_sock = sock
             self.faults = self.faults.replace(offline=False)
             self._relisten = asyncio.get_running_loop().create_task(self._serve(sock))
@@ -548,8 +553,10 @@ class Emulator:
             return web.json_response({"error": "body: must be a JSON object of fault fields"}, status=400)
         try:
             faults = self.set_faults(**body)
-        except (ValueError, OSError) as exc:
+        except ValueError as exc:
             return web.json_response({"error": str(exc)}, status=400)
+        except OSError as exc:  # the API port could not be bound again: a conflict with the host, not a bad request
+            return web.json_response({"error": exc.strerror or str(exc), "faults": self.faults.as_dict()}, status=409)
         await self.wait_online()
         return web.json_response(faults.as_dict())
 

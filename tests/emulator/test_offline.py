@@ -100,3 +100,25 @@ async def test_stop_while_a_relisten_is_pending(emulator_factory: Any) -> None:
     with socket.socket() as probe:
         probe.settimeout(1)
         assert probe.connect_ex(("127.0.0.1", emu.api_port)) != 0
+
+
+async def test_a_failed_switch_back_online_changes_nothing(emulator: Emulator) -> None:
+    port = emulator.api_port
+    assert (await admin(emulator, "POST", "/faults", {"offline": True}))[0] == 200
+    with socket.socket() as squatter:  # something else takes the port while the emulator is offline
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        status, err = await admin(emulator, "POST", "/faults", {"offline": False, "error_rate": 0.5})
+        assert status == 409
+        assert str(port) in err["error"] and "still offline" in err["error"]
+        assert err["faults"] == Faults(offline=True).as_dict()
+        assert emulator.faults == Faults(offline=True)
+        with pytest.raises(OSError, match="still offline"):
+            emulator.set_faults(offline=False, latency_ms=5)
+        assert emulator.faults == Faults(offline=True)
+        _, faults = await admin(emulator, "GET", "/faults")
+        assert faults == Faults(offline=True).as_dict()
+    status, faults = await admin(emulator, "POST", "/faults", {"offline": False, "error_rate": 0.5})
+    assert status == 200 and faults["offline"] is False and faults["error_rate"] == 0.5
+    emulator.set_faults(error_rate=0)
+    await assert_consistent(emulator)
