@@ -451,7 +451,7 @@ class Emulator:
             return self._error(404, "Device not found", deviceid=deviceid)
         sessions = self._db().sessions_of(deviceid, active_only)
         if not sessions:
-            return self._error(404, "Sessions not found", deviceid=deviceid)
+            return self._error(404, "Sessions not found")
         return self._reply(200, {"description": "Success", "result": sessions})
 
     async def _session_info(self, request: web.Request) -> web.Response:
@@ -477,7 +477,7 @@ class Emulator:
             raise exc
         row = self._db().session_row(token)
         if row is None or not row["active"]:
-            return self._error(404, "Session not found or closed", token_session=token)
+            return self._error(404, "Session not found or closed")
         inserted, duplicate = self._db().insert(token, row["deviceid"], items)
         self.counts["inserted"] += inserted
         self.counts["duplicate"] += duplicate

@@ -66,6 +66,39 @@ def subset_mismatch(expected: Any, actual: Any, where: str = "body") -> str | No
     return None
 
 
+def exact_mismatch(expected: Any, actual: Any, where: str = "body") -> str | None:
+    """Whole-value equality (no key more, none less), except where `expected` holds a matcher:
+    `{"$match": regex}` (re.match against a string) or `{"$contains": text}` (a string holding text)."""
+    if isinstance(expected, dict) and len(expected) == 1 and next(iter(expected)) in ("$match", "$contains"):
+        ((op, arg),) = expected.items()
+        if not isinstance(actual, str):
+            return f"{where}: expected a string ({op} {arg!r}), got {actual!r}"
+        ok = re.match(arg, actual) if op == "$match" else arg in actual
+        return None if ok else f"{where}: {actual!r} does not satisfy {op} {arg!r}"
+    if isinstance(expected, dict):
+        if not isinstance(actual, dict):
+            return f"{where}: expected an object, got {actual!r}"
+        if set(expected) != set(actual):
+            extra, missing = sorted(set(actual) - set(expected)), sorted(set(expected) - set(actual))
+            return f"{where}: keys differ: unexpected {extra}, missing {missing} in {actual!r}"[:400]
+        for key, value in expected.items():
+            problem = exact_mismatch(value, actual[key], f"{where}.{key}")
+            if problem:
+                return problem
+        return None
+    if isinstance(expected, list):
+        if not isinstance(actual, list) or len(actual) != len(expected):
+            return f"{where}: expected a list of {len(expected)}, got {actual!r}"[:400]
+        for i, (e, a) in enumerate(zip(expected, actual, strict=True)):
+            problem = exact_mismatch(e, a, f"{where}[{i}]")
+            if problem:
+                return problem
+        return None
+    if type(expected) is not type(actual) or expected != actual:
+        return f"{where}: expected {expected!r}, got {actual!r}"
+    return None
+
+
 async def run_scenario(
     http: aiohttp.ClientSession, base_url: str, keys: dict[str, str], dialect: str, scenario: dict[str, Any]
 ) -> None:
@@ -97,6 +130,9 @@ async def run_scenario(
             assert isinstance(body.get("description"), str) and body["description"], f"{label}: no description"
         problem = subset_mismatch(substitute(step.get("expect_body", {}), variables), body)
         assert problem is None, f"{label}: {problem}"
+        if "expect_exact_body" in step:
+            problem = exact_mismatch(substitute(step["expect_exact_body"], variables), body)
+            assert problem is None, f"{label}: {problem}"
         for field, text in step.get("expect_contains", {}).items():
             assert text in str(body.get(field)), f"{label}: {field}={body.get(field)!r} does not mention {text!r}"
         for field, pattern in step.get("expect_match", {}).items():

@@ -10,7 +10,14 @@ import aiohttp
 import pytest
 
 from gateway.emulator import ApiKey
-from tests.emulator.golden import KEY_TYPES, load_scenarios, run_scenario, subset_mismatch, substitute
+from tests.emulator.golden import (
+    KEY_TYPES,
+    exact_mismatch,
+    load_scenarios,
+    run_scenario,
+    subset_mismatch,
+    substitute,
+)
 from tests.fixtures.emulator import make_key
 
 SCENARIOS = load_scenarios()
@@ -66,3 +73,26 @@ def test_subset_matcher_rejects_mismatches() -> None:
     assert subset_mismatch({"r": [{"n": 2}]}, {"r": [{"n": 1}]}) is not None
     assert substitute({"p": "/x/{d}"}, {"d": "ABC"}) == {"p": "/x/ABC"}
     assert len(substitute({"$passings": 3}, {})) == 3
+
+
+def test_error_and_write_steps_pin_the_whole_body() -> None:
+    """The contract shows each error body and each write's answer in full: a field it does not show is a
+    difference from the vendor, so those steps compare the whole body, not a subset."""
+    for scenario in SCENARIOS:
+        for n, step in enumerate(scenario["steps"]):
+            expected = step["expect_status"]
+            statuses = expected if isinstance(expected, list) else [expected]
+            if min(statuses) >= 400 or step["method"] != "GET":
+                assert "expect_exact_body" in step, f"{scenario['name']} / step {n}: no expect_exact_body"
+
+
+def test_exact_matcher_rejects_extra_and_missing_fields() -> None:
+    assert exact_mismatch({"description": "Sessions not found"}, {"description": "Sessions not found"}) is None
+    assert exact_mismatch({"description": "Sessions not found"}, {"description": "Sessions not found", "deviceid": "A"})
+    assert exact_mismatch({"description": "x", "deviceid": "A"}, {"description": "x"})
+    assert exact_mismatch({"n": 1}, {"n": True})
+    assert exact_mismatch({"r": [{"n": 1}]}, {"r": [{"n": 1, "m": 2}]})
+    assert exact_mismatch({"d": {"$match": "^[0-9A-F]{4}$"}}, {"d": "AB12"}) is None
+    assert exact_mismatch({"d": {"$match": "^[0-9A-F]{4}$"}}, {"d": "ab12"})
+    assert exact_mismatch({"d": {"$contains": "model"}}, {"d": "model: required field missing"}) is None
+    assert exact_mismatch({"d": {"$contains": "model"}}, {"d": 1})
