@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bench import emit, machine, parser, peak_rss_mb, quiet_logs, ratio
 
 from gateway.cloud.client import RufusClient, Timeouts
+from gateway.cloud.models import DeviceBind, SessionCreate
 from gateway.emulator import ApiKey, Emulator, EmulatorConfig
 from gateway.outbox import NewPassing, Outbox
 from gateway.uploader import Uploader, UploaderSettings
@@ -64,8 +65,8 @@ async def one_run(emu: Emulator, key: str, db: Path, run: Run) -> Run:
     client = RufusClient(emu.base_url, key, timeouts=Timeouts(connect=2.0, read=10.0, total=15.0))
     outbox = await Outbox.open(db)
     try:
-        deviceid = await client.bind_device("One4All", f"SN-BENCH-{db.stem}")
-        token = await client.create_session(deviceid, run.name)
+        deviceid = (await client.bind_device(DeviceBind("One4All", f"SN-BENCH-{db.stem}"))).deviceid
+        token = (await client.create_session(SessionCreate(deviceid, run.name))).token_session
         await outbox.set_meta("deviceid", deviceid)
         await outbox.set_current_session(token, alias=run.name, deviceid=deviceid, created_by_us=True)
         for first in range(0, run.passings, 5000):

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from gateway.backoff import Backoff, Streak
 from gateway.cloud.client import RufusClient
-from gateway.cloud.models import SessionInfo
+from gateway.cloud.models import DeviceBind, SessionCreate, SessionInfo
 from gateway.config import Settings
 from gateway.errors import AuthError, BadRequestError, GatewayError, NotFoundError, RetryableError
 from gateway.log import get_logger
@@ -170,12 +170,13 @@ async def resolve_device(outbox: Outbox, client: ClientSource, settings: Lifecyc
         log.info("no device: set [device] deviceid, or serial_number and model to bind one")
         return None
     model, serial = settings.model, settings.serial_number
-    deviceid = await _call(
+    bound = await _call(
         "bind device",
         client,
-        lambda c: c.bind_device(model, serial, alias=settings.device_alias, firmware=settings.firmware),
+        lambda c: c.bind_device(DeviceBind(model, serial, alias=settings.device_alias, firmware=settings.firmware)),
         settings,
     )
+    deviceid = bound.deviceid
     await outbox.set_meta(DEVICE_META_KEY, deviceid)
     log.info("device bound", deviceid=deviceid, serial_number=serial, model=model)
     return deviceid
@@ -265,7 +266,7 @@ def _creating(deviceid: str, alias: str | None, before: set[str] | None) -> Call
 
     async def attempt(c: RufusClient) -> str:
         try:
-            return await c.create_session(deviceid, alias)
+            return (await c.create_session(SessionCreate(deviceid, alias))).token_session
         except RetryableError:
             if before is None:
                 raise
@@ -333,7 +334,7 @@ async def new_session(outbox: Outbox, client: RufusClient, alias: str | None, de
     if not deviceid:
         raise GatewayError("no deviceid: set [device] deviceid, or serial_number and model and run `device bind`")
     previous = await outbox.current_session()
-    token = await client.create_session(deviceid, alias)
+    token = (await client.create_session(SessionCreate(deviceid, alias))).token_session
     await outbox.set_current_session(token, alias=alias, deviceid=deviceid, created_by_us=True, floor=0)
     record = await outbox.current_session()
     assert record is not None

@@ -1,6 +1,30 @@
-"""The RUFUS Cloud side of the gateway: the API client and the values it returns."""
+"""The RUFUS Cloud side of the gateway: the API client and the values it takes and returns."""
 
 from gateway.cloud.client import RufusClient, Timeouts
-from gateway.cloud.models import CloudPassing, Device, InsertResult, SessionInfo
+from gateway.cloud.models import (
+    Bound,
+    Closed,
+    CloudPassing,
+    Device,
+    DeviceBind,
+    InsertResult,
+    SessionCreate,
+    SessionCreated,
+    SessionInfo,
+    Unbound,
+)
 
-__all__ = ["CloudPassing", "Device", "InsertResult", "RufusClient", "SessionInfo", "Timeouts"]
+__all__ = [
+    "Bound",
+    "Closed",
+    "CloudPassing",
+    "Device",
+    "DeviceBind",
+    "InsertResult",
+    "RufusClient",
+    "SessionCreate",
+    "SessionCreated",
+    "SessionInfo",
+    "Timeouts",
+    "Unbound",
+]

@@ -22,11 +22,17 @@ from typing import Any, TypeVar
 import aiohttp
 
 from gateway.cloud.models import (
+    Bound,
+    Closed,
     CloudPassing,
     Device,
+    DeviceBind,
     InsertResult,
     ResponseShapeError,
+    SessionCreate,
+    SessionCreated,
     SessionInfo,
+    Unbound,
     device_from,
     opt_int,
     passing_from,
@@ -279,24 +285,20 @@ class RufusClient:
 
     # -- devices ---------------------------------------------------------------------------------------
 
-    async def bind_device(
-        self,
-        model: str,
-        serial_number: str,
-        *,
-        alias: str | None = None,
-        firmware: str | None = None,
-        type: str | None = None,
-    ) -> str:
-        body: dict[str, Any] = {"model": model, "serial_number": serial_number}
-        for key, value in (("alias", alias), ("firmware", firmware), ("type", type)):
+    async def bind_device(self, request: DeviceBind) -> Bound:
+        body: dict[str, Any] = {"model": request.model, "serial_number": request.serial_number}
+        for key in ("alias", "firmware", "type"):
+            value = getattr(request, key)
             if value is not None:
                 body[key] = value
         payload = await self._result("POST", "/devices", body=body, op="bind device")
-        return str(self._field(payload, "deviceid", "bind device"))
+        return Bound(str(self._field(payload, "deviceid", "bind device")), _description(payload))
 
-    async def unbind_device(self, deviceid: str) -> None:
-        await self._call("DELETE", f"/devices/{deviceid}", op="unbind device")
+    async def unbind_device(self, deviceid: str) -> Unbound:
+        payload = await self._call("DELETE", f"/devices/{deviceid}", op="unbind device")
+        # The 2xx is what counts; the echoed id and description are informative only.
+        echoed = payload.get("deviceid") if isinstance(payload, dict) else None
+        return Unbound(str(echoed or deviceid), _description(payload))
 
     async def list_devices(self) -> list[Device]:
         devices: list[Device] = []
@@ -324,15 +326,17 @@ class RufusClient:
 
     # -- sessions --------------------------------------------------------------------------------------
 
-    async def create_session(self, deviceid: str, alias: str | None = None) -> str:
-        body: dict[str, Any] = {"deviceid": deviceid}
-        if alias is not None:
-            body["alias"] = alias
+    async def create_session(self, request: SessionCreate) -> SessionCreated:
+        body: dict[str, Any] = {"deviceid": request.deviceid}
+        if request.alias is not None:
+            body["alias"] = request.alias
         payload = await self._result("POST", "/sessions", body=body, op="create session")
-        return str(self._field(payload, "token_session", "create session"))
+        return SessionCreated(str(self._field(payload, "token_session", "create session")), _description(payload))
 
-    async def close_session(self, token_session: str) -> None:
-        await self._call("PATCH", f"/sessions/close/{token_session}", op="close session")
+    async def close_session(self, token_session: str) -> Closed:
+        payload = await self._call("PATCH", f"/sessions/close/{token_session}", op="close session")
+        echoed = payload.get("token_session") if isinstance(payload, dict) else None
+        return Closed(str(echoed or token_session), _description(payload))
 
     async def device_sessions(self, deviceid: str) -> list[SessionInfo]:
         try:

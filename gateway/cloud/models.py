@@ -16,6 +16,47 @@ class ResponseShapeError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
+class DeviceBind:
+    """What POST /devices is sent (`model` and `serial_number` required; one vendor page also requires `type`)."""
+
+    model: str
+    serial_number: str
+    alias: str | None = None
+    firmware: str | None = None
+    type: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Bound:
+    deviceid: str
+    description: str | None = None  # "Device binded succesfully", as the vendor spells it
+
+
+@dataclass(frozen=True, slots=True)
+class Unbound:
+    deviceid: str
+    description: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionCreate:
+    deviceid: str
+    alias: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionCreated:
+    token_session: str
+    description: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    token_session: str
+    description: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Device:
     deviceid: str
     model: str | None = None

@@ -9,7 +9,17 @@ from typing import Any
 
 import pytest
 
-from gateway.cloud import CloudPassing, RufusClient, Timeouts
+from gateway.cloud import (
+    Bound,
+    Closed,
+    CloudPassing,
+    DeviceBind,
+    RufusClient,
+    SessionCreate,
+    SessionCreated,
+    Timeouts,
+    Unbound,
+)
 from gateway.emulator import ApiKey, Emulator
 from gateway.errors import (
     AuthError,
@@ -31,6 +41,14 @@ def passings(first: int, count: int, **extra: Any) -> list[Passing]:
             for n in range(first, first + count)]  # fmt: skip
 
 
+async def bind(client: RufusClient, serial: str) -> str:
+    return (await client.bind_device(DeviceBind("One4All", serial))).deviceid
+
+
+async def new_session(client: RufusClient, deviceid: str) -> str:
+    return (await client.create_session(SessionCreate(deviceid))).token_session
+
+
 def sent_items(emu: Emulator) -> list[dict[str, Any]]:
     return [item for r in emu.state()["requests"] if r["path"] == "/v0/passings" for item in r["body"]["passings_list"]]
 
@@ -38,8 +56,10 @@ def sent_items(emu: Emulator) -> list[dict[str, Any]]:
 async def test_every_call_round_trips(any_emulator: Emulator) -> None:
     emu = any_emulator
     async with RufusClient(emu.base_url, emu.api_key) as client:
-        d = await client.bind_device("One4All", "SN-9", alias="Finish", firmware="2.3", type="timer")
-        assert await client.bind_device("One4All", "SN-10") != d
+        bound = await client.bind_device(DeviceBind("One4All", "SN-9", alias="Finish", firmware="2.3", type="timer"))
+        assert bound.description == "Device binded succesfully" and isinstance(bound, Bound)
+        d = bound.deviceid
+        assert await bind(client, "SN-10") != d
         devices = await client.list_devices()
         assert [x.serial_number for x in devices] == ["SN-9", "SN-10"]
         info = await client.device_info(d)
@@ -47,8 +67,10 @@ async def test_every_call_round_trips(any_emulator: Emulator) -> None:
             d, "One4All", "Finish", "2.3", "timer", 0)  # fmt: skip
         assert await client.device_sessions(d) == []
         assert await client.active_session(d) is None
-        t1 = await client.create_session(d, "10K")
-        t2 = await client.create_session(d)
+        created = await client.create_session(SessionCreate(d, "10K"))
+        assert isinstance(created, SessionCreated) and created.description == "Session inserted succesfully"
+        t1 = created.token_session
+        t2 = await new_session(client, d)
         sessions = await client.device_sessions(d)
         assert [(s.token_session, s.active, s.alias) for s in sessions] == [(t1, False, "10K"), (t2, True, None)]
         active = await client.active_session(d)
@@ -76,10 +98,10 @@ async def test_every_call_round_trips(any_emulator: Emulator) -> None:
         assert await client.max_num_passing(t1) == 0
         info2 = await client.session_info(t2)
         assert (info2.passings, info2.first, info2.last, info2.active) == (4, 1, 4, True)
-        await client.close_session(t2)
+        assert await client.close_session(t2) == Closed(t2, "Session closed succesfully")
         assert (await client.session_info(t2)).active is False
         assert await client.active_session(d) is None
-        await client.unbind_device(d)
+        assert await client.unbind_device(d) == Unbound(d, "Device unbinded succesfully")
         with pytest.raises(NotFoundError):
             await client.device_info(d)
         with pytest.raises(NotFoundError):
@@ -90,8 +112,8 @@ async def test_every_call_round_trips(any_emulator: Emulator) -> None:
 
 async def test_session_passings_pages_past_5000(emulator: Emulator) -> None:
     async with RufusClient(emulator.base_url, emulator.api_key) as client:
-        d = await client.bind_device("One4All", "SN-P")
-        t = await client.create_session(d)
+        d = await bind(client, "SN-P")
+        t = await new_session(client, d)
         await client.insert_passings(t, passings(1, 5000))
         await client.insert_passings(t, passings(5001, 1))
         got = await client.session_passings(t)
@@ -104,17 +126,17 @@ async def test_session_passings_pages_past_5000(emulator: Emulator) -> None:
 
 async def test_max_num_passing_with_gaps_and_a_closed_session(emulator: Emulator) -> None:
     async with RufusClient(emulator.base_url, emulator.api_key) as client:
-        d = await client.bind_device("One4All", "SN-L")
-        t = await client.create_session(d)
+        d = await bind(client, "SN-L")
+        t = await new_session(client, d)
         await client.insert_passings(t, [*passings(1, 3), *passings(40, 1)])
-        await client.create_session(d)  # closes t: its numbers still count
+        await new_session(client, d)  # closes t: its numbers still count
         assert await client.max_num_passing(t) == 40
 
 
 async def test_every_sent_item_matches_the_contract_schema(any_emulator: Emulator) -> None:
     emu = any_emulator
     async with RufusClient(emu.base_url, emu.api_key) as client:
-        t = await client.create_session(await client.bind_device("One4All", "SN-S"))
+        t = await new_session(client, await bind(client, "SN-S"))
         varied = [
             Passing(datetime(2026, 5, 1, 11, 0, 0, 999999, tzinfo=timezone_plus2()), 1, "1"),  # local zone, µs
             Passing(T0, 2, "2", chip="ABC", latitude=1, longitude=2),  # ints become numbers, not strings
@@ -167,9 +189,9 @@ async def test_auth_errors(emulator_factory: Callable[..., Any]) -> None:
             await stranger.list_devices()
         assert err.value.status == 401
     async with RufusClient(emu.base_url, read) as reader, RufusClient(emu.base_url, write, key_header="x-api-key") as w:
-        d = await w.bind_device("One4All", "SN-A")  # the x-api-key header is accepted too
+        d = await bind(w, "SN-A")  # the x-api-key header is accepted too
         with pytest.raises(AuthError) as err:
-            await reader.bind_device("One4All", "SN-B")
+            await bind(reader, "SN-B")
         assert err.value.status == 403
         with pytest.raises(AuthError):
             await w.device_info(d)
@@ -181,11 +203,11 @@ async def test_not_found_closed_bad_request_and_too_large(any_emulator: Emulator
     emu = any_emulator
     async with RufusClient(emu.base_url, emu.api_key) as client:
         with pytest.raises(NotFoundError) as nf:
-            await client.create_session("F" * 64)
+            await new_session(client, "F" * 64)
         assert not isinstance(nf.value, SessionClosedError) and nf.value.description == "Device not found"
-        d = await client.bind_device("One4All", "SN-E")
-        t1 = await client.create_session(d)
-        await client.create_session(d)  # closes t1
+        d = await bind(client, "SN-E")
+        t1 = await new_session(client, d)
+        await new_session(client, d)  # closes t1
         with pytest.raises(SessionClosedError) as closed:
             await client.insert_passings(t1, passings(1, 1))
         assert closed.value.status == 404
@@ -211,8 +233,8 @@ async def test_fault_modes_are_retryable(any_emulator: Emulator) -> None:
     emu = any_emulator
     quick = Timeouts(connect=1.0, read=0.3, total=2.0)
     async with RufusClient(emu.base_url, emu.api_key, timeouts=quick) as client:
-        d = await client.bind_device("One4All", "SN-F")
-        t = await client.create_session(d)
+        d = await bind(client, "SN-F")
+        t = await new_session(client, d)
         emu.set_faults(error_rate=1.0, error_status=503, retry_after=2)
         with pytest.raises(RetryableError) as err:
             await client.device_info(d)

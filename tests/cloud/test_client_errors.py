@@ -21,7 +21,7 @@ import structlog
 from aiohttp import web
 
 from gateway import log
-from gateway.cloud import RufusClient, Timeouts
+from gateway.cloud import Closed, DeviceBind, RufusClient, SessionCreate, SessionCreated, Timeouts, Unbound
 from gateway.cloud.client import parse_retry_after
 from gateway.errors import AuthError, BadRequestError, CloudError, NotFoundError, RetryableError
 from tests.fixtures.emulator import make_key
@@ -89,7 +89,7 @@ async def test_2xx_without_the_promised_fields_is_retryable(fake: FakeCloud) -> 
     fake.answers[("GET", f"/v0/sessions/{HEX}")] = answer(200, {"body": {"result": [{"alias": "x"}]}})
     async with RufusClient(fake.url, make_key()) as client:
         with pytest.raises(RetryableError, match="deviceid"):
-            await client.bind_device("m", "s")
+            await client.bind_device(DeviceBind("m", "s"))
         with pytest.raises(RetryableError, match="token_session"):
             await client.session_info(HEX)
 
@@ -136,7 +136,7 @@ async def test_other_statuses_map_onto_the_tree(fake: FakeCloud) -> None:
             await client.list_devices()
         assert type(err.value) is CloudError and err.value.status == 418
         with pytest.raises(BadRequestError) as bad:
-            await client.create_session(HEX)
+            await client.create_session(SessionCreate(HEX))
         assert bad.value.description == "deviceid: required field missing"
         with pytest.raises(NotFoundError):  # an unknown device is not "no active session"
             await client.active_session(HEX)
@@ -149,7 +149,7 @@ async def test_requests_carry_the_key_header_json_and_reuse_one_connection(fake:
     key = make_key()
     async with RufusClient(fake.url, key, key_header="x-api-key") as client:
         for _ in range(3):
-            assert await client.create_session(HEX, alias="A") == HEX
+            assert await client.create_session(SessionCreate(HEX, alias="A")) == SessionCreated(HEX, "ok")
     assert all(r.headers["x-api-key"] == key and "api_key" not in r.headers for r in fake.seen)
     assert all(r.headers["Content-Type"] == "application/json" for r in fake.seen)
     assert [json.loads(b) for b in fake.bodies] == [{"deviceid": HEX, "alias": "A"}] * 3
@@ -346,3 +346,11 @@ async def test_redirects_are_not_followed_so_the_key_goes_nowhere_else(fake: Fak
             await client.list_devices()
     assert err.value.status == 302
     assert [r.path for r in fake.seen] == ["/v0/devices"]
+
+
+async def test_unbind_and_close_answered_204_or_without_echo_still_say_which(fake: FakeCloud) -> None:
+    fake.answers[("DELETE", f"/v0/devices/{HEX}")] = answer(204, text="")
+    fake.answers[("PATCH", f"/v0/sessions/close/{HEX}")] = answer(200, {"description": "Session closed succesfully"})
+    async with RufusClient(fake.url, make_key()) as client:
+        assert await client.unbind_device(HEX) == Unbound(HEX, None)
+        assert await client.close_session(HEX) == Closed(HEX, "Session closed succesfully")

@@ -132,11 +132,12 @@ async def test_configured_session_that_already_holds_passings_numbers_above_it(
     tmp_path: Path, enveloped: Emulator
 ) -> None:
     from gateway.cloud.client import RufusClient
+    from gateway.cloud.models import DeviceBind, SessionCreate
     from gateway.model import Passing, parse_ts
 
     async with RufusClient(enveloped.base_url, KEY) as c:
-        dev = await c.bind_device("One4All", "OTHER-1")
-        tok = await c.create_session(dev, "shared")
+        dev = (await c.bind_device(DeviceBind("One4All", "OTHER-1"))).deviceid
+        tok = (await c.create_session(SessionCreate(dev, "shared"))).token_session
         await c.insert_passings(tok, [Passing(parse_ts("2026-05-03T08:00:00.000Z"), n, f"9{n}") for n in range(1, 8)])
     port = free_port()
     d = make(tmp_path, enveloped, port, session={"token_session": tok}, device={"deviceid": dev})
@@ -295,6 +296,7 @@ async def test_offline_cloud_and_an_emulator_restart_lose_nothing(tmp_path: Path
 @pytest.mark.parametrize("follow", [False, True])
 async def test_session_closed_in_the_cloud_holds_or_follows(tmp_path: Path, cloud: Emulator, follow: bool) -> None:
     from gateway.cloud.client import RufusClient
+    from gateway.cloud.models import SessionCreate
 
     port = free_port()
     d = make(tmp_path, cloud, port, session={"follow_active_session": follow})
@@ -307,7 +309,8 @@ async def test_session_closed_in_the_cloud_holds_or_follows(tmp_path: Path, clou
         async with RufusClient(cloud.base_url, KEY) as c:
             await c.close_session(first)  # the organiser closes it from the web app...
             if follow:
-                second = await c.create_session(deviceid, "after the break")  # ...and opens another
+                created = await c.create_session(SessionCreate(deviceid, "after the break"))  # ...and opens another
+                second = created.token_session
         await send(port, csv_lines(5, start=5))
         if follow:
             await until(lambda: len(cloud_nums(cloud).get(second, [])) == 5, timeout=30, what="moved")

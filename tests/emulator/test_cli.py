@@ -17,7 +17,7 @@ import structlog
 from click.testing import CliRunner
 
 from gateway.cli import cli
-from gateway.cloud import RufusClient
+from gateway.cloud import DeviceBind, RufusClient
 from gateway.emulator import Emulator, EmulatorConfig, Faults
 
 KEY = "ror-0123456789abcdef0123"
@@ -53,7 +53,7 @@ async def test_banner_serves_and_exits_zero_on_sigterm(tmp_path: Path) -> None:
         key = banner["demo key"].split()[0]
         assert key.startswith("ror-") and len(key) == 24
         async with RufusClient(banner["api"], key) as client:
-            d = await client.bind_device("One4All", "CLI-1")
+            d = (await client.bind_device(DeviceBind("One4All", "CLI-1"))).deviceid
             assert (await client.device_info(d)).serial_number == "CLI-1"
         async with aiohttp.ClientSession() as http:
             async with http.get(banner["admin"] + "/state", headers={"X-Admin-Token": banner["admin token"]}) as r:
@@ -71,7 +71,7 @@ async def test_db_survives_a_restart_and_given_keys_are_not_printed(tmp_path: Pa
     async with emulator_process(*args) as (proc, banner):
         assert banner["keys"] == "READ_WRITE:unbind" and "admin token" not in banner
         async with RufusClient(banner["api"], KEY) as client:
-            d = await client.bind_device("One4All", "CLI-2")
+            d = (await client.bind_device(DeviceBind("One4All", "CLI-2"))).deviceid
         proc.send_signal(signal.SIGINT)
         await proc.communicate()
         assert proc.returncode == 0

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.cloud.client import RufusClient, Timeouts
+from gateway.cloud.models import DeviceBind, SessionCreate
 from gateway.emulator import Emulator
 from gateway.outbox import NewPassing, Outbox
 from gateway.uploader import Uploader, UploaderSettings
@@ -72,8 +73,8 @@ def cloud_nums(emu: Emulator, token: str) -> list[int]:
 async def make_env(emu: Emulator, tmp_path: Path, *, client: RufusClient | None = None) -> Env:
     outbox = await Outbox.open(tmp_path / "outbox.db")
     client = client or client_for(emu)
-    deviceid = await client.bind_device("One4All", f"SN-{id(tmp_path) % 100000}")
-    token = await client.create_session(deviceid, "race")
+    deviceid = (await client.bind_device(DeviceBind("One4All", f"SN-{id(tmp_path) % 100000}"))).deviceid
+    token = (await client.create_session(SessionCreate(deviceid, "race"))).token_session
     await outbox.set_meta("deviceid", deviceid)
     await outbox.set_current_session(token, alias="race", deviceid=deviceid, created_by_us=True, floor=0)
     return Env(emu, outbox, client, deviceid, token)

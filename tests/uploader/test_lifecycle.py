@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from gateway import lifecycle
+from gateway.cloud.models import DeviceBind, SessionCreate
 from gateway.emulator import Emulator
 from gateway.errors import GatewayError, RetryableError
 from gateway.lifecycle import LifecycleSettings, resolve_device, resolve_session
@@ -71,8 +72,8 @@ async def test_adopted_session_numbers_above_the_clouds_highest(cloud: Emulator,
     client = client_for(emu)
     outbox = await Outbox.open(tmp_path / "o.db")
     try:
-        deviceid = await client.bind_device("One4All", "SN-ADOPT")
-        token = await client.create_session(deviceid, "shared")
+        deviceid = (await client.bind_device(DeviceBind("One4All", "SN-ADOPT"))).deviceid
+        token = (await client.create_session(SessionCreate(deviceid, "shared"))).token_session
         theirs = [Passing(timestamp=T0 + timedelta(seconds=n), num_passing=n, bib=f"X{n}") for n in range(1, 11)]
         await client.insert_passings(token, theirs)
         rec = await resolve_session(outbox, client, ls(deviceid=deviceid, token_session=token))
@@ -208,7 +209,7 @@ async def test_lost_answer_to_session_creation_does_not_create_two(cloud: Emulat
     client = client_for(cloud)
     outbox = await Outbox.open(tmp_path / "o.db")
     try:
-        deviceid = await client.bind_device("One4All", "SN-DROP")
+        deviceid = (await client.bind_device(DeviceBind("One4All", "SN-DROP"))).deviceid
         cloud.set_faults(drop_after_commit=1.0)  # every write committed, every answer lost
         rec = await asyncio.wait_for(resolve_session(outbox, client, ls(deviceid=deviceid, session_alias="r")), 10)
         cloud.set_faults(drop_after_commit=0.0)

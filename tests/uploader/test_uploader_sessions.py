@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from gateway import lifecycle
+from gateway.cloud.models import SessionCreate
 from gateway.model import Passing
 from gateway.uploader import Uploader
 from tests.uploader.helpers import T0, Env, all_sent, cloud_nums, eventually, fast, running
@@ -77,7 +78,7 @@ async def test_closed_session_follows_the_active_one(env: Env) -> None:
     async with running(up):
         await eventually(await all_sent(env, 6), what="6 Sent")
     # The crew starts a new session from the web: the cloud closes ours.
-    other = await env.client.create_session(env.deviceid, "after the break")
+    other = (await env.client.create_session(SessionCreate(env.deviceid, "after the break"))).token_session
     await env.client.insert_passings(other, _theirs([1, 2]))
     assert await env.add(5) == [7, 8, 9, 10, 11]  # numbered in the (now closed) session
     up = Uploader(env.outbox, env.client, fast(follow_active_session=True))
@@ -109,7 +110,7 @@ async def test_follow_waits_for_an_active_session_then_moves(env: Env) -> None:
     async with running(up):
         await eventually(lambda: _is(up.status.held_sessions == [env.token]), what="held")
         assert (await env.states()) == {"Pending": 3}
-        other = await env.client.create_session(env.deviceid, "restart")
+        other = (await env.client.create_session(SessionCreate(env.deviceid, "restart"))).token_session
         await eventually(await all_sent(env, 3, other), what="moved and Sent")
     assert cloud_nums(env.emu, other) == [1, 2, 3]
     assert cloud_nums(env.emu, env.token) == []
