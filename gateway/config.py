@@ -21,6 +21,8 @@ from gateway.errors import ConfigError
 
 EX_CONFIG = 78
 DEFAULT_BASE_URL = "https://api.runonrufus.com/v0"
+# Sent as `type` with every bind: one vendor page version requires it, the other accepts it.
+DEFAULT_DEVICE_TYPE = "One4All"
 _HEX64 = re.compile(r"^[0-9A-F]{64}$")
 _KEY_RE = re.compile(r"^ror-[0-9a-f]{20}$")
 SECRET_KEYS = {("cloud", "api_key"), ("status", "token")}
@@ -45,6 +47,7 @@ class DeviceSettings:
     model: str | None = None
     alias: str | None = None
     firmware: str | None = None
+    type: str = DEFAULT_DEVICE_TYPE
 
 
 @dataclass(frozen=True)
@@ -315,6 +318,8 @@ def load(path: str | Path | None, environ: Mapping[str, str] | None = None) -> S
         model=ld.get(t, "device", "model", _opt_str, None),
         alias=ld.get(t, "device", "alias", _opt_str, None),
         firmware=ld.get(t, "device", "firmware", _opt_str, None),
+        # empty means the default: a bind always carries a type
+        type=ld.get(t, "device", "type", _opt_str, None) or DEFAULT_DEVICE_TYPE,
     )
 
     s = ld.table("session", set(SessionSettings.__dataclass_fields__))

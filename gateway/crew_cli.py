@@ -263,7 +263,7 @@ def device_group() -> None:
 @device_group.command("bind")
 @config_option
 def device_bind(config_path: Path) -> None:
-    """Bind ([device] serial_number + model) and store the deviceid (daemon must be stopped)."""
+    """Bind ([device] serial_number, model, type...) and store the deviceid (daemon must be stopped)."""
     settings = _settings(config_path)
 
     async def bind() -> str:

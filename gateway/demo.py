@@ -93,7 +93,8 @@ class Demo:
         from gateway.service import Gateway  # late: keeps `--help` light
 
         o = self.o
-        self.emulator = emu = Emulator(EmulatorConfig(db=str(work / "cloud.db")))
+        # The stricter of the vendor's bind descriptions (type required): the gateway must bind against either.
+        self.emulator = emu = Emulator(EmulatorConfig(db=str(work / "cloud.db"), bind_requires_type=True))
         await emu.start()
         try:
             port = _free_port()

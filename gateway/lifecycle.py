@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from gateway.backoff import Backoff, Streak
 from gateway.cloud.client import RufusClient
 from gateway.cloud.models import DeviceBind, SessionCreate, SessionInfo
-from gateway.config import Settings
+from gateway.config import DEFAULT_DEVICE_TYPE, Settings
 from gateway.errors import AuthError, BadRequestError, GatewayError, NotFoundError, RetryableError
 from gateway.log import get_logger
 from gateway.outbox import Outbox, SessionRecord
@@ -75,6 +75,7 @@ class LifecycleSettings:
     model: str | None = None
     device_alias: str | None = None
     firmware: str | None = None
+    device_type: str = DEFAULT_DEVICE_TYPE  # always sent on bind (one vendor page requires it)
     token_session: str | None = None
     session_alias: str | None = None
     backoff_base: float = 0.5
@@ -92,6 +93,7 @@ class LifecycleSettings:
             model=settings.device.model,
             device_alias=settings.device.alias,
             firmware=settings.device.firmware,
+            device_type=settings.device.type,
             token_session=settings.session.token_session,
             session_alias=settings.session.alias,
             backoff_cap=settings.cloud.backoff_cap_s,
@@ -170,15 +172,13 @@ async def resolve_device(outbox: Outbox, client: ClientSource, settings: Lifecyc
         log.info("no device: set [device] deviceid, or serial_number and model to bind one")
         return None
     model, serial = settings.model, settings.serial_number
-    bound = await _call(
-        "bind device",
-        client,
-        lambda c: c.bind_device(DeviceBind(model, serial, alias=settings.device_alias, firmware=settings.firmware)),
-        settings,
+    request = DeviceBind(
+        model, serial, alias=settings.device_alias, firmware=settings.firmware, type=settings.device_type
     )
+    bound = await _call("bind device", client, lambda c: c.bind_device(request), settings)
     deviceid = bound.deviceid
     await outbox.set_meta(DEVICE_META_KEY, deviceid)
-    log.info("device bound", deviceid=deviceid, serial_number=serial, model=model)
+    log.info("device bound", deviceid=deviceid, serial_number=serial, model=model, type=settings.device_type)
     return deviceid
 
 

@@ -50,6 +50,9 @@ def _faults(_ctx: click.Context, _param: click.Parameter, value: str | None) -> 
               help="Faults at start, e.g. error_rate=0.1,error_status=503,retry_after=1,latency_ms=50,"
                    "drop_after_commit=0.05,hang_rate=0.01,reject_bib=13,offline=false  [default: none]")
 @click.option("--seed", default=None, type=int, help="Seed for the fault dice, to replay a run  [default: random]")
+@click.option("--bind-requires-type/--bind-type-optional", default=False, show_default=True,
+              help="Whether POST /devices requires `type` (400 naming it when missing), as one vendor page says; "
+                   "the OpenAPI leaves it optional.")
 def emulator_cmd(
     host: str,
     port: int,
@@ -60,12 +63,14 @@ def emulator_cmd(
     admin_token: str | None,
     faults: Faults,
     seed: int | None,
+    bind_requires_type: bool,
 ) -> None:
     """Run a local RUFUS Cloud (all v0 endpoints) for rehearsals and tests, until Ctrl-C or SIGTERM."""
     configure("info", stream=sys.stderr)  # stdout carries only the banner, which scripts parse
     config = EmulatorConfig(
         host=host, port=port, admin_port=admin_port, admin_token=admin_token, db=db,
         dialect="bare" if dialect == "bare" else "enveloped", api_keys=api_keys, faults=faults, seed=seed,
+        bind_requires_type=bind_requires_type,
     )  # fmt: skip
     emulator = Emulator(config)
 
@@ -90,7 +95,8 @@ def emulator_cmd(
 
 def _banner(emulator: Emulator) -> None:
     lines = [
-        f"RUFUS Cloud emulator ({emulator.dialect} dialect)",
+        f"RUFUS Cloud emulator ({emulator.dialect} dialect"
+        + (", bind requires type)" if emulator.config.bind_requires_type else ")"),
         f"api: {emulator.base_url}",
         f"page: {emulator.page_url}",
         f"admin: {emulator.admin_url}",

@@ -161,6 +161,8 @@ class EmulatorConfig:
     api_keys: list[ApiKey] = field(default_factory=list)  # empty: one demo key is generated
     faults: Faults = field(default_factory=Faults)
     seed: int | None = None  # for the fault dice, so a chaos run can be replayed
+    # The vendor's pages disagree on whether POST /devices requires `type`; True plays the stricter one.
+    bind_requires_type: bool = False
     max_logged_requests: int = 100_000
 
     def __post_init__(self) -> None:
@@ -170,5 +172,6 @@ class EmulatorConfig:
     def __repr__(self) -> str:
         return (
             f"EmulatorConfig(host={self.host!r}, port={self.port}, admin_port={self.admin_port}, db={self.db!r}, "
-            f"dialect={self.dialect!r}, keys={len(self.api_keys)}, faults={self.faults!r})"
+            f"dialect={self.dialect!r}, keys={len(self.api_keys)}, bind_requires_type={self.bind_requires_type}, "
+            f"faults={self.faults!r})"
         )

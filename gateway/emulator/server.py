@@ -26,6 +26,7 @@ from gateway.emulator.page import render_page
 from gateway.emulator.store import PAGE, Store
 from gateway.emulator.validate import (
     BIND_FIELDS,
+    BIND_FIELDS_TYPE_REQUIRED,
     SESSION_FIELDS,
     Invalid,
     check_object,
@@ -255,6 +256,7 @@ class Emulator:
             }
         return {
             "dialect": self.dialect,
+            "bind_requires_type": self.config.bind_requires_type,
             "base_url": self.base_url,
             "devices": [
                 {k: d[k] for k in ("deviceid", "model", "serial_number", "alias", "sessions", "passings")}
@@ -394,7 +396,8 @@ class Emulator:
     # -- endpoints -------------------------------------------------------------------------------------
 
     async def _bind(self, request: web.Request) -> web.Response:
-        body = check_object(await self._json(request), BIND_FIELDS)
+        fields = BIND_FIELDS_TYPE_REQUIRED if self.config.bind_requires_type else BIND_FIELDS
+        body = check_object(await self._json(request), fields)
         deviceid = self._db().bind(
             body["model"], body["serial_number"], body.get("alias"), body.get("firmware"), body.get("type")
         )

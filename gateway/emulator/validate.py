@@ -28,6 +28,8 @@ BIND_FIELDS: dict[str, tuple[str, bool]] = {
     "firmware": (_OPT_STR, False),
     "type": (_OPT_STR, False),
 }
+# One page version of the vendor's bind also requires `type` (EmulatorConfig.bind_requires_type plays it).
+BIND_FIELDS_TYPE_REQUIRED: dict[str, tuple[str, bool]] = {**BIND_FIELDS, "type": (_STR, True)}
 SESSION_FIELDS: dict[str, tuple[str, bool]] = {"deviceid": (_STR, True), "alias": (_OPT_STR, False)}
 PASSING_FIELDS = {
     "timestamp", "num_passing", "bib", "chip", "participant_id", "status", "timezone", "gender",

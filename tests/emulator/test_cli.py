@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from gateway.cli import cli
 from gateway.cloud import DeviceBind, RufusClient
 from gateway.emulator import Emulator, EmulatorConfig, Faults
+from gateway.errors import BadRequestError
 
 KEY = "ror-0123456789abcdef0123"
 
@@ -77,6 +78,23 @@ async def test_db_survives_a_restart_and_given_keys_are_not_printed(tmp_path: Pa
         assert proc.returncode == 0
     async with emulator_process(*args) as (proc, banner), RufusClient(banner["api"], KEY) as client:
         assert [x.deviceid for x in await client.list_devices()] == [d]
+
+
+async def test_bind_requires_type_option_plays_the_stricter_vendor_page() -> None:
+    async with emulator_process("--bind-requires-type") as (_proc, banner):
+        key = banner["demo key"].split()[0]
+        async with RufusClient(banner["api"], key) as client:
+            with pytest.raises(BadRequestError, match="type"):
+                await client.bind_device(DeviceBind("One4All", "CLI-3"))
+            d = (await client.bind_device(DeviceBind("One4All", "CLI-3", type="One4All"))).deviceid
+            assert (await client.device_info(d)).type == "One4All"
+        async with aiohttp.ClientSession() as http:
+            async with http.get(banner["admin"] + "/state", headers={"X-Admin-Token": banner["admin token"]}) as r:
+                assert (await r.json())["bind_requires_type"] is True
+    async with emulator_process() as (_proc, banner):  # off by default: type stays optional
+        key = banner["demo key"].split()[0]
+        async with RufusClient(banner["api"], key) as client:
+            assert (await client.bind_device(DeviceBind("One4All", "CLI-4"))).deviceid
 
 
 @pytest.fixture(autouse=True)

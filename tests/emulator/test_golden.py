@@ -28,7 +28,9 @@ SCENARIOS = load_scenarios()
 async def test_golden(scenario: dict[str, Any], dialect: str, emulator_factory: Callable[..., Any]) -> None:
     keys = {name: make_key() for name in KEY_TYPES}
     emu = await emulator_factory(
-        dialect=dialect, api_keys=[ApiKey(keys[n], access, unbind) for n, (access, unbind) in KEY_TYPES.items()]
+        dialect=dialect,
+        api_keys=[ApiKey(keys[n], access, unbind) for n, (access, unbind) in KEY_TYPES.items()],
+        **scenario.get("emulator", {}),  # e.g. bind_requires_type: where the vendor's pages disagree
     )
     async with aiohttp.ClientSession() as http:
         await run_scenario(http, emu.base_url, keys, dialect, scenario)
