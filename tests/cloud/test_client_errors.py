@@ -354,3 +354,33 @@ async def test_unbind_and_close_answered_204_or_without_echo_still_say_which(fak
     async with RufusClient(fake.url, make_key()) as client:
         assert await client.unbind_device(HEX) == Unbound(HEX, None)
         assert await client.close_session(HEX) == Closed(HEX, "Session closed succesfully")
+
+
+async def test_the_default_key_header_is_api_key_only(fake: FakeCloud) -> None:
+    fake.answers[("GET", "/v0/devices")] = answer(200, {"description": "Success", "result": []})
+    key = make_key()
+    async with RufusClient(fake.url, key) as client:
+        await client.list_devices()
+    [request] = fake.seen
+    assert request.headers["api_key"] == key and "x-api-key" not in request.headers
+
+
+@pytest.mark.parametrize(
+    ("line", "header", "other"),
+    [("", "api_key", "x-api-key"), ('api_key_header = "x-api-key"', "x-api-key", "api_key")],
+)
+async def test_the_client_built_from_config_uses_the_configured_key_header(
+    fake: FakeCloud, tmp_path: Path, line: str, header: str, other: str
+) -> None:
+    from gateway import config
+    from gateway.service import make_client
+
+    fake.answers[("GET", "/v0/devices")] = answer(200, {"description": "Success", "result": []})
+    key = make_key()
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(f'[cloud]\nbase_url = "{fake.url}"\napi_key = "{key}"\n{line}\n')
+    settings = config.load(cfg, environ={})
+    async with make_client(settings.cloud) as client:
+        await client.list_devices()
+    [request] = fake.seen
+    assert request.headers[header] == key and other not in request.headers
