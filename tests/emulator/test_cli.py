@@ -122,6 +122,39 @@ def test_bad_options_exit_2_with_one_line(args: list[str], named: str) -> None:
     assert named in result.output and "Traceback" not in result.output
 
 
+def _help_blocks(text: str) -> dict[str, str]:
+    """Option -> its help, re-joined across click's line wrapping."""
+    blocks: dict[str, str] = {}
+    name = None
+    for line in text.split("Options:", 1)[1].splitlines():
+        stripped = line.strip()
+        if line.startswith("  -"):
+            name = stripped.split()[0].rstrip(",")
+            blocks[name] = stripped
+        elif name and stripped:
+            blocks[name] += " " + stripped
+    return blocks
+
+
+def test_help_lists_every_option_of_the_issue_with_its_default() -> None:
+    result = CliRunner().invoke(cli, ["emulator", "--help"])
+    assert result.exit_code == 0, result.output
+    blocks = _help_blocks(result.output)
+    expected = {
+        "--host": "127.0.0.1", "--port": "8080", "--db": "in memory", "--dialect": "enveloped",
+        "--api-key": "a generated", "--admin-port": "8081", "--admin-token": "generated", "--faults": "none",
+    }  # fmt: skip
+    for option, default in expected.items():
+        assert option in blocks, f"{option} missing from --help"
+        assert f"[default: {default}" in blocks[option], f"{option}: {blocks[option]!r}"
+    assert "enveloped|bare" in blocks["--dialect"] and "READ_WRITE[:unbind]" in blocks["--api-key"]
+    assert "error_rate" in blocks["--faults"]
+    # and the options added since: every one states its default
+    for option, text in blocks.items():
+        if option not in ("-h", "--help"):
+            assert "[default: " in text, f"{option}: no default in --help"
+
+
 def test_port_in_use_is_a_one_line_error() -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
