@@ -164,10 +164,13 @@ class EmulatorConfig:
     # The vendor's pages disagree on whether POST /devices requires `type`; True plays the stricter one.
     bind_requires_type: bool = False
     max_logged_requests: int = 100_000
+    max_body_bytes: int = 64 * 1024 * 1024  # larger request bodies get a 413 (5000 passings are ~1.5 MB)
 
     def __post_init__(self) -> None:
         if self.dialect not in ("enveloped", "bare"):
             raise ValueError(f"dialect: must be 'enveloped' or 'bare', not {self.dialect!r}")
+        if self.max_body_bytes < 1:
+            raise ValueError(f"max_body_bytes: must be >= 1, not {self.max_body_bytes}")
 
     def __repr__(self) -> str:
         return (

@@ -107,7 +107,7 @@ class Emulator:
         self._stopping = asyncio.Event()
         self.store = Store(self.config.db)
         try:
-            app = web.Application(middlewares=[self._middleware], client_max_size=64 * 1024 * 1024)
+            app = web.Application(middlewares=[self._middleware], client_max_size=self.config.max_body_bytes)
             self._routes(app)
             self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
             await self._runner.setup()
@@ -294,7 +294,11 @@ class Emulator:
         self.requests.append(entry)
         self.counts["requests"] += 1
         if request.method == "POST" and request.path.rstrip("/") == "/v0/passings":
-            raw = await request.read()
+            try:
+                raw = await request.read()  # read here so the log holds the body, whatever the answer
+            except web.HTTPRequestEntityTooLarge:
+                entry["status"] = 413
+                return self._too_large()
             try:
                 entry["body"] = json.loads(raw)
             except (UnicodeDecodeError, json.JSONDecodeError):
@@ -325,6 +329,8 @@ class Emulator:
             response = await handler(request)
         except Invalid as exc:
             response = self._error(exc.status, exc.description)
+        except web.HTTPRequestEntityTooLarge:
+            response = self._too_large()
         except web.HTTPException as exc:  # unknown path, wrong method
             response = self._error(exc.status, exc.reason)
         except Exception:
@@ -342,6 +348,10 @@ class Emulator:
             self.faults_fired["drop_after_commit"] += 1
             return self._drop(request)
         return response
+
+    def _too_large(self) -> web.Response:
+        # aiohttp's own answer would be text/plain; the cloud answers in its dialect like any other error
+        return self._error(413, f"body: larger than {self.config.max_body_bytes} bytes")
 
     async def _pause(self, seconds: float) -> None:
         try:

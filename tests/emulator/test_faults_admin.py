@@ -248,3 +248,26 @@ async def test_a_bad_fault_value_changes_nothing(emulator: Emulator) -> None:
         emulator.set_faults(offline=True, hang_rate=-1)
     assert emulator.faults == Faults()
     assert (await call(emulator, "GET", "/devices"))[0] == 200
+
+
+@pytest.mark.parametrize("dialect", ["enveloped", "bare"])
+async def test_a_body_over_the_size_limit_is_a_json_413_in_the_dialect(
+    dialect: str, emulator_factory: Callable[..., Any]
+) -> None:
+    emu = await emulator_factory(dialect=dialect, max_body_bytes=2000)
+    _, token = await device_and_session(emu)
+    batch = [{**PASSING, "num_passing": n, "bib": f"{n:04d}"} for n in range(1, 60)]  # ~3.5 kB
+    status, payload, headers = await call(emu, "POST", "/passings", {"token_session": token, "passings_list": batch})
+    assert status == 413 and headers["Content-Type"].startswith("application/json")
+    if dialect == "enveloped":
+        assert set(payload) == {"body"}
+    body = unwrap(emu, payload)
+    assert set(body) == {"description"} and "2000" in body["description"]
+    logged = emu.state()["requests"][-1]
+    assert (logged["path"], logged["status"]) == ("/v0/passings", 413)
+    # a body under the limit is still read and answered as before
+    status, _, _ = await call(emu, "POST", "/passings", {"token_session": token, "passings_list": batch[:5]})
+    assert status in (200, 201)
+    # the same for any other endpoint's body
+    status, payload, _ = await call(emu, "POST", "/devices", {"model": "One4All", "serial_number": "S" * 3000})
+    assert status == 413 and unwrap(emu, payload) == body
