@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import hmac
 import json
+import math
 import random
 import secrets
 import socket
@@ -317,7 +318,8 @@ class Emulator:
             self.faults_fired["error"] += 1
             headers = {}
             if faults.retry_after is not None:
-                headers["Retry-After"] = format(faults.retry_after, "g")
+                # RFC 9110 allows whole seconds only; rounding up never invites an early retry
+                headers["Retry-After"] = str(math.ceil(faults.retry_after))
             return self._reply(
                 faults.error_status, {"description": f"Injected fault: HTTP {faults.error_status}"}, headers
             )

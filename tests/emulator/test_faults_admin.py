@@ -271,3 +271,14 @@ async def test_a_body_over_the_size_limit_is_a_json_413_in_the_dialect(
     # the same for any other endpoint's body
     status, payload, _ = await call(emu, "POST", "/devices", {"model": "One4All", "serial_number": "S" * 3000})
     assert status == 413 and unwrap(emu, payload) == body
+
+
+@pytest.mark.parametrize(("retry_after", "header"), [(1.5, "2"), (0.2, "1"), (0, "0"), (3, "3")])
+async def test_retry_after_is_sent_as_whole_seconds_rounded_up(
+    emulator: Emulator, retry_after: float, header: str
+) -> None:
+    # RFC 9110: delay-seconds = 1*DIGIT; rounding up never asks a client to come back too early
+    emulator.set_faults(error_rate=1.0, error_status=503, retry_after=retry_after)
+    status, _, headers = await call(emulator, "GET", "/devices")
+    assert status == 503 and headers["Retry-After"] == header
+    assert emulator.faults.retry_after == retry_after  # the fault keeps the value as given
