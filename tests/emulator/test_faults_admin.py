@@ -282,3 +282,25 @@ async def test_retry_after_is_sent_as_whole_seconds_rounded_up(
     status, _, headers = await call(emulator, "GET", "/devices")
     assert status == 503 and headers["Retry-After"] == header
     assert emulator.faults.retry_after == retry_after  # the fault keeps the value as given
+
+
+async def test_counts_rejected_is_every_passing_the_api_refused(any_emulator: Emulator) -> None:
+    """inserted + duplicate + rejected = every passing of every POST /passings the API itself answered."""
+    emu = any_emulator
+    d, token = await device_and_session(emu)
+    two = [PASSING, {**PASSING, "num_passing": 2}]
+    assert (await call(emu, "POST", "/passings", {"token_session": token, "passings_list": two}))[0] in (200, 201)
+    await call(emu, "POST", "/sessions", {"deviceid": d})  # closes `token`
+    closed = await call(emu, "POST", "/passings", {"token_session": token, "passings_list": two})
+    assert closed[0] == 404  # a closed session's refusal counts: those passings were not stored
+    unknown = await call(emu, "POST", "/passings", {"token_session": "F" * 64, "passings_list": [PASSING]})
+    assert unknown[0] == 404
+    bad = await call(emu, "POST", "/passings", {"token_session": token, "passings_list": [{**PASSING, "bib": 1}]})
+    assert bad[0] == 400
+    stranger = await call(emu, "POST", "/passings", {"token_session": token, "passings_list": [PASSING]}, key="ror-x")
+    assert stranger[0] == 401
+    emu.set_faults(error_rate=1.0)  # an injected fault is not the API refusing: it is in faults_fired
+    assert (await call(emu, "POST", "/passings", {"token_session": token, "passings_list": two}))[0] == 503
+    emu.set_faults(error_rate=0.0)
+    counts = emu.state()["counts"]
+    assert counts == {"requests": 9, "inserted": 2, "duplicate": 0, "rejected": 2 + 1 + 1 + 1}
