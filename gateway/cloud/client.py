@@ -248,7 +248,7 @@ class RufusClient:
             if status == 204 and not raw:
                 return None  # "no content" is an answer, not a garbled one
             if not parsed:
-                    raise RetryableError(f"{op}: HTTP {status} with a body that is not JSON", status=status)
+                raise RetryableError(f"{op}: HTTP {status} with a body that is not JSON", status=status)
             return payload
         desc = _description(payload) if parsed else None
         desc = None if desc is None else redact(desc)
