@@ -166,6 +166,9 @@ class Emulator:
             server = await loop.create_server(self._runner.server, sock=sock, start_serving=False)
         except BaseException:
             sock.close()
+            if self._pending_sock is sock:  # nothing listens after all: say so
+                self._pending_sock = None
+                self.faults = self.faults.replace(offline=True)
             raise
         if self._pending_sock is sock:
             self._pending_sock = None

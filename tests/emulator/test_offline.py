@@ -122,3 +122,21 @@ async def test_a_failed_switch_back_online_changes_nothing(emulator: Emulator) -
     assert status == 200 and faults["offline"] is False and faults["error_rate"] == 0.5
     emulator.set_faults(error_rate=0)
     await assert_consistent(emulator)
+
+
+async def test_a_relisten_that_fails_later_reports_offline(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    emulator.set_offline(True)
+
+    async def failing(*_args: Any, **_kwargs: Any) -> Any:
+        raise OSError("no server for you")
+
+    monkeypatch.setattr(asyncio.get_running_loop(), "create_server", failing)
+    emulator.set_offline(False)
+    await emulator.wait_online()
+    monkeypatch.undo()
+    assert emulator.faults.offline is True
+    await assert_consistent(emulator)
+    emulator.set_offline(False)  # and it can still come back
+    await emulator.wait_online()
+    await assert_consistent(emulator)
+    assert emulator.faults.offline is False
