@@ -119,6 +119,15 @@ MIGRATIONS: tuple[str, ...] = (
     DROP INDEX reads_reader_seq;
     CREATE INDEX reads_reader_seq ON reads (reader, seq) WHERE seq IS NOT NULL;
     """,
+    # v3: the database enforces what journal_batch recognises as a re-send, so no other path (a tool, a future
+    # bug) can store one read twice. The identity is exactly the app's: reader, sequence number, reader time
+    # and chip, where a missing chip (a bib-only read) and an empty one are different values, as in Python.
+    # Its (reader, seq) prefix serves the re-send look-up, so the plain v2 index goes.
+    """
+    DROP INDEX reads_reader_seq;
+    CREATE UNIQUE INDEX reads_identity ON reads (reader, seq, reader_ts, chip IS NULL, COALESCE(chip, ''))
+        WHERE seq IS NOT NULL;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
