@@ -14,7 +14,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
-from gateway.formats.base import Format, Framer, ParseContext, Rejected, Skipped, parse_record
+from gateway.formats.base import (
+    Conversation,
+    Format,
+    Framer,
+    ParseContext,
+    Rejected,
+    Skipped,
+    parse_record,
+)
 from gateway.links.base import LINK_ERRORS, Connection, Link
 from gateway.log import get_logger
 from gateway.model import Read
@@ -47,6 +55,7 @@ class ReaderCounters:
     acks_sent: int = 0
     gaps: int = 0  # reads missing between sequence numbers (reported, re-fetched where possible)
     refetches: int = 0
+    restarts: int = 0  # times a reader was seen numbering its reads from 1 again
     silence_drops: int = 0  # connections dropped by the silence watchdog
     connections: int = 0
     last_read_at: float | None = None
@@ -71,9 +80,11 @@ async def serve_connection(
     link_name: str,
     counters: ReaderCounters,
     keepalive_s: float | None = None,
+    tracker: SeqTracker | None = None,
 ) -> None:
     """Serve one connection until EOF; raises SilenceError (a LINK_ERROR) when the reader goes quiet."""
     conv = fmt.conversation(ctx)
+    seqs = tracker or SeqTracker(counters, link_name)
     framer = fmt.framer()
     counters.connections += 1
     greeting = conv.greeting()
@@ -113,10 +124,11 @@ async def serve_connection(
             if reply:
                 conn.write(bytes(reply))
             if reads:
-                reply = bytearray(_gaps(reads, conv.refetch, counters, link_name))
-                await _journal_and_ack(conn, conv.ack, sink, link_name, reads, counters)
-                if reply:
-                    conn.write(bytes(reply))
+                fresh = await _journal_and_ack(conn, conv.ack, sink, link_name, reads, counters)
+                # after the acks: a re-fetch request goes out once what came is durable
+                request = seqs.observe(reads, fresh, conv, conv.refetch)
+                if request:
+                    conn.write(request)
     finally:
         keeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -161,7 +173,7 @@ async def _journal_and_ack(
     link: str,
     reads: list[Read],
     counters: ReaderCounters,
-) -> None:
+) -> Sequence[bool]:
     fresh = await sink.journal(link, reads)  # returns only after the commit: the acknowledgement point
     out = bytearray()
     for read, new in zip(reads, fresh, strict=True):
@@ -176,33 +188,80 @@ async def _journal_and_ack(
     counters.last_read_at = time.time()
     if out:
         conn.write(bytes(out))
+    return fresh
 
 
-def _gaps(reads: list[Read], refetch: Callable[[int, int], bytes], counters: ReaderCounters, link: str) -> bytes:
-    """Note holes in the reader's sequence numbers and ask for them again where the protocol can."""
-    out = bytearray()
-    for read in reads:
-        if read.seq is None:
-            continue
-        key = read.reader or link
-        last = counters.last_seq.get(key)
-        if last is not None and read.seq > last + 1:
-            missing = read.seq - last - 1
-            counters.gaps += missing
-            log.warning("reads missing from the reader", link=link, reader=key, first=last + 1, count=missing)
-            data = refetch(last + 1, missing)
-            if data:
-                counters.refetches += 1
-                out += data
-        if last is None or read.seq > last:
-            counters.last_seq[key] = read.seq
-    return bytes(out)
+class SeqTracker:
+    """Per link, across its connections: where each reader's numbering stands, and what was asked for again.
+
+    `last` is the ReaderCounters' `last_seq` dict itself (the service seeds it from the journal), so the status
+    surfaces and a restart see the same figures. A new read above `last + 1` reveals a gap, which is asked for
+    again. A new read well below `last` is either an answer to such a request (its number lies in a requested
+    range) or the reader numbering from 1 again (a new RACE RESULT file, an Ultra whose log was cleared):
+    then `last` follows it down, or every later gap would go unnoticed. A read the journal already held (a
+    re-send) or that the reader marks as re-sent (an Ultra rewind) says nothing about the numbering.
+    """
+
+    #: a new read at most this far below `last` is taken as late (reordered), not as a numbering restart
+    RESTART_SLACK = 2
+    #: requested ranges remembered per reader (the oldest are forgotten first)
+    MAX_REQUESTS = 32
+
+    def __init__(self, counters: ReaderCounters, link: str) -> None:
+        self.counters = counters
+        self.link = link
+        self.last = counters.last_seq
+        self.requested: dict[str, list[tuple[int, int]]] = {}  # per reader id: (first, last) inclusive
+
+    def _request(self, key: str, first: int, count: int, refetch: Callable[[int, int], bytes]) -> bytes:
+        ranges = self.requested.setdefault(key, [])
+        ranges.append((first, first + count - 1))
+        del ranges[: -self.MAX_REQUESTS]
+        data = refetch(first, count)
+        if data:
+            self.counters.refetches += 1
+        return data
+
+    def _requested(self, key: str, seq: int) -> bool:
+        return any(a <= seq <= b for a, b in self.requested.get(key, ()))
+
+    def observe(
+        self, reads: Sequence[Read], fresh: Sequence[bool], conv: Conversation, refetch: Callable[[int, int], bytes]
+    ) -> bytes:
+        """Follow the numbering over journaled reads (`fresh`: new to the journal); returns re-fetch requests."""
+        out = bytearray()
+        for read, new in zip(reads, fresh, strict=True):
+            if read.seq is None or not new or conv.is_resend(read):
+                continue
+            key = read.reader or self.link
+            seq = read.seq
+            last = self.last.get(key)
+            if last is None or seq == last + 1:
+                self.last[key] = seq
+            elif seq > last + 1:
+                missing = seq - last - 1
+                self.counters.gaps += missing
+                log.warning("reads missing from the reader", link=self.link, reader=key, first=last + 1, count=missing)
+                out += self._request(key, last + 1, missing, refetch)
+                self.last[key] = seq
+            elif self._requested(key, seq) or seq >= last - self.RESTART_SLACK:
+                continue  # an answer to a re-fetch, or a read a little out of order: the numbering stands
+            else:
+                self.counters.restarts += 1
+                log.warning("reader numbering restarted: following it", link=self.link, reader=key, was=last, now=seq)
+                self.requested.pop(key, None)
+                self.last[key] = seq
+                if seq > 1:  # what the new numbering sent before this read may be lost; re-sends are recognised
+                    out += self._request(key, 1, seq - 1, refetch)
+        return bytes(out)
 
 
 async def run_reader(link: Link, fmt: Format, ctx: ParseContext, sink: ReadSink, counters: ReaderCounters) -> None:
     """Serve the link forever (a file link: once), one conversation per connection."""
 
+    tracker = SeqTracker(counters, link.name)  # outlives each connection: a gap can span a reconnect
+
     async def handler(conn: Connection) -> None:
-        await serve_connection(conn, fmt, ctx, sink, link_name=link.name, counters=counters)
+        await serve_connection(conn, fmt, ctx, sink, link_name=link.name, counters=counters, tracker=tracker)
 
     await link.run(handler)

@@ -94,6 +94,11 @@ class Conversation(ABC):
         """Bytes to send periodically so the reader knows we are alive (b"" if none)."""
         return b""
 
+    def is_resend(self, read: Read) -> bool:
+        """True if the reader marks `read` as sent again from its memory (an Ultra rewind): such a read says
+        nothing about where the reader's numbering is now."""
+        return False
+
 
 class ReaderConversation(ABC):
     """Reader side of one connection (the simulator): how a timer of this make talks to a gateway."""

@@ -177,6 +177,9 @@ class UltraConversation(Conversation):
     def refetch(self, first_seq: int, count: int) -> bytes:
         return f"600{first_seq}\r{first_seq + count - 1}\r".encode()
 
+    def is_resend(self, read: Read) -> bool:
+        return is_rewind(read.raw)
+
 
 @dataclass(slots=True)
 class UltraReader(ReaderConversation):
