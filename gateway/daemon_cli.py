@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -13,7 +15,9 @@ from gateway import log as log_mod
 from gateway.errors import ConfigError, GatewayError, StorageError
 
 EX_SOFTWARE = 70
-EX_CANTCREAT = 73
+EX_CANTCREAT = 73  # read-only, locked or otherwise unusable database: a restart cannot fix it
+EX_TEMPFAIL = 75  # the disk is full: a restart can, once space is freed (systemd restarts on it)
+SQLITE_FULL = 13
 
 
 @click.command("run")
@@ -50,7 +54,7 @@ def run_cmd(config_path: Path, check: bool) -> None:
             sys.exit(config_mod.EX_CONFIG)
         if isinstance(cause, StorageError):
             click.echo(f"rufus-gateway: database error: {message}", err=True)
-            sys.exit(EX_CANTCREAT)
+            sys.exit(EX_TEMPFAIL if disk_full(cause) else EX_CANTCREAT)
         if isinstance(cause, GatewayError):
             click.echo(f"rufus-gateway: {message}", err=True)
         else:
@@ -63,3 +67,21 @@ def _first_leaf(exc: BaseException) -> BaseException:
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
     return exc
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether a storage failure comes down to a full disk (SQLITE_FULL, ENOSPC). The outbox raises its
+    StorageError `from None` to keep the operator's line short; the SQLite error it replaced is still its
+    __context__, so it is looked for there, and in the message as a last resort."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, sqlite3.Error) and (getattr(cur, "sqlite_errorcode", 0) & 0xFF) == SQLITE_FULL:
+            return True
+        if isinstance(cur, OSError) and cur.errno == errno.ENOSPC:
+            return True
+        if "database or disk is full" in str(cur):
+            return True
+        cur = cur.__cause__ or cur.__context__
+    return False

@@ -68,9 +68,11 @@ async def test_disk_full_loses_nothing_committed_and_recovers(tmp_path: Path) ->
             w.close()
             rc = await gw.wait(20)
             output = gw.tail(100_000)
-            # Today the daemon ends on a full disk (systemd restarts it); what matters: one clear line, no
-            # traceback, and not a committed read lost.
-            assert rc == 73, output[-2000:]
+            # The daemon ends on a full disk with 75 (EX_TEMPFAIL), which the unit restarts every few seconds
+            # (73, an unusable database, it does not: tests/chaos/test_unit_file.py); so once the crew frees
+            # space the next start resumes. What matters here: exit 75, one clear line, no traceback, and not
+            # a committed read lost.
+            assert rc == 75, output[-2000:]
             line = one_clear_line(output, "rufus-gateway:")
             assert "full" in line, line
             remount(sd, "size=16m")  # the crew frees space
