@@ -237,10 +237,18 @@ class Uploader:
             except RetryableError as exc:
                 await self._failed(exc, token)
                 continue
-            except (AuthError, BadRequestError, PayloadTooLargeError, NotFoundError):
+            except (AuthError, BadRequestError, PayloadTooLargeError, SessionClosedError):
                 if client is not self._client:
                     continue  # the key was replaced during the request: ask again with the new one
                 raise
+            except NotFoundError as exc:
+                # The API's only 404 here says "Session not found or closed". Any other (an HTML page from a
+                # proxy or captive portal, a wrong base_url) says nothing about our passings: crashing would
+                # put the daemon in a restart loop, so wait and try again like any outage, and say where to look.
+                self._alert("HTTP 404 without the API's wording on POST /passings: check [cloud] base_url "
+                            "(a proxy or captive portal answers instead of the API); retrying, nothing is dropped")
+                await self._failed(exc, token)
+                continue
             except CloudError as exc:  # a status nobody documented: wait and try again, never drop
                 await self._failed(exc, token)
                 continue
