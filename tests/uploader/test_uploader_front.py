@@ -42,3 +42,25 @@ async def test_an_html_404_is_retried_with_one_alert_not_a_crash(env: Env) -> No
             await client.close()
     assert cloud_nums(env.emu, env.token) == [1, 2, 3, 4, 5, 6]
 
+async def test_retry_after_is_waited_out_between_attempts(env: Env) -> None:
+    await env.add(3)
+    async with FakeFront(env.emu) as front:
+
+        async def busy(request: web.Request, _body: bytes) -> web.Response | None:
+            if request.method == "POST" and len(front.posts) <= 2:
+                return web.json_response({"description": "busy"}, status=503, headers={"Retry-After": "1"})
+            return None
+
+        front.hook = busy
+        client = client_for(env.emu)
+        client.base_url = front.base_url
+        up = Uploader(env.outbox, client, fast())  # its own backoff is at most 0.1 s: the wait is the server's
+        try:
+            async with running(up):
+                await eventually(await all_sent(env, 3), what="3 Sent")
+        finally:
+            await client.close()
+    assert len(front.posts) == 3
+    gaps = [b - a for a, b in zip(front.posts, front.posts[1:], strict=False)]
+    assert all(g >= 0.95 for g in gaps), gaps  # a lower bound only: a slow machine may wait longer
+
