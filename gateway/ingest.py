@@ -19,6 +19,7 @@ from gateway.formats.base import (
     Format,
     Framer,
     ParseContext,
+    ReaderHolds,
     Rejected,
     Skipped,
     parse_record,
@@ -121,6 +122,8 @@ async def serve_connection(
                     elif isinstance(result, Skipped):
                         counters.skipped += 1
                         counters.skipped_kinds[result.kind] = counters.skipped_kinds.get(result.kind, 0) + 1
+                        if isinstance(result, ReaderHolds):
+                            reply += seqs.holds(result, conv.refetch)
             if reply:
                 conn.write(bytes(reply))
             if reads:
@@ -212,6 +215,7 @@ class SeqTracker:
         self.link = link
         self.last = counters.last_seq
         self.requested: dict[str, list[tuple[int, int]]] = {}  # per reader id: (first, last) inclusive
+        self.generations: dict[str, str] = {}  # per reader id: the generation (file number) last reported
 
     def _request(self, key: str, first: int, count: int, refetch: Callable[[int, int], bytes]) -> bytes:
         ranges = self.requested.setdefault(key, [])
@@ -254,6 +258,40 @@ class SeqTracker:
                 if seq > 1:  # what the new numbering sent before this read may be lost; re-sends are recognised
                     out += self._request(key, 1, seq - 1, refetch)
         return bytes(out)
+
+    def holds(self, answer: ReaderHolds, refetch: Callable[[int, int], bytes]) -> bytes:
+        """The reader says it holds reads 1..count: ask for those above what we have (lost before a hang-up)."""
+        if answer.reader is not None:
+            key: str | None = answer.reader
+        elif len(self.last) == 1:
+            key = next(iter(self.last))
+        else:
+            key = None  # never heard from it (or several readers on one link): nothing to compare with
+        if key is None:
+            return b""
+        last = self.last.get(key)
+        if last is None:
+            return b""
+        n = answer.count
+        previous = self.generations.get(key)
+        if answer.generation is not None:
+            self.generations[key] = answer.generation
+        restarted = n < last or (previous is not None and answer.generation not in (None, previous))
+        if restarted:
+            # a new file: its numbers are not ours; fetch all of it (what the journal has is recognised)
+            self.counters.restarts += 1
+            log.warning("reader numbering restarted: fetching its new file", link=self.link, reader=key, was=last,
+                        holds=n, generation=answer.generation)
+            self.requested.pop(key, None)
+            self.last[key] = n
+            return self._request(key, 1, n, refetch) if n > 0 else b""
+        if n > last:
+            missing = n - last
+            self.counters.gaps += missing
+            log.warning("reads missing from the reader", link=self.link, reader=key, first=last + 1, count=missing)
+            self.last[key] = n
+            return self._request(key, last + 1, missing, refetch)
+        return b""
 
 
 async def run_reader(link: Link, fmt: Format, ctx: ParseContext, sink: ReadSink, counters: ReaderCounters) -> None:

@@ -43,6 +43,20 @@ class Skipped:
     raw: str
 
 
+@dataclass(frozen=True, slots=True)
+class ReaderHolds(Skipped):
+    """A reader's answer saying how many reads it holds, numbered 1..count (RACE RESULT `PASSINGS;<n>;<file>`).
+
+    Not a read, so a Skipped; the ingest compares `count` with the highest number it has journaled and asks
+    for what is missing (reads lost just before a disconnect, with none after them to reveal the gap). A
+    different `generation` (the decoder's file number) means the numbering restarted.
+    """
+
+    count: int = 0
+    generation: str | None = None
+    reader: str | None = None  # the reader id the numbers belong to, when the answer names it
+
+
 ParseResult = Read | Rejected | Skipped
 
 

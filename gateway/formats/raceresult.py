@@ -5,7 +5,8 @@ The gateway connects to the decoder (port 3601), asks for protocol 3.2 and pushe
 decimal. Without GPS the date is `0000-00-00` (then `0000-00-01` after 24 h): a day counter, not a date, so
 the time of day is completed from the gateway's day. Passings are numbered by the decoder; a gap is asked
 for again with `<from>:<count>`, which the decoder answers with the same fields minus the `#P;` prefix and
-an empty line.
+an empty line. The greeting ends with `PASSINGS`, answered `PASSINGS;<count>;<file number>`: passings logged
+just before a hang-up, with none after them to show the gap, are fetched from that count on reconnect.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from gateway.formats.base import (
     ParseContext,
     ParseResult,
     ReaderConversation,
+    ReaderHolds,
     Record,
     Rejected,
     Skipped,
@@ -128,6 +130,8 @@ class RaceResultFormat(Format):
             return parse_passing(text, 0, ctx, raw)
         if head == "GETSTATUS":
             return Skipped("status", raw)
+        if head == "PASSINGS":
+            return _holds(text, raw)
         if head and _RESPONSE.fullmatch(head):
             return Skipped("response", raw)
         return Rejected(f"not a passing or a decoder answer at byte 0 (starts {show(text[:12])})", raw)
@@ -140,6 +144,15 @@ class RaceResultFormat(Format):
 
     def reader_conversation(self, ctx: ParseContext) -> ReaderConversation:
         return RaceResultReader(self, ctx)
+
+
+def _holds(text: str, raw: str) -> Skipped:
+    """`PASSINGS;<count>;<file number>`, the answer to `PASSINGS`: how many passings the current file holds."""
+    parts = text.strip().split(";")
+    if len(parts) >= 2 and digits(parts[1]) and len(parts[1]) <= 9:
+        generation = parts[2] if len(parts) >= 3 and parts[2] else None
+        return ReaderHolds("response", raw, count=int(parts[1]), generation=generation)
+    return Skipped("response", raw)
 
 
 def _fields(read: Read, ctx: ParseContext) -> bytes:
