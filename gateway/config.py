@@ -259,6 +259,18 @@ def _listen(v: str | None) -> str | None:
     return None
 
 
+def _check_chip_map(ld: _Loader, reader: ReaderSettings, index: int | None) -> None:
+    """Read the chip map now, so that a missing file or a bad row fails `run --check` (and a SIGHUP reload)
+    with the config's file:line and key, rather than the daemon at start with only the CSV's name."""
+    from gateway.chipmap import ChipMap  # pure CSV parsing: no database, no network
+
+    assert reader.chip_map is not None
+    try:
+        ChipMap.load(reader.chip_map, last_n=reader.chip_last_n)
+    except ConfigError as exc:
+        raise ld.fail("reader", "chip_map", str(exc), index) from None
+
+
 def load(path: str | Path | None, environ: Mapping[str, str] | None = None) -> Settings:
     """Load and validate a config file (None: embedded defaults). `RUFUS_API_KEY` overrides the key."""
     env = os.environ if environ is None else environ
@@ -365,6 +377,8 @@ def load(path: str | Path | None, environ: Mapping[str, str] | None = None) -> S
         if reader.chip_map and path is not None and not Path(reader.chip_map).is_absolute():
             # relative to the config file, so a crew can ship config + chips.csv together
             object.__setattr__(reader, "chip_map", str(Path(path).parent / reader.chip_map))
+        if reader.chip_map:
+            _check_chip_map(ld, reader, idx)
         if any(x.name == reader.name for x in readers):
             raise ld.fail("reader", "name", f"duplicate reader name {reader.name!r}", idx)
         readers.append(reader)

@@ -21,16 +21,15 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import csv
 import dataclasses
 import heapq
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Literal
 
+from gateway.chipmap import ChipMap
 from gateway.errors import ConfigError
 from gateway.log import get_logger
 from gateway.outbox import JournaledRead, NewPassing, Outbox
@@ -53,71 +52,7 @@ def _from_ms(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
 
 
-# -- chip map ------------------------------------------------------------------------------------------------
-class ChipMap:
-    """chip -> bib, with the chip normalised the same way on both sides: surrounding blanks removed, upper
-    case (EPCs are hex), then the last `last_n` characters kept (EPC tail), then leading zeros stripped."""
-
-    def __init__(self, mapping: Mapping[str, str] | None = None, *, last_n: int | None = None,
-                 source: str | None = None) -> None:
-        if last_n is not None and last_n < 1:
-            raise ConfigError(f"chip map last_n must be >= 1, got {last_n}", key="reader.chip_last_n")
-        self.last_n = last_n
-        self.source = source
-        self._map: dict[str, str] = {}
-        for chip, bib in (mapping or {}).items():
-            self._map[self.normalise(chip)] = bib
-
-    @classmethod
-    def empty(cls, *, last_n: int | None = None) -> ChipMap:
-        return cls({}, last_n=last_n)
-
-    @classmethod
-    def load(cls, path: str | Path, *, last_n: int | None = None) -> ChipMap:
-        """Load a `chip,bib` CSV (header optional, `#` comments and blank lines allowed). Any bad line is a
-        ConfigError naming file:line."""
-        path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8-sig")
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise ConfigError(f"{path}: cannot read chip map: {reason}", key="reader.chip_map") from None
-        self = cls({}, last_n=last_n, source=str(path))
-        origin: dict[str, int] = {}
-        for no, fields in enumerate(csv.reader(text.splitlines()), 1):
-            if not fields or not "".join(fields).strip() or fields[0].lstrip().startswith("#"):
-                continue
-            if len(fields) != 2:
-                raise ConfigError(f"{path}:{no}: expected 2 fields chip,bib, got {len(fields)}", key="reader.chip_map")
-            chip, bib = fields[0].strip(), fields[1].strip()
-            if no == 1 and chip.lower() == "chip" and bib.lower() == "bib":
-                continue
-            if not chip or not bib:
-                missing = "chip" if not chip else "bib"
-                raise ConfigError(f"{path}:{no}: empty {missing}", key="reader.chip_map")
-            key = self.normalise(chip)
-            if key in self._map and self._map[key] != bib:
-                raise ConfigError(
-                    f"{path}:{no}: chip {chip} already mapped to bib {self._map[key]} at line {origin[key]}",
-                    key="reader.chip_map",
-                )
-            self._map[key] = bib
-            origin[key] = no
-        return self
-
-    def normalise(self, chip: str) -> str:
-        c = chip.strip().upper()
-        if self.last_n is not None:
-            c = c[-self.last_n :]
-        return c.lstrip("0") or ("0" if c else "")
-
-    def lookup(self, chip: str) -> str | None:
-        return self._map.get(self.normalise(chip))
-
-    def __len__(self) -> int:
-        return len(self._map)
-
-
+# -- chip map: gateway/chipmap.py (re-exported here) -----------------------------------------------------------
 _NO_MAP = ChipMap.empty()
 
 

@@ -20,7 +20,7 @@ from gateway import config as config_mod
 from gateway import formats
 from gateway.cloud.client import RufusClient, Timeouts
 from gateway.control import ControlServer
-from gateway.errors import DatabaseCorruptError, GatewayError
+from gateway.errors import ConfigError, DatabaseCorruptError, GatewayError
 from gateway.formats.base import ParseContext
 from gateway.ingest import ReaderCounters, run_reader
 from gateway.lifecycle import LifecycleSettings, resolve_device, resolve_session
@@ -40,10 +40,18 @@ JOURNAL_STALL_S = 10.0  # reads queued this long without a commit: the disk or t
 
 
 def reader_rules(settings: config_mod.Settings) -> dict[str, ReaderRules]:
-    """The pipeline's per-reader rules (dedup window, chip map) from the config; a bad chip map raises."""
+    """The pipeline's per-reader rules (dedup window, chip map) from the config; a bad chip map raises.
+
+    config.load has already read each chip map; this reads it again for use, and a file changed since then
+    still gives one line naming the config and the key."""
     rules: dict[str, ReaderRules] = {}
     for r in settings.readers:
-        chip_map = ChipMap.load(r.chip_map, last_n=r.chip_last_n) if r.chip_map else ChipMap.empty(last_n=r.chip_last_n)
+        try:
+            chip_map = (
+                ChipMap.load(r.chip_map, last_n=r.chip_last_n) if r.chip_map else ChipMap.empty(last_n=r.chip_last_n)
+            )
+        except ConfigError as exc:
+            raise ConfigError(f"{settings.source}: reader {r.name!r} chip_map: {exc}", key="reader.chip_map") from None
         rules[r.name] = ReaderRules(
             dedup_window_s=r.dedup_window_s,
             dedup_mode=r.dedup_mode,  # type: ignore[arg-type]

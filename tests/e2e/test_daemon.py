@@ -510,16 +510,23 @@ async def test_session_new_show_close_through_the_running_daemon(tmp_path: Path,
         await d.kill()
 
 
-async def test_a_bad_chip_map_is_a_config_error_naming_file_and_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize("check", [True, False], ids=["run --check", "run"])
+@pytest.mark.parametrize("problem", ["missing", "bad row"])
+async def test_a_bad_chip_map_is_a_config_error_naming_file_and_line(tmp_path: Path, check: bool, problem: str) -> None:
     chips = tmp_path / "chips.csv"
-    chips.write_text("chip,bib\nE2001,101\nE2002\n")
+    if problem == "bad row":
+        chips.write_text("chip,bib\nE2001,101\nE2002\n")
     cfg = write_config(
         tmp_path / "gw.toml",
         base_url="http://127.0.0.1:9/v0",
         api_key=KEY,
         readers=[{"name": "mat", "url": "tcp-listen://127.0.0.1:0", "chip_map": "chips.csv"}],
     )
-    code, _out, err = await cli("run", "--config", str(cfg))
-    assert code == 78, err
+    # `--check` must catch what `run` would stop on: same exit, same one line naming the config key
+    code, out, err = await cli("run", "--config", str(cfg), *(["--check"] if check else []))
+    assert code == 78, out + err
     [line] = err.strip().splitlines()
-    assert "chips.csv:3" in line and "Traceback" not in err
+    chip_line = next(i for i, x in enumerate(cfg.read_text().splitlines(), 1) if x.startswith("chip_map"))
+    assert f"gw.toml:{chip_line}: [[reader]] #1 chip_map: " in line, line
+    assert ("chips.csv:3: expected 2 fields" if problem == "bad row" else "No such file or directory") in line
+    assert "Traceback" not in err and "ok" not in out

@@ -80,8 +80,36 @@ def test_missing_file(tmp_path: Path) -> None:
 
 
 def test_relative_paths_resolve_beside_the_config(tmp_path: Path) -> None:
+    (tmp_path / "chips.csv").write_text("chip,bib\n")
     p = write(tmp_path, "[outbox]\npath = 'data/o.db'\n[[reader]]\nurl = 'tcp://h:1'\nchip_map = 'chips.csv'\n")
     s = config.load(p, environ={})
     assert s.outbox.path == str(tmp_path / "data/o.db")
     assert s.readers[0].chip_map == str(tmp_path / "chips.csv")
     assert s.control_socket == str(tmp_path / "data/o.ctl")
+
+
+def test_a_missing_chip_map_fails_the_load_naming_config_line_and_key(tmp_path: Path) -> None:
+    p = write(tmp_path, "[[reader]]\nurl = 'tcp://h:1'\n\nchip_map = 'chips.csv'\n")
+    with pytest.raises(ConfigError) as exc:
+        config.load(p, environ={})
+    msg = str(exc.value)
+    assert "\n" not in msg and exc.value.key == "reader.chip_map"
+    assert msg.startswith(f"{p}:4: [[reader]] #1 chip_map: {tmp_path / 'chips.csv'}: "), msg
+    assert "No such file or directory" in msg
+
+
+def test_a_bad_chip_map_row_names_the_csv_line_too(tmp_path: Path) -> None:
+    (tmp_path / "chips.csv").write_text("chip,bib\n" + "".join(f"E{i},{i}\n" for i in range(5)) + "E9\n")
+    p = write(tmp_path, "[reader]\nurl = 'tcp://h:1'\nchip_map = 'chips.csv'\nchip_last_n = 4\n")
+    with pytest.raises(ConfigError) as exc:
+        config.load(p, environ={})
+    msg = str(exc.value)
+    assert "\n" not in msg
+    assert msg.startswith(f"{p}:3: [reader] chip_map: {tmp_path / 'chips.csv'}:7: expected 2 fields"), msg
+
+
+def test_the_example_config_passes_its_own_check() -> None:
+    # It is what the README tells the crew to copy and --check: a key pointing at a file that does not
+    # ship with it would fail there.
+    s = config.load(EXAMPLE, environ={})
+    assert all(r.chip_map is None for r in s.readers)
