@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+from typing import Any
 
 from gateway.backoff import Backoff
 from gateway.errors import ReaderError
@@ -11,6 +13,32 @@ from gateway.links.base import LINK_ERRORS, ClientLink, Connection, Handler, Lin
 
 READ_CHUNK = 65536
 CONNECT_TIMEOUT_S = 10.0
+# TCP keepalive: a reader whose cable was cut or that lost power sends no FIN, and a protocol without heartbeats
+# (csv, ipico) would wait on the dead socket forever. The kernel probes after 10 s idle, every 5 s, 3 times:
+# a dead peer is noticed in about 25 s, and the read fails so the link reconnects.
+KEEPALIVE_IDLE_S = 10
+KEEPALIVE_INTERVAL_S = 5
+KEEPALIVE_COUNT = 3
+
+
+def enable_keepalive(sock: Any) -> bool:
+    """Turn on TCP keepalive with short timers where the platform has the options; True if it was enabled."""
+    if sock is None:
+        return False
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    except (OSError, AttributeError):
+        return False
+    idle = getattr(socket, "TCP_KEEPIDLE", None) or getattr(socket, "TCP_KEEPALIVE", None)  # Linux / macOS
+    for option, value in (
+        (idle, KEEPALIVE_IDLE_S),
+        (getattr(socket, "TCP_KEEPINTVL", None), KEEPALIVE_INTERVAL_S),
+        (getattr(socket, "TCP_KEEPCNT", None), KEEPALIVE_COUNT),
+    ):
+        if option is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, option, value)
+    return True
 
 
 class StreamConnection(Connection):
@@ -75,6 +103,7 @@ class TcpLink(ClientLink):
             reader, writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), CONNECT_TIMEOUT_S)
         except TimeoutError as exc:
             raise ReaderError(f"connect to {self.host}:{self.port} timed out") from exc
+        enable_keepalive(writer.get_extra_info("socket"))
         return StreamConnection(reader, writer, _peer(writer), self.state)
 
 
@@ -107,6 +136,7 @@ class TcpListenLink(Link):
         async with asyncio.TaskGroup() as tg:
 
             def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+                enable_keepalive(writer.get_extra_info("socket"))
                 conn = StreamConnection(reader, writer, _peer(writer), self.state)
                 tg.create_task(self._one(conn, handler), name=f"link:{self.name}:{conn.peer}")
 
