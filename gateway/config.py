@@ -71,6 +71,7 @@ class ReaderSettings:
     finished_window_s: float | None = None
     chip_map: str | None = None
     chip_last_n: int | None = None
+    silence_s: float | None = None  # None: the protocol's own silence timeout (csv and ipico have none)
 
 
 @dataclass(frozen=True)
@@ -216,6 +217,12 @@ def _format_name(v: str) -> str | None:
 
     known = formats.names()
     return None if v in known else f"unknown format {v!r} (known: {', '.join(known)})"
+
+
+def _silence(v: float) -> str | None:
+    if v == 0 or 1 <= v <= 3600:
+        return None
+    return f"must be 0 (the protocol's own) or between 1 and 3600 seconds, got {v:g}"
 
 
 def _nonempty(v: str) -> str | None:
@@ -373,6 +380,7 @@ def load(path: str | Path | None, environ: Mapping[str, str] | None = None) -> S
             finished_window_s=ld.get(r, "reader", "finished_window_s", _opt_float, None, idx, check=_range(0, 86400)),
             chip_map=ld.get(r, "reader", "chip_map", _opt_str, None, idx),
             chip_last_n=ld.get(r, "reader", "chip_last_n", _int, 0, idx, check=_range(0, 64)) or None,
+            silence_s=ld.get(r, "reader", "silence_s", _float, 0.0, idx, check=_silence) or None,
         )
         if reader.chip_map and path is not None and not Path(reader.chip_map).is_absolute():
             # relative to the config file, so a crew can ship config + chips.csv together

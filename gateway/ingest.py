@@ -82,8 +82,13 @@ async def serve_connection(
     counters: ReaderCounters,
     keepalive_s: float | None = None,
     tracker: SeqTracker | None = None,
+    silence_s: float | None = None,
 ) -> None:
-    """Serve one connection until EOF; raises SilenceError (a LINK_ERROR) when the reader goes quiet."""
+    """Serve one connection until EOF; raises SilenceError (a LINK_ERROR) when the reader goes quiet.
+
+    `silence_s` (the `[reader] silence_s` setting) overrides the protocol's own silence timeout: a csv or ipico
+    reader has no heartbeat the gateway knows of, but a crew whose reader sends something every few seconds can
+    still have a dead link dropped."""
     conv = fmt.conversation(ctx)
     seqs = tracker or SeqTracker(counters, link_name)
     framer = fmt.framer()
@@ -91,7 +96,7 @@ async def serve_connection(
     greeting = conv.greeting()
     if greeting:
         conn.write(greeting)
-    timeout = conv.silence_timeout
+    timeout = silence_s if silence_s is not None else conv.silence_timeout
     interval = keepalive_s or (timeout / 3 if timeout else KEEPALIVE_DEFAULT_S)
     keeper = asyncio.create_task(_keepalive(conn, conv.keepalive, interval), name=f"keepalive:{link_name}")
     try:
@@ -294,12 +299,22 @@ class SeqTracker:
         return b""
 
 
-async def run_reader(link: Link, fmt: Format, ctx: ParseContext, sink: ReadSink, counters: ReaderCounters) -> None:
+async def run_reader(
+    link: Link,
+    fmt: Format,
+    ctx: ParseContext,
+    sink: ReadSink,
+    counters: ReaderCounters,
+    *,
+    silence_s: float | None = None,
+) -> None:
     """Serve the link forever (a file link: once), one conversation per connection."""
 
     tracker = SeqTracker(counters, link.name)  # outlives each connection: a gap can span a reconnect
 
     async def handler(conn: Connection) -> None:
-        await serve_connection(conn, fmt, ctx, sink, link_name=link.name, counters=counters, tracker=tracker)
+        await serve_connection(
+            conn, fmt, ctx, sink, link_name=link.name, counters=counters, tracker=tracker, silence_s=silence_s
+        )
 
     await link.run(handler)

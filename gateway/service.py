@@ -262,7 +262,8 @@ class Gateway:
         self.counters[r.name] = counters
         ctx = ParseContext(tz=ZoneInfo(r.tz), reader=r.name)
         return tg.create_task(
-            self._guard(f"reader {r.name}", run_reader(link, fmt, ctx, sink, counters)), name=f"reader:{r.name}"
+            self._guard(f"reader {r.name}", run_reader(link, fmt, ctx, sink, counters, silence_s=r.silence_s)),
+            name=f"reader:{r.name}",
         )
 
     async def _guard(self, what: str, coro: Awaitable[None]) -> None:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, time, timedelta, timezone
 from typing import ClassVar, Literal
 
 from gateway.formats._common import DelimFramer, complete_time, decode_line, field_offsets, finite, show
-from gateway.formats.base import Format, Framer, ParseContext, ParseResult, Rejected, Skipped
+from gateway.formats.base import Format, Framer, ParseContext, ParseResult, ReaderConversation, Rejected, Skipped
 from gateway.model import Read, format_ts, to_utc_ms
 
 _TS = re.compile(r"(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})(?:[.,](\d{1,9}))?(Z|z|[+-]\d{2}(?::?\d{2})?)?")
@@ -145,7 +145,30 @@ class CsvFormat(Format):
             parts.append(repr(float(read.rssi)))
         return (",".join(parts) + "\n").encode("utf-8")
 
+    def reader_conversation(self, ctx: ParseContext) -> ReaderConversation:
+        return CsvReader(self, ctx)
+
+
+class CsvReader(ReaderConversation):
+    """The simulated One4All: plain lines, and a `# heartbeat` comment now and then (the gateway skips
+    comments), so a gateway configured with `[reader] silence_s` sees a quiet but live reader as alive."""
+
+    HEARTBEAT = b"# heartbeat\n"
+
+    def __init__(self, fmt: CsvFormat, ctx: ParseContext) -> None:
+        self.fmt = fmt
+        self.ctx = ctx
+
+    def greeting(self) -> bytes:
+        return b""
+
+    def encode(self, read: Read) -> bytes:
+        return self.fmt.format(read, self.ctx)
+
+    def heartbeat(self) -> bytes:
+        return self.HEARTBEAT
+
 
 FORMAT = CsvFormat()
 
-__all__ = ["FORMAT", "CsvFormat", "parse_timestamp"]
+__all__ = ["FORMAT", "CsvFormat", "CsvReader", "parse_timestamp"]

@@ -1,0 +1,39 @@
+"""[reader] keys added for dead-link detection and clock setting: parsed, defaulted, and refused in the
+project's one-line `file:line: [reader] key: problem` style."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from gateway import config
+from gateway.errors import ConfigError
+
+
+def _load(tmp_path: Path, body: str) -> config.Settings:
+    p = tmp_path / "gw.toml"
+    p.write_text("[reader]\nurl = 'tcp://127.0.0.1:3601'\n" + body)
+    return config.load(p, environ={})
+
+
+def test_silence_s_defaults_to_the_protocols_own(tmp_path: Path) -> None:
+    assert _load(tmp_path, "").readers[0].silence_s is None
+    assert _load(tmp_path, "silence_s = 0\n").readers[0].silence_s is None
+    assert _load(tmp_path, "silence_s = 12\n").readers[0].silence_s == 12.0
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("silence_s = 0.2\n", r"gw\.toml:3: \[reader\] silence_s: must be 0 \(the protocol's own\) or between 1"),
+        ("silence_s = 'often'\n", r"gw\.toml:3: \[reader\] silence_s: must be a number"),
+        ("silence_s = 7200\n", r"gw\.toml:3: \[reader\] silence_s: .*3600"),
+    ],
+)
+def test_bad_silence_s_is_one_line_naming_file_line_key(tmp_path: Path, body: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        _load(tmp_path, body)
+    assert "\n" not in str(exc.value)
+    assert re.search(expected, str(exc.value)), str(exc.value)
