@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import signal
 import sqlite3
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import click
 
 from gateway import config as config_mod
+from gateway import failpoints
 from gateway import log as log_mod
 from gateway.errors import ConfigError, GatewayError, StorageError
 
@@ -31,6 +33,8 @@ SQLITE_FULL = 13
 @click.option("--check", is_flag=True, help="Validate the config and exit (0 = valid, 78 = invalid).")
 def run_cmd(config_path: Path, check: bool) -> None:
     """Run the gateway daemon: read, journal, derive passings, upload; until SIGTERM."""
+    if not check:
+        _defer_signals()
     try:
         settings = config_mod.load(config_path)
     except ConfigError as exc:
@@ -42,8 +46,9 @@ def run_cmd(config_path: Path, check: bool) -> None:
     log_mod.configure(settings.log_level)
     from gateway.service import Gateway  # late: `run --check` must not need the whole stack
 
+    failpoints.stall_sync("before_event_loop")
     try:
-        asyncio.run(Gateway(settings).run())
+        asyncio.run(Gateway(settings, stop_requested=lambda: _early_stop).run())
     except KeyboardInterrupt:
         return
     except Exception as raised:  # the one place every failure becomes a line and an exit code
@@ -60,6 +65,23 @@ def run_cmd(config_path: Path, check: bool) -> None:
         else:
             click.echo(f"rufus-gateway: internal error: {cause.__class__.__name__}: {message}", err=True)
         sys.exit(EX_SOFTWARE)
+
+
+_early_stop = False
+
+
+def _defer_signals() -> None:
+    """Until the event loop installs its own handlers, a SIGTERM/SIGINT is remembered rather than fatal, and a
+    SIGHUP (a reload) ignored: the config is being read anyway. With the default action, systemd stopping the
+    unit during start-up (a slow quick_check on a big database) would count as a failure (killed by signal)."""
+
+    def remember(_signum: int, _frame: object) -> None:
+        global _early_stop
+        _early_stop = True
+
+    signal.signal(signal.SIGTERM, remember)
+    signal.signal(signal.SIGINT, remember)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
 def _first_leaf(exc: BaseException) -> BaseException:

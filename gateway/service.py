@@ -17,7 +17,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from gateway import config as config_mod
-from gateway import formats
+from gateway import failpoints, formats
 from gateway.cloud.client import RufusClient, Timeouts
 from gateway.control import ControlServer
 from gateway.errors import ConfigError, DatabaseCorruptError, GatewayError
@@ -114,8 +114,16 @@ class GatewayState:
 
 
 class Gateway:
-    def __init__(self, settings: config_mod.Settings, *, notifier: Notifier | None = None) -> None:
+    def __init__(
+        self,
+        settings: config_mod.Settings,
+        *,
+        notifier: Notifier | None = None,
+        stop_requested: Callable[[], bool] | None = None,
+    ) -> None:
         self.settings = settings
+        # A stop asked for before this loop's handlers existed (the daemon's early signal handler remembers it)
+        self._stop_requested = stop_requested or (lambda: False)
         self.notifier = notifier or Notifier()
         self.state = GatewayState()
         self.outbox: Outbox | None = None
@@ -160,7 +168,24 @@ class Gateway:
     async def run(self) -> None:
         s = self.settings
         rules = reader_rules(s)  # a bad chip map is a config error: before anything is opened
+        # Handlers first: a SIGTERM while the database opens (quick_check on a big file takes a while) must
+        # stop us cleanly, not kill us with the default action (systemd would record a failure).
+        loop = asyncio.get_running_loop()
+        for sig, handler in ((signal.SIGTERM, self.stop), (signal.SIGINT, self.stop), (signal.SIGHUP, self.reload)):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, handler)
+        if self._stop_requested():
+            self.stop()
+        try:
+            await self._open_and_run(s, rules)
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.remove_signal_handler(sig)
+
+    async def _open_and_run(self, s: config_mod.Settings, rules: dict[str, ReaderRules]) -> None:
         Path(s.outbox.path).parent.mkdir(parents=True, exist_ok=True)
+        await failpoints.stall("before_outbox_open")
         try:
             outbox = await Outbox.open(s.outbox.path)
         except DatabaseCorruptError as exc:
@@ -174,7 +199,11 @@ class Gateway:
             outbox = await Outbox.open(s.outbox.path)
         self.outbox = outbox
         try:
-            await self._run(outbox, rules)
+            if self._stop.is_set():
+                log.info("stop requested during start-up: closing without starting the readers")
+                self.notifier.stopping()
+            else:
+                await self._run(outbox, rules)
         finally:
             self.state.phase = "stopping"
             if self.client is not None:
@@ -205,51 +234,42 @@ class Gateway:
             log.warning(msg)
             self.state.alerts.append(msg)
         sink = _Sink(self.writer, self.kick)
-        loop = asyncio.get_running_loop()
-        for sig, handler in ((signal.SIGTERM, self.stop), (signal.SIGINT, self.stop), (signal.SIGHUP, self.reload)):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, handler)
         control = ControlServer(self, s.control_socket)
-        try:
-            async with asyncio.TaskGroup() as tg:
-                core: list[asyncio.Task[Any]] = [
-                    tg.create_task(self._guard("journal", self.writer.run()), name="journal"),
-                    tg.create_task(self._guard("pipeline", self._pipeline_loop()), name="pipeline"),
-                    tg.create_task(self._guard("lifecycle", self._lifecycle()), name="lifecycle"),
-                    tg.create_task(self._guard("control", control.serve()), name="control"),
-                    tg.create_task(self._guard("watchdog", self._watchdog()), name="watchdog"),
-                    tg.create_task(self._guard("reload", self._reload_loop()), name="reload"),
-                ]
-                if self.uploader is not None:
-                    core.append(tg.create_task(self._guard("uploader", self._upload()), name="uploader"))
-                if s.status.listen:
-                    from gateway.status.server import StatusServer
+        async with asyncio.TaskGroup() as tg:
+            core: list[asyncio.Task[Any]] = [
+                tg.create_task(self._guard("journal", self.writer.run()), name="journal"),
+                tg.create_task(self._guard("pipeline", self._pipeline_loop()), name="pipeline"),
+                tg.create_task(self._guard("lifecycle", self._lifecycle()), name="lifecycle"),
+                tg.create_task(self._guard("control", control.serve()), name="control"),
+                tg.create_task(self._guard("watchdog", self._watchdog()), name="watchdog"),
+                tg.create_task(self._guard("reload", self._reload_loop()), name="reload"),
+            ]
+            if self.uploader is not None:
+                core.append(tg.create_task(self._guard("uploader", self._upload()), name="uploader"))
+            if s.status.listen:
+                from gateway.status.server import StatusServer
 
-                    self.status_server = StatusServer(self, s.status.listen, s.status.token)
-                    core.append(tg.create_task(self._guard("status", self.status_server.serve()), name="status"))
-                readers = [self._start_reader(tg, r, sink, await outbox.last_seqs(r.name)) for r in s.readers]
-                self.state.phase = "running"
-                self.running.set()
-                self.notifier.ready(self._status_line())
-                log.info("gateway running", readers=[r.name for r in s.readers], db=s.outbox.path)
-                await self._stop.wait()
-                # Shutdown order matters: stop taking reads, let every taken read commit, then the rest.
-                self.state.phase = "stopping"
-                self.notifier.stopping()
-                log.info("stopping: closing reader links")
-                for t in readers:
+                self.status_server = StatusServer(self, s.status.listen, s.status.token)
+                core.append(tg.create_task(self._guard("status", self.status_server.serve()), name="status"))
+            readers = [self._start_reader(tg, r, sink, await outbox.last_seqs(r.name)) for r in s.readers]
+            self.state.phase = "running"
+            self.running.set()
+            self.notifier.ready(self._status_line())
+            log.info("gateway running", readers=[r.name for r in s.readers], db=s.outbox.path)
+            await self._stop.wait()
+            # Shutdown order matters: stop taking reads, let every taken read commit, then the rest.
+            self.state.phase = "stopping"
+            self.notifier.stopping()
+            log.info("stopping: closing reader links")
+            for t in readers:
+                t.cancel()
+            await asyncio.gather(*readers, return_exceptions=True)
+            for t in core:
+                if t.get_name() != "journal":
                     t.cancel()
-                await asyncio.gather(*readers, return_exceptions=True)
-                for t in core:
-                    if t.get_name() != "journal":
-                        t.cancel()
-                await asyncio.gather(*[t for t in core if t.get_name() != "journal"], return_exceptions=True)
-                await self.pipeline.step()  # derive what the last reads make, so a restart has less to do
-                core[0].cancel()  # the journal writer flushes what it holds when cancelled
-        finally:
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                with contextlib.suppress(NotImplementedError, RuntimeError):
-                    loop.remove_signal_handler(sig)
+            await asyncio.gather(*[t for t in core if t.get_name() != "journal"], return_exceptions=True)
+            await self.pipeline.step()  # derive what the last reads make, so a restart has less to do
+            core[0].cancel()  # the journal writer flushes what it holds when cancelled
 
     def _start_reader(
         self, tg: asyncio.TaskGroup, r: config_mod.ReaderSettings, sink: _Sink, last_seqs: dict[str, int]

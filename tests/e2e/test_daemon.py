@@ -530,3 +530,33 @@ async def test_a_bad_chip_map_is_a_config_error_naming_file_and_line(tmp_path: P
     assert f"gw.toml:{chip_line}: [[reader]] #1 chip_map: " in line, line
     assert ("chips.csv:3: expected 2 fields" if problem == "bad row" else "No such file or directory") in line
     assert "Traceback" not in err and "ok" not in out
+
+
+@pytest.mark.parametrize("point", ["before_event_loop", "before_outbox_open"])
+async def test_sigterm_during_start_up_exits_zero_and_loses_nothing(tmp_path: Path, point: str) -> None:
+    """systemd may stop the unit while it is still starting (a quick_check on a big database takes a while):
+    that must be a clean stop (exit 0), not a death by the signal's default action."""
+    port = free_port()
+    cfg = write_config(
+        tmp_path / "gw.toml",
+        base_url=f"http://127.0.0.1:{free_port()}/v0",
+        api_key="",  # no cloud needed: only the journal matters here
+        readers=[{"name": "finish", "url": f"tcp-listen://127.0.0.1:{port}", "format": "csv"}],
+    )
+    d = Daemon(cfg)
+    await d.start()
+    try:
+        await send(port, csv_lines(5))
+        await until(lambda: d.query("select count(*) from reads")[0][0] == 5, what="5 reads journaled")
+        assert await d.terminate() == 0
+        d.env["RUFUS_STALL"] = f"{point}:3"
+        await d.start(wait_ready=False)
+        await until(lambda: f"stalled at {point}" in d.output(), timeout=15, what="the start-up stall")
+        assert d.proc is not None
+        d.proc.send_signal(signal.SIGTERM)
+        assert await d.wait_exit(10) == 0, d.output()[-2000:]
+        assert "Traceback" not in d.output()
+        assert d.query("select count(*) from reads")[0][0] == 5
+        assert d.query("pragma integrity_check") == [("ok",)]
+    finally:
+        await d.kill()
