@@ -103,7 +103,8 @@ def _parse_time(text: str | None) -> datetime | None:
 @click.command("mark")
 @click.argument("bib", required=False)
 @click.option("--time", "time_text", help="When the runner crossed (ISO 8601 with zone); default now.")
-@click.option("--void", "void_num", type=int, help="Void the manual passing with this num_passing (while Pending).")
+@click.option("--void", "void_num", type=int,
+              help="Void the manual passing with this num_passing (while Pending and never sent).")
 @config_option
 def mark_cmd(bib: str | None, time_text: str | None, void_num: int | None, config_path: Path) -> None:
     """Manual entry: a bib the mat missed, through the same journal and outbox (origin manual)."""

@@ -762,15 +762,30 @@ class Outbox:
             )
             return max(cur.rowcount, 0)
 
-    async def add_attempt(self, token_session: str, nums: Sequence[int]) -> None:
+    async def add_attempt(self, token_session: str, nums: Sequence[int]) -> set[int]:
+        """Count an attempt on the rows about to be sent; returns those still Pending, the only ones to send.
+
+        Called before every request, in the same lock as `void`: a row voided after the uploader read it is
+        left out of the request, and once its attempt is counted it can no longer be voided."""
         if not nums:
-            return
+            return set()
         async with self._write() as db:
             await db.executemany(
                 "UPDATE passings SET attempts = attempts + 1 "
                 "WHERE token_session = ? AND num_passing = ? AND state = 'Pending'",
                 [(token_session, n) for n in nums],
             )
+            live: set[int] = set()
+            wanted = sorted(set(nums))
+            for i in range(0, len(wanted), _CHUNK):
+                chunk = wanted[i : i + _CHUNK]
+                rows = await db.execute_fetchall(
+                    f"SELECT num_passing FROM passings WHERE token_session = ? AND state = 'Pending' "
+                    f"AND num_passing IN ({','.join('?' * len(chunk))})",
+                    (token_session, *chunk),
+                )
+                live.update(int(r[0]) for r in rows)
+            return live
 
     async def mark_rejected(self, token_session: str, num: int, reason: str) -> None:
         async with self._write() as db:
@@ -844,11 +859,24 @@ class Outbox:
         return changed
 
     async def void(self, token_session: str, num: int) -> bool:
-        """A manual passing the operator takes back, while it is still Pending."""
+        """A manual passing the operator takes back, while it is still Pending and was never sent: False when
+        it is not a Pending manual passing; VoidRefused when a request carrying it has gone out (the cloud
+        may hold it, so voiding it here would only hide it from the crew)."""
         async with self._write() as db:
-            cur = await db.execute(
-                "UPDATE passings SET state = 'Rejected', reason = ? "
+            found = await db.execute_fetchall(
+                "SELECT attempts FROM passings "
                 "WHERE token_session = ? AND num_passing = ? AND state = 'Pending' AND origin = 'manual'",
+                (token_session, num),
+            )
+            rows = list(found)
+            if rows and int(rows[0][0]) > 0:
+                raise VoidRefused(
+                    f"num_passing {num} was already sent to the cloud ({rows[0][0]} attempt(s)) and may be there: "
+                    "not voided; once it is Sent, correct it in the results (or mark the right bib) instead"
+                )
+            cur = await db.execute(
+                "UPDATE passings SET state = 'Rejected', reason = ? WHERE token_session = ? AND num_passing = ? "
+                "AND state = 'Pending' AND origin = 'manual' AND attempts = 0",
                 (VOID_REASON, token_session, num),
             )
             done = cur.rowcount == 1
@@ -936,6 +964,10 @@ class Outbox:
             raise ValueError(f"table must be one of {sorted(_EXPORTABLE)}, got {table!r}")
         cols = _EXPORTABLE[table]
         return list(cols), await self._fetchall(f"SELECT {', '.join(cols)} FROM {table} ORDER BY rowid")
+
+
+class VoidRefused(StorageError):
+    """`void` of a manual passing that a request may already have carried to the cloud."""
 
 
 class _NoSession(Exception):

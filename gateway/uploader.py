@@ -224,13 +224,17 @@ class Uploader:
     async def _send(self, rec: SessionRecord, rows: Sequence[OutboxRow]) -> None:
         """One batch until the cloud answers 2xx (then Sent) or refuses it for good (raised)."""
         token = rec.token_session
-        nums = [r.passing.num_passing for r in rows]
         fresh = {r.passing.num_passing for r in rows if r.attempts == 0}
-        passings = [r.passing for r in rows]
         while True:
             client = self._client
-            # Counted before the request: a row that may have reached the cloud is never "first send" again.
-            await self.outbox.add_attempt(token, nums)
+            # Counted before the request: a row that may have reached the cloud is never "first send" again,
+            # nor voidable. States are read again at each attempt: a row the crew voided meanwhile stays out.
+            live = await self.outbox.add_attempt(token, [r.passing.num_passing for r in rows])
+            rows = [r for r in rows if r.passing.num_passing in live]
+            if not rows:
+                return
+            nums = [r.passing.num_passing for r in rows]
+            passings = [r.passing for r in rows]
             self.status.state = "sending"
             try:
                 result = await client.insert_passings(token, passings)
