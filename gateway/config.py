@@ -72,6 +72,7 @@ class ReaderSettings:
     chip_map: str | None = None
     chip_last_n: int | None = None
     silence_s: float | None = None  # None: the protocol's own silence timeout (csv and ipico have none)
+    set_time: bool = False  # send the gateway's clock to the reader on connect (RaceResult, Ultra)
 
 
 @dataclass(frozen=True)
@@ -381,6 +382,7 @@ def load(path: str | Path | None, environ: Mapping[str, str] | None = None) -> S
             chip_map=ld.get(r, "reader", "chip_map", _opt_str, None, idx),
             chip_last_n=ld.get(r, "reader", "chip_last_n", _int, 0, idx, check=_range(0, 64)) or None,
             silence_s=ld.get(r, "reader", "silence_s", _float, 0.0, idx, check=_silence) or None,
+            set_time=ld.get(r, "reader", "set_time", _bool, False, idx),
         )
         if reader.chip_map and path is not None and not Path(reader.chip_map).is_absolute():
             # relative to the config file, so a crew can ship config + chips.csv together

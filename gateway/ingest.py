@@ -12,6 +12,7 @@ import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from gateway.formats.base import (
@@ -26,7 +27,7 @@ from gateway.formats.base import (
 )
 from gateway.links.base import LINK_ERRORS, Connection, Link
 from gateway.log import get_logger
-from gateway.model import Read
+from gateway.model import Read, format_ts
 
 log = get_logger("gateway.ingest")
 
@@ -57,6 +58,7 @@ class ReaderCounters:
     gaps: int = 0  # reads missing between sequence numbers (reported, re-fetched where possible)
     refetches: int = 0
     restarts: int = 0  # times a reader was seen numbering its reads from 1 again
+    clock_sets: int = 0  # set-time commands sent ([reader] set_time)
     silence_drops: int = 0  # connections dropped by the silence watchdog
     connections: int = 0
     last_read_at: float | None = None
@@ -83,12 +85,14 @@ async def serve_connection(
     keepalive_s: float | None = None,
     tracker: SeqTracker | None = None,
     silence_s: float | None = None,
+    set_time: bool = False,
 ) -> None:
     """Serve one connection until EOF; raises SilenceError (a LINK_ERROR) when the reader goes quiet.
 
     `silence_s` (the `[reader] silence_s` setting) overrides the protocol's own silence timeout: a csv or ipico
     reader has no heartbeat the gateway knows of, but a crew whose reader sends something every few seconds can
-    still have a dead link dropped."""
+    still have a dead link dropped. `set_time` (`[reader] set_time`, off unless the crew opts in: it changes the
+    reader's clock) sends the gateway's clock to the reader after the greeting, where the protocol can."""
     conv = fmt.conversation(ctx)
     seqs = tracker or SeqTracker(counters, link_name)
     framer = fmt.framer()
@@ -96,6 +100,15 @@ async def serve_connection(
     greeting = conv.greeting()
     if greeting:
         conn.write(greeting)
+    if set_time:
+        now = datetime.now(UTC)
+        command = conv.set_time(now)
+        if command:
+            conn.write(command)
+            counters.clock_sets += 1
+            log.info("reader clock set", link=link_name, peer=conn.peer, to=format_ts(now))
+        elif counters.connections == 1:
+            log.warning("set_time: this reader protocol has no set-time command", link=link_name, format=fmt.name)
     timeout = silence_s if silence_s is not None else conv.silence_timeout
     interval = keepalive_s or (timeout / 3 if timeout else KEEPALIVE_DEFAULT_S)
     keeper = asyncio.create_task(_keepalive(conn, conv.keepalive, interval), name=f"keepalive:{link_name}")
@@ -307,6 +320,7 @@ async def run_reader(
     counters: ReaderCounters,
     *,
     silence_s: float | None = None,
+    set_time: bool = False,
 ) -> None:
     """Serve the link forever (a file link: once), one conversation per connection."""
 
@@ -314,7 +328,8 @@ async def run_reader(
 
     async def handler(conn: Connection) -> None:
         await serve_connection(
-            conn, fmt, ctx, sink, link_name=link.name, counters=counters, tracker=tracker, silence_s=silence_s
+            conn, fmt, ctx, sink, link_name=link.name, counters=counters, tracker=tracker, silence_s=silence_s,
+            set_time=set_time,
         )
 
     await link.run(handler)

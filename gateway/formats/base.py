@@ -108,6 +108,11 @@ class Conversation(ABC):
         """Bytes to send periodically so the reader knows we are alive (b"" if none)."""
         return b""
 
+    def set_time(self, now: datetime) -> bytes:
+        """Bytes setting the reader's clock to `now` (aware), sent after the greeting when the crew opted in
+        (`[reader] set_time`); b"" if the protocol has no such command."""
+        return b""
+
     def is_resend(self, read: Read) -> bool:
         """True if the reader marks `read` as sent again from its memory (an Ultra rewind): such a read says
         nothing about where the reader's numbering is now."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass, field
-from datetime import date, time
+from datetime import date, datetime, time, timedelta, tzinfo
 from typing import ClassVar, Literal
 
 from gateway.formats._common import (
@@ -185,6 +185,19 @@ def _fields(read: Read, ctx: ParseContext) -> bytes:
     return ";".join(parts).encode("utf-8")
 
 
+def settime_command(now: datetime, tz: tzinfo) -> bytes:
+    """`SETTIME;<YYYY-MM-DD>;<hh:mm:ss>`: the decoder's clock, in its own zone, to the nearest second.
+
+    Follows the set-time command of the RACE RESULT decoder's public TCP protocol description (`SETTIME;<date>;
+    <time>`, CRLF, like every command); whole seconds, as the public examples send it.
+    """
+    wall = (now + timedelta(microseconds=500_000)).astimezone(tz)
+    return f"SETTIME;{wall:%Y-%m-%d};{wall:%H:%M:%S}\r\n".encode()
+
+
+_SETTIME = re.compile(rb"SETTIME;(\d{4}-\d{2}-\d{2});(\d{2}:\d{2}:\d{2})(?:\.\d{1,3})?")
+
+
 @dataclass(slots=True)
 class RaceResultConversation(Conversation):
     """Gateway side: ask for push mode on connect, notice gaps in passing numbers and ask for them again."""
@@ -214,6 +227,9 @@ class RaceResultConversation(Conversation):
     def keepalive(self) -> bytes:
         return b"GETSTATUS\r\n"
 
+    def set_time(self, now: datetime) -> bytes:
+        return settime_command(now, self.ctx.tz)
+
 
 @dataclass(slots=True)
 class RaceResultReader(ReaderConversation):
@@ -224,6 +240,8 @@ class RaceResultReader(ReaderConversation):
     history: dict[int, Read] = field(default_factory=dict)
     next_seq: int = 1
     refetches: list[tuple[int, int]] = field(default_factory=list)
+    clock_set: list[datetime] = field(default_factory=list)  # each SETTIME received, as an aware instant
+    clock_offset: timedelta = field(default_factory=timedelta)  # applied to the decoder's own clock (GETSTATUS)
     _buf: bytearray = field(default_factory=bytearray)
 
     def greeting(self) -> bytes:
@@ -258,6 +276,15 @@ class RaceResultReader(ReaderConversation):
                 _fields(self.history[n], self.ctx) + b"\r\n" for n in range(first, first + count) if n in self.history
             ]
             return b"".join(lines) + b"\r\n"
+        if m := _SETTIME.fullmatch(line):
+            try:
+                wall = datetime.fromisoformat(f"{m.group(1).decode()}T{m.group(2).decode()}")
+            except ValueError:
+                return b"SETTIME;ERROR\r\n"
+            wall = wall.replace(tzinfo=self.ctx.tz)
+            self.clock_set.append(wall)
+            self.clock_offset = wall - now_of(self.ctx)
+            return b"SETTIME;OK\r\n"
         if line.startswith(b"SETPROTOCOL"):
             return f"SETPROTOCOL;{PROTOCOL}\r\n".encode()
         if line.startswith(b"SETPUSHPASSINGS"):
@@ -265,7 +292,7 @@ class RaceResultReader(ReaderConversation):
         if line == b"PASSINGS":
             return f"PASSINGS;{self.next_seq - 1};1\r\n".encode()
         if line == b"GETSTATUS":
-            now = now_of(self.ctx).astimezone(self.ctx.tz)
+            now = (now_of(self.ctx) + self.clock_offset).astimezone(self.ctx.tz)
             return (
                 f"GETSTATUS;{now:%Y-%m-%d};{now:%H:%M:%S}.000;1;00000001;1;1;0;0,0;1;100;30;30;0;0;;;;;1;0;0;0;0;\r\n"
             ).encode()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 from typing import ClassVar, Literal
 
 from gateway.formats._common import DelimFramer, decode_line, digits, field_offsets, show
@@ -38,6 +38,18 @@ MIN_FIELDS, FULL_FIELDS = 9, 12
 _CHIP = re.compile(r"[0-9A-Za-z]{1,32}")
 _INT = re.compile(r"-?\d{1,6}")
 _REWIND_CMD = re.compile(rb"600(\d+)[\r\n]+(\d+)[\r\n]")
+_SETTIME_CMD = re.compile(rb"t (\d{2}):(\d{2}):(\d{2}) (\d{2})-(\d{2})-(\d{4})[\r\n]")
+
+
+def settime_command(now: datetime, tz: tzinfo) -> bytes:
+    """`t HH:MM:SS DD-MM-YYYY` + LF: the Ultra's set-time command, its clock being local wall time.
+
+    The layout is the one RFID Timing Systems documents for the Ultra's TCP commands (`t`, a space, then the
+    time and date), as implemented by the public Chronokeep timing software (RFIDUltraInterface.SetTime);
+    commands end with a line feed. Whole seconds, rounded to the nearest.
+    """
+    wall = (now + timedelta(microseconds=500_000)).astimezone(tz)
+    return f"t {wall:%H:%M:%S %d-%m-%Y}\n".encode()
 
 
 def is_rewind(raw: str) -> bool:
@@ -180,6 +192,9 @@ class UltraConversation(Conversation):
     def is_resend(self, read: Read) -> bool:
         return is_rewind(read.raw)
 
+    def set_time(self, now: datetime) -> bytes:
+        return settime_command(now, self.ctx.tz)
+
 
 @dataclass(slots=True)
 class UltraReader(ReaderConversation):
@@ -190,6 +205,7 @@ class UltraReader(ReaderConversation):
     log: dict[int, Read] = field(default_factory=dict)
     next_seq: int = 1
     rewinds: list[tuple[int, int]] = field(default_factory=list)
+    clock_set: list[datetime] = field(default_factory=list)  # each `t` (set time) received, as an aware instant
     _buf: bytearray = field(default_factory=bytearray)
 
     def greeting(self) -> bytes:
@@ -212,9 +228,21 @@ class UltraReader(ReaderConversation):
     def on_bytes(self, data: bytes) -> tuple[list[Read], bytes]:
         self._buf += data
         out = bytearray()
-        while m := _REWIND_CMD.search(self._buf):
-            first, last = int(m.group(1)), int(m.group(2))
+        while True:
+            found = [m for m in (_SETTIME_CMD.search(self._buf), _REWIND_CMD.search(self._buf)) if m]
+            if not found:
+                break
+            m = min(found, key=lambda x: x.start())  # commands in the order the gateway sent them
+            numbers = [int(g) for g in m.groups()]  # before the buffer the match points into changes
             del self._buf[: m.end()]
+            if m.re is _SETTIME_CMD:
+                hh, mm, ss, dd, mo, yyyy = numbers
+                try:
+                    self.clock_set.append(datetime(yyyy, mo, dd, hh, mm, ss, tzinfo=self.ctx.tz))
+                except ValueError:
+                    pass
+                continue
+            first, last = numbers
             self.rewinds.append((first, last))
             for n in range(first, last + 1):
                 if n in self.log:

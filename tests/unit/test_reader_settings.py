@@ -37,3 +37,11 @@ def test_bad_silence_s_is_one_line_naming_file_line_key(tmp_path: Path, body: st
         _load(tmp_path, body)
     assert "\n" not in str(exc.value)
     assert re.search(expected, str(exc.value)), str(exc.value)
+
+
+def test_set_time_is_off_unless_the_crew_opts_in(tmp_path: Path) -> None:
+    assert _load(tmp_path, "").readers[0].set_time is False
+    assert _load(tmp_path, "set_time = true\n").readers[0].set_time is True
+    with pytest.raises(ConfigError) as exc:
+        _load(tmp_path, "set_time = 'yes'\n")
+    assert re.search(r"gw\.toml:3: \[reader\] set_time: must be true or false", str(exc.value)), str(exc.value)
