@@ -143,6 +143,16 @@ class ReaderConversation(ABC):
         """True if this protocol re-sends reads the gateway did not acknowledge."""
         return False
 
+    @property
+    def ready(self) -> bool:
+        """True once the gateway's side of the handshake has arrived on this connection (push mode asked for,
+        `start` said): before that a real reader sends no read. Protocols without a handshake: always."""
+        return True
+
+    def connection_started(self) -> None:
+        """A new connection: a handshake done on the previous one no longer counts."""
+        return None
+
 
 class Format(ABC):
     """One reader line format. Implementations are stateless; state lives in framers and conversations."""

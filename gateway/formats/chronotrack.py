@@ -230,7 +230,16 @@ class ChronoTrackReader(ReaderConversation):
     history: dict[int, Read] = field(default_factory=dict)
     next_seq: int = 1
     resumes: list[int] = field(default_factory=list)
+    started: bool = False  # the gateway said `start` on this connection: observations may stream
     _buf: bytearray = field(default_factory=bytearray)
+
+    @property
+    def ready(self) -> bool:
+        return self.started
+
+    def connection_started(self) -> None:
+        self.started = False
+        self._buf.clear()
 
     def greeting(self) -> bytes:
         return b"ChronoTrackController~1.0~2\r\nstream-mode=push\r\ntime-format=iso\r\n"
@@ -249,11 +258,13 @@ class ChronoTrackReader(ReaderConversation):
             del self._buf[: end + 1]
             if line == b"ping":
                 out += b"ack~ping\r\n"
-            elif (m := _START.fullmatch(line)) and m.group(2):
-                first = int(m.group(2))
-                self.resumes.append(first)
-                for n in sorted(k for k in self.history if k >= first):
-                    out += tag_line(self.history[n], self.ctx, self.location)
+            elif m := _START.fullmatch(line):
+                self.started = True
+                if m.group(2):  # start~<location>~<line no>: resume from there (a re-fetch)
+                    first = int(m.group(2))
+                    self.resumes.append(first)
+                    for n in sorted(k for k in self.history if k >= first):
+                        out += tag_line(self.history[n], self.ctx, self.location)
         if len(self._buf) > 4096:
             self._buf.clear()
         return [], bytes(out)

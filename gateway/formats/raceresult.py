@@ -242,7 +242,16 @@ class RaceResultReader(ReaderConversation):
     refetches: list[tuple[int, int]] = field(default_factory=list)
     clock_set: list[datetime] = field(default_factory=list)  # each SETTIME received, as an aware instant
     clock_offset: timedelta = field(default_factory=timedelta)  # applied to the decoder's own clock (GETSTATUS)
+    pushing: bool = False  # SETPUSHPASSINGS;1 received on this connection: passings may be pushed
     _buf: bytearray = field(default_factory=bytearray)
+
+    @property
+    def ready(self) -> bool:
+        return self.pushing
+
+    def connection_started(self) -> None:
+        self.pushing = False
+        self._buf.clear()
 
     def greeting(self) -> bytes:
         return b""
@@ -288,7 +297,9 @@ class RaceResultReader(ReaderConversation):
         if line.startswith(b"SETPROTOCOL"):
             return f"SETPROTOCOL;{PROTOCOL}\r\n".encode()
         if line.startswith(b"SETPUSHPASSINGS"):
-            return b"SETPUSHPASSINGS;1;0\r\n"
+            parts = line.split(b";")
+            self.pushing = len(parts) >= 2 and parts[1] == b"1"
+            return b";".join([b"SETPUSHPASSINGS", *parts[1:3]]) + b"\r\n"
         if line == b"PASSINGS":
             return f"PASSINGS;{self.next_seq - 1};1\r\n".encode()
         if line == b"GETSTATUS":

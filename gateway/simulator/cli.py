@@ -81,6 +81,8 @@ def _run_with_progress(driver: Driver, total: int) -> DriveStats:
               help="Seconds between the reader's heartbeats (0: none).")
 @click.option("--ack-timeout", type=click.FloatRange(0), default=60.0, show_default=True,
               help="After the last read, how long to wait for outstanding acknowledgements.")
+@click.option("--handshake-timeout", type=click.FloatRange(0, min_open=True), default=30.0, show_default=True,
+              help="How long to wait for the gateway's handshake (push mode, start) before giving up.")
 def simulate_cmd(
     fmt_name: str,
     url: str,
@@ -96,6 +98,7 @@ def simulate_cmd(
     drop_rate: float,
     heartbeat_s: float,
     ack_timeout: float,
+    handshake_timeout: float,
 ) -> None:
     """Play a seeded race to a gateway as a timer of FORMAT would, over TCP, a serial line or into a file."""
     from gateway import formats
@@ -123,6 +126,7 @@ def simulate_cmd(
         driver = Driver(
             fmt, url, reads, speed=speed, truth=truth, ctx=ctx, seed=seed, corrupt_rate=corrupt_rate,
             drop_rate=drop_rate, heartbeat_s=heartbeat_s, ack_timeout=ack_timeout,
+            handshake_timeout=handshake_timeout,
         )
     except GatewayError as exc:
         raise click.BadParameter(str(exc), param_hint="--to") from None

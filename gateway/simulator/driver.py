@@ -29,6 +29,7 @@ log = get_logger("gateway.simulator")
 
 _NOISE = b"!%&()*?=<>|^_"
 QUIET_S = 0.5  # with lost reads: how long the gateway must stay silent before we stop answering re-fetches
+HANDSHAKE_TIMEOUT_S = 30.0  # how long a timer waits for the gateway's handshake before the simulate gives up
 LINGER_S = 2.0  # after the last byte, how long to wait for the gateway to hang up before closing
 
 
@@ -73,6 +74,7 @@ class Driver:
         drop_rate: float = 0.0,
         heartbeat_s: float = 5.0,
         ack_timeout: float | None = None,
+        handshake_timeout: float = HANDSHAKE_TIMEOUT_S,
         backoff_base: float = 0.5,
         backoff_cap: float = 5.0,
         progress: Callable[[int, int], None] | None = None,
@@ -85,6 +87,7 @@ class Driver:
         self.ctx = ctx or ParseContext(reader="simulator")
         self.heartbeat_s = heartbeat_s
         self.ack_timeout = ack_timeout
+        self.handshake_timeout = handshake_timeout
         self.progress = progress
         self.rconv: ReaderConversation = fmt.reader_conversation(self.ctx)
         self.needs_ack = self.rconv.needs_ack
@@ -109,6 +112,8 @@ class Driver:
             self.drop = {i for i in range(1, len(self.reads) - 1) if drop_rng.random() < drop_rate}
         self._all_sent = asyncio.Event()
         self._all_acked = asyncio.Event()
+        self._ready = asyncio.Event()  # the gateway's handshake arrived on the current connection
+        self._abort: asyncio.Future[None] | None = None  # fails the run (no handshake): not a link error to retry
         self._one = asyncio.Lock()
         self._current: Connection | None = None
         self._link = None if url.startswith("file://") else open_link(
@@ -139,6 +144,7 @@ class Driver:
 
     async def _over_link(self) -> None:
         assert self._link is not None
+        self._abort = asyncio.get_running_loop().create_future()
         link_task = asyncio.create_task(self._link.run(self._handler), name="simulator:link")
         try:
             await self._until(self._all_sent.wait(), link_task)
@@ -152,11 +158,13 @@ class Driver:
             with contextlib.suppress(asyncio.CancelledError):
                 await link_task
 
-    @staticmethod
-    async def _until(coro: Any, link_task: asyncio.Task[None]) -> None:
+    async def _until(self, coro: Any, link_task: asyncio.Task[None]) -> None:
         waiter = asyncio.ensure_future(coro)
         try:
-            await asyncio.wait({waiter, link_task}, return_when=asyncio.FIRST_COMPLETED)
+            assert self._abort is not None
+            await asyncio.wait({waiter, link_task, self._abort}, return_when=asyncio.FIRST_COMPLETED)
+            if self._abort.done():
+                self._abort.result()  # raises why the run cannot go on
             if link_task.done():
                 link_task.result()  # the link gave up (a file link) or crashed: say why
                 raise ReaderError("the link ended before the race was sent")
@@ -174,7 +182,10 @@ class Driver:
             listener = asyncio.create_task(self._listen(conn), name="simulator:listen")
             beats = asyncio.create_task(self._heartbeats(conn), name="simulator:heartbeat")
             try:
+                self.rconv.connection_started()
+                self._ready.clear()
                 conn.write(self.rconv.greeting())
+                await self._handshake(conn, listener)
                 for read in list(self.unacked.values()):
                     self._check(listener)
                     conn.write(self.rconv.encode(read))
@@ -227,6 +238,30 @@ class Driver:
                 if self._current is conn:
                     self._current = None
 
+    async def _handshake(self, conn: Connection, listener: asyncio.Task[None]) -> None:
+        """A real timer sends no read before the gateway's side of the handshake (RACE RESULT: SETPUSHPASSINGS;1,
+        ChronoTrack: start); neither does the simulated one. No handshake in time ends the run: a gateway that
+        never asks would get nothing from the real reader either, and retrying would hide that."""
+        if self.rconv.ready:
+            return
+        await conn.drain()
+        waiter = asyncio.ensure_future(self._ready.wait())
+        try:
+            await asyncio.wait({waiter, listener}, timeout=self.handshake_timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        if self.rconv.ready:
+            return
+        self._check(listener)  # the gateway hung up: a link error, the link reconnects
+        error = ReaderError(
+            f"no handshake from the gateway within {self.handshake_timeout:g} s: a {self.fmt.name} reader sends "
+            "nothing until the gateway asks (is the gateway speaking this format?)"
+        )
+        log.error("simulator: no handshake from the gateway", format=self.fmt.name, timeout_s=self.handshake_timeout)
+        if self._abort is not None and not self._abort.done():
+            self._abort.set_exception(error)
+        raise error
+
     @staticmethod
     async def _hang_up(conn: Connection, listener: asyncio.Task[None]) -> None:
         """Done sending: half-close and give the gateway a moment to read it all and hang up itself."""
@@ -256,6 +291,8 @@ class Driver:
         while data := await conn.read():
             self._last_rx = asyncio.get_running_loop().time()
             acked, answer = self.rconv.on_bytes(data)
+            if self.rconv.ready:
+                self._ready.set()
             for read in acked:
                 original = self.unacked.pop(read_key(read), None)
                 if original is None:
