@@ -751,14 +751,15 @@ class Outbox:
         )
         return [_row(r) for r in rows]
 
-    async def mark_sent(self, token_session: str, nums: Sequence[int]) -> int:
+    async def mark_sent(self, token_session: str, nums: Sequence[int], *, reason: str | None = None) -> int:
+        """Pending -> Sent. `reason` notes a Sent the gateway could not verify (the crew sees it in lists)."""
         if not nums:
             return 0
         async with self._write() as db:
             cur = await db.executemany(
-                "UPDATE passings SET state = 'Sent', sent_at = ?, reason = NULL "
+                "UPDATE passings SET state = 'Sent', sent_at = ?, reason = ? "
                 "WHERE token_session = ? AND num_passing = ? AND state = 'Pending'",
-                [(_ts(_now()), token_session, n) for n in nums],
+                [(_ts(_now()), reason, token_session, n) for n in nums],
             )
             return max(cur.rowcount, 0)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TypeVar
@@ -82,6 +82,20 @@ class UploaderStatus:
     alerts: list[str] = field(default_factory=list)
 
 
+UNVERIFIED_DUPLICATE = "duplicate, not verified: key cannot read"
+UNVERIFIED_SHORT = "2xx counted fewer passings than sent, not verified: key cannot read"
+
+
+@dataclass
+class _Verdict:
+    """What a read-back found for a batch the cloud acknowledged."""
+
+    ok: list[int] = field(default_factory=list)  # held by the cloud as ours (or taken on the 2xx's word)
+    mismatched: set[int] = field(default_factory=set)  # the cloud holds someone else's passing at our number
+    missing: list[int] = field(default_factory=list)  # not in the cloud despite the 2xx
+    unverified: dict[int, str] = field(default_factory=dict)  # Sent on the 2xx's word alone: why
+
+
 def same_passing(ours: Passing, timestamp: datetime, bib: str | None) -> bool:
     """Is the cloud's copy at our number our passing? Bib and timestamp (ms) identify it."""
     return bib == ours.bib and to_utc_ms(timestamp) == to_utc_ms(ours.timestamp)
@@ -104,6 +118,7 @@ class Uploader:
         self._client_changed = asyncio.Event()
         self._limit = settings.batch_size
         self._backoff = Backoff(settings.backoff_base, settings.backoff_cap)
+        self._missing_backoff = Backoff(settings.backoff_base, settings.backoff_cap)  # 2xx but not stored
         self._streak = Streak("cloud upload", log)
         self._clock_alerted = False
         # token -> (monotonic time to look again (inf: until restart), the current session when held)
@@ -233,6 +248,7 @@ class Uploader:
             rows = [r for r in rows if r.passing.num_passing in live]
             if not rows:
                 return
+            first_sends, fresh = fresh & live, set()  # whatever becomes of this request, the next is a re-send
             nums = [r.passing.num_passing for r in rows]
             passings = [r.passing for r in rows]
             self.status.state = "sending"
@@ -258,41 +274,66 @@ class Uploader:
                 continue
             failpoints.hit("after_cloud_2xx_before_mark_sent")
             await self._succeeded(token)
-            mismatched: set[int] = set()
-            if result.duplicate_count > 0:
-                self.status.duplicates += result.duplicate_count
-                verdict = await self._verify(token, rows, fresh, result.duplicate_count)
-                if verdict is None:
-                    continue  # the cloud's copy is missing despite the 2xx: send again
-                mismatched = verdict
-            ok = [n for n in nums if n not in mismatched]
-            await _uncancellable(self._mark_sent(token, ok))
-            if mismatched:
-                await self._renumber(token, sorted(mismatched))
+            self.status.duplicates += max(result.duplicate_count, 0)
+            counted = result.inserted_count + result.duplicate_count
+            short = counted < len(rows)
+            if short or result.duplicate_count > 0:
+                verdict = await self._verify(token, rows, first_sends, result.inserted_count,
+                                             result.duplicate_count)
+            else:
+                verdict = _Verdict(ok=nums)
+            await _uncancellable(self._mark_sent(token, verdict.ok, verdict.unverified))
+            if verdict.mismatched:
+                await self._renumber(token, sorted(verdict.mismatched))
+            if verdict.missing:
+                # Left Pending: the next step sends them again. Paced, so a cloud that answers 2xx and stores
+                # nothing is not hammered.
+                await asyncio.sleep(self._missing_backoff.next_delay())
+            else:
+                self._missing_backoff.reset()
             return
 
-    async def _mark_sent(self, token: str, nums: Sequence[int]) -> None:
-        marked = await self.outbox.mark_sent(token, nums) if nums else 0
+    async def _mark_sent(self, token: str, nums: Sequence[int], unverified: Mapping[int, str] | None = None) -> None:
+        """Sent, with a reason on the rows whose presence in the cloud could not be checked (the crew sees it
+        in `outbox list` and `reconcile`)."""
+        tagged = dict(unverified or {})
+        plain = [n for n in nums if n not in tagged]
+        marked = await self.outbox.mark_sent(token, plain) if plain else 0
+        for reason in sorted(set(tagged.values())):
+            marked += await self.outbox.mark_sent(token, [n for n, r in tagged.items() if r == reason], reason=reason)
         self.status.batches_sent += 1
         self.status.passings_sent += marked
 
     # -- verification -----------------------------------------------------------------------------------
     async def _verify(
-        self, token: str, rows: Sequence[OutboxRow], fresh: set[int], duplicates: int
-    ) -> set[int] | None:
-        """Duplicates were reported: read the batch's range back and compare bib and timestamp. Returns the
-        numbers whose cloud copy is someone else's passing, or None when a row is missing from the cloud.
+        self, token: str, rows: Sequence[OutboxRow], fresh: set[int], inserted: int, duplicates: int
+    ) -> _Verdict:
+        """The 2xx reported duplicates, or counted fewer passings than the batch held: read the batch's range
+        back and compare bib and timestamp. Rows the cloud holds as ours are Sent; rows holding someone else's
+        passing are renumbered; rows it does not hold stay Pending (sent again).
 
         Every such batch is read back, not only first sends: one GET per lost response is cheap, and it
         closes the window where a crash between a first send and its check would let a clash pass."""
+        nums = [r.passing.num_passing for r in rows]
+        counted = inserted + duplicates
+        short = counted < len(rows)
         if not self.can_read:
+            # The 2xx is all we have: Sent, as invariant 3 says, but tagged so reconcile can check them later.
+            if short:
+                self._alert(
+                    f"session {token}: the cloud answered 2xx but counted only {counted} of {len(rows)} passings "
+                    f"({inserted} inserted, {duplicates} duplicate) of {min(nums)}..{max(nums)}, and the key "
+                    "cannot read them back: marked Sent, not verified; run reconcile with a READ_WRITE key"
+                )
+                return _Verdict(ok=nums, unverified=dict.fromkeys(nums, UNVERIFIED_SHORT))
             if fresh:
                 self._alert(
                     f"session {token}: the cloud already held {duplicates} of passings "
                     f"{min(fresh)}..{max(fresh)} never sent before, and the key may not read them back to compare"
                 )
-            return set()
-        lo, hi = rows[0].passing.num_passing, rows[-1].passing.num_passing
+                return _Verdict(ok=nums, unverified=dict.fromkeys(sorted(fresh), UNVERIFIED_DUPLICATE))
+            return _Verdict(ok=nums)
+        lo, hi = min(nums), max(nums)
         try:
             cloud = await self._read(token, lambda c: c.session_passings(token, first=lo, last=hi))
         except NotFoundError:
@@ -302,23 +343,28 @@ class Uploader:
                 raise
             lifecycle.read_denied(self._client, "duplicate read-back")
             self.status.can_read = False
-            return await self._verify(token, rows, fresh, duplicates)
+            return await self._verify(token, rows, fresh, inserted, duplicates)
         held = {p.num_passing: p for p in cloud}
-        mismatched: set[int] = set()
-        missing: list[int] = []
+        verdict = _Verdict()
         for row in rows:
             n = row.passing.num_passing
             copy = held.get(n)
             if copy is None:
-                missing.append(n)
+                verdict.missing.append(n)
             elif not same_passing(row.passing, copy.timestamp, copy.bib):
-                mismatched.add(n)
-        if missing:
+                verdict.mismatched.add(n)
+            else:
+                verdict.ok.append(n)
+        if short:
+            self._alert(
+                f"session {token}: the cloud answered 2xx but counted only {counted} of {len(rows)} passings "
+                f"({inserted} inserted, {duplicates} duplicate) of {lo}..{hi}; read back: {len(verdict.ok)} held, "
+                f"{len(verdict.missing)} missing (kept Pending, sent again), {len(verdict.mismatched)} someone else's"
+            )
+        if verdict.missing:
             log.warning("cloud answered 2xx but does not hold these passings: sending again",
-                        token_session=token, missing=missing[:20], count=len(missing))
-            await asyncio.sleep(self._backoff.next_delay())
-            return None
-        return mismatched
+                        token_session=token, missing=verdict.missing[:20], count=len(verdict.missing))
+        return verdict
 
     async def _renumber(self, token: str, nums: list[int]) -> None:
         """Someone else used these numbers in our session: ours go above the cloud's highest."""

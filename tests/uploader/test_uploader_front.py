@@ -64,3 +64,59 @@ async def test_retry_after_is_waited_out_between_attempts(env: Env) -> None:
     gaps = [b - a for a, b in zip(front.posts, front.posts[1:], strict=False)]
     assert all(g >= 0.95 for g in gaps), gaps  # a lower bound only: a slow machine may wait longer
 
+async def test_a_2xx_that_counts_fewer_passings_than_sent_is_read_back(env: Env) -> None:
+    await env.add(10)
+    async with FakeFront(env.emu) as front:
+        dropped: list[int] = []
+
+        async def lossy(request: web.Request, body: bytes) -> web.Response | None:
+            if request.method != "POST" or dropped:
+                return None
+            import json
+
+            payload = json.loads(body)
+            kept = payload["passings_list"][:-3]  # something in between loses the tail of the batch
+            dropped.extend(p["num_passing"] for p in payload["passings_list"][-3:])
+            fwd = await front.forward(request, json.dumps({**payload, "passings_list": kept}).encode())
+            return fwd
+
+        front.hook = lossy
+        client = client_for(env.emu)
+        client.base_url = front.base_url
+        up = Uploader(env.outbox, client, fast(batch_size=10, linger_s=0.0))
+        try:
+            async with running(up):
+                await eventually(await all_sent(env, 10), what="10 Sent")
+        finally:
+            await client.close()
+    assert dropped == [8, 9, 10]
+    assert cloud_nums(env.emu, env.token) == list(range(1, 11))  # the lost three were sent again, once
+    assert any("7 of 10" in a for a in up.status.alerts), up.status.alerts
+    assert env.emu.counts["inserted"] == 10
+
+
+async def test_a_short_count_with_a_key_that_cannot_read_is_sent_tagged_and_alerted(env: Env) -> None:
+    from tests.uploader.helpers import W_KEY
+
+    await env.add(4)
+    async with FakeFront(env.emu) as front:
+
+        async def short(request: web.Request, body: bytes) -> web.Response | None:
+            if request.method != "POST":
+                return None
+            await front.forward(request, body)
+            return web.json_response({"description": "Passings inserted succesfully", "inserted_count": 2,
+                                      "duplicate_count": 0})
+
+        front.hook = short
+        client = client_for(env.emu, W_KEY)
+        client.base_url = front.base_url
+        up = Uploader(env.outbox, client, fast(linger_s=0.0), can_read=False)
+        try:
+            async with running(up):
+                await eventually(await all_sent(env, 4), what="4 Sent")
+        finally:
+            await client.close()
+    rows = await env.outbox.rows(env.token)
+    assert all(r.reason and "not verified" in r.reason for r in rows), [r.reason for r in rows]
+    assert any("2 of 4" in a and "cannot read" in a for a in up.status.alerts), up.status.alerts
