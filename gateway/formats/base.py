@@ -153,6 +153,11 @@ class ReaderConversation(ABC):
         """A new connection: a handshake done on the previous one no longer counts."""
         return None
 
+    def take_resent(self) -> list[Read]:
+        """The reads sent again from memory (answers to a re-fetch or rewind) since the last call, for the
+        truth file; [] for protocols that cannot be asked."""
+        return []
+
 
 class Format(ABC):
     """One reader line format. Implementations are stateless; state lives in framers and conversations."""

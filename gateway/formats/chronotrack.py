@@ -232,6 +232,11 @@ class ChronoTrackReader(ReaderConversation):
     resumes: list[int] = field(default_factory=list)
     started: bool = False  # the gateway said `start` on this connection: observations may stream
     _buf: bytearray = field(default_factory=bytearray)
+    _resent: list[Read] = field(default_factory=list)
+
+    def take_resent(self) -> list[Read]:
+        out, self._resent = self._resent, []
+        return out
 
     @property
     def ready(self) -> bool:
@@ -264,6 +269,7 @@ class ChronoTrackReader(ReaderConversation):
                     first = int(m.group(2))
                     self.resumes.append(first)
                     for n in sorted(k for k in self.history if k >= first):
+                        self._resent.append(self.history[n])
                         out += tag_line(self.history[n], self.ctx, self.location)
         if len(self._buf) > 4096:
             self._buf.clear()

@@ -244,6 +244,11 @@ class RaceResultReader(ReaderConversation):
     clock_offset: timedelta = field(default_factory=timedelta)  # applied to the decoder's own clock (GETSTATUS)
     pushing: bool = False  # SETPUSHPASSINGS;1 received on this connection: passings may be pushed
     _buf: bytearray = field(default_factory=bytearray)
+    _resent: list[Read] = field(default_factory=list)
+
+    def take_resent(self) -> list[Read]:
+        out, self._resent = self._resent, []
+        return out
 
     @property
     def ready(self) -> bool:
@@ -281,9 +286,9 @@ class RaceResultReader(ReaderConversation):
         if m:
             first, count = int(m.group(1)), int(m.group(2))
             self.refetches.append((first, count))
-            lines = [
-                _fields(self.history[n], self.ctx) + b"\r\n" for n in range(first, first + count) if n in self.history
-            ]
+            again = [self.history[n] for n in range(first, first + count) if n in self.history]
+            self._resent += again
+            lines = [_fields(read, self.ctx) + b"\r\n" for read in again]
             return b"".join(lines) + b"\r\n"
         if m := _SETTIME.fullmatch(line):
             try:

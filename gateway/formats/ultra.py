@@ -207,6 +207,11 @@ class UltraReader(ReaderConversation):
     rewinds: list[tuple[int, int]] = field(default_factory=list)
     clock_set: list[datetime] = field(default_factory=list)  # each `t` (set time) received, as an aware instant
     _buf: bytearray = field(default_factory=bytearray)
+    _resent: list[Read] = field(default_factory=list)
+
+    def take_resent(self) -> list[Read]:
+        out, self._resent = self._resent, []
+        return out
 
     def greeting(self) -> bytes:
         last = max(self.log.values(), key=lambda r: r.timestamp, default=None)
@@ -246,6 +251,7 @@ class UltraReader(ReaderConversation):
             self.rewinds.append((first, last))
             for n in range(first, last + 1):
                 if n in self.log:
+                    self._resent.append(self.log[n])
                     out += line(self.log[n], self.ctx, rewind=True)
         if len(self._buf) > 256:  # other commands (R, S, t, ?) are not simulated; keep only a possible partial
             del self._buf[:-64]

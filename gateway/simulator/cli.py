@@ -40,7 +40,8 @@ def summary_line(stats: DriveStats, url: str) -> str:
     acked = f", {stats.acked} acknowledged, {stats.unacked} not" if stats.acked or stats.unacked else ""
     return (
         f"{'complete' if stats.complete else 'INCOMPLETE'}: sent {stats.sent}/{stats.reads} reads to {url} "
-        f"({stats.resent} re-sent{acked}, {stats.dropped} lost on the wire, {stats.corrupt} corrupt lines, "
+        f"({stats.resent} re-sent{acked}, {stats.dropped} lost on the wire, {stats.refetched} sent again on request, "
+        f"{stats.corrupt} corrupt lines, "
         f"{stats.heartbeats} heartbeats, "
         f"{stats.connections} connection(s))"
     )

@@ -40,6 +40,7 @@ class DriveStats:
     reads: int = 0  # reads in the race
     sent: int = 0  # distinct reads sent at least once
     resent: int = 0  # re-sends after a reconnect (protocols with acknowledgements)
+    refetched: int = 0  # reads sent again because the gateway asked (re-fetch, rewind, resume)
     acked: int = 0
     unacked: int = 0
     corrupt: int = 0
@@ -293,6 +294,10 @@ class Driver:
             acked, answer = self.rconv.on_bytes(data)
             if self.rconv.ready:
                 self._ready.set()
+            for again in self.rconv.take_resent():  # truth first, as for live reads
+                self.stats.refetched += 1
+                if self.truth:
+                    self.truth.sent(again, resend=True, trigger="refetch")
             for read in acked:
                 original = self.unacked.pop(read_key(read), None)
                 if original is None:

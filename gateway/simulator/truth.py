@@ -3,6 +3,8 @@
     {"type": "read", "seq": 1, "bib": "12", "chip": "058000000012", "timestamp": "...Z", "antenna": 2,
      "rssi": -47.0, "resend": false, "sent_at": "...Z"}
     {"type": "ack", "seq": 1, "chip": "058000000012", "timestamp": "...Z", "at": "...Z"}
+    {"type": "read", ..., "resend": true, "trigger": "refetch"}   sent again because the gateway asked
+                                            (RACE RESULT re-fetch, Ultra rewind, ChronoTrack resume)
     {"type": "dropped", "seq": 7, ...}      a read logged by the reader but lost on the wire (--drop-rate)
     {"type": "corrupt", "raw": "\\x00\\x7f...", "sent_at": "...Z"}
     {"type": "summary", "sent": 812, "resent": 3, "acked": 812, ...}
@@ -44,20 +46,22 @@ class TruthWriter:
         self._stream.write(json.dumps(obj, separators=(",", ":")) + "\n")
         self._stream.flush()
 
-    def sent(self, read: Read, *, resend: bool = False) -> None:
-        self._line(
-            {
-                "type": "read",
-                "seq": read.seq,
-                "bib": read.bib,
-                "chip": read.chip,
-                "timestamp": format_ts(read.timestamp),
-                "antenna": read.antenna,
-                "rssi": read.rssi,
-                "resend": resend,
-                "sent_at": _now(),
-            }
-        )
+    def sent(self, read: Read, *, resend: bool = False, trigger: str | None = None) -> None:
+        """A read on the wire; `trigger` says why a re-send happened when the gateway asked for it."""
+        obj: dict[str, Any] = {
+            "type": "read",
+            "seq": read.seq,
+            "bib": read.bib,
+            "chip": read.chip,
+            "timestamp": format_ts(read.timestamp),
+            "antenna": read.antenna,
+            "rssi": read.rssi,
+            "resend": resend,
+            "sent_at": _now(),
+        }
+        if trigger is not None:
+            obj["trigger"] = trigger
+        self._line(obj)
 
     def acked(self, read: Read) -> None:
         self._line(
@@ -97,6 +101,7 @@ class Truth:
     dropped: list[Read] = field(default_factory=list)  # lost on the wire; only a re-fetch brings them
     corrupt: int = 0
     resends: int = 0
+    refetched: int = 0  # re-sends the gateway asked for (re-fetch, rewind, resume)
     summary: dict[str, Any] | None = None
 
     def is_acked(self, read: Read) -> bool:
@@ -126,6 +131,8 @@ def load(path: str | Path) -> Truth:
                 )
                 if obj.get("resend"):
                     truth.resends += 1
+                    if obj.get("trigger") == "refetch":
+                        truth.refetched += 1
                 if read_key(read) not in seen:
                     seen.add(read_key(read))
                     truth.reads.append(read)
