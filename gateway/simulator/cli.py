@@ -61,7 +61,8 @@ def _run_with_progress(driver: Driver, total: int) -> DriveStats:
 
 
 @click.command("simulate")
-@click.option("--format", "fmt_name", required=True, help="Reader protocol to speak (csv, raceresult, mylaps, ...).")
+@click.option("--format", "fmt_name", default="csv", show_default=True,
+              help="Reader protocol to speak (csv, the simulated One4All's own; raceresult, mylaps, ...).")
 @click.option("--to", "url", required=True, help="tcp://host:port, tcp-listen://host:port, a serial device, file://path.")
 @click.option("--runners", type=click.IntRange(0, 100_000), default=100, show_default=True)
 @click.option("--speed", type=click.FloatRange(0), default=1.0, show_default=True,

@@ -9,12 +9,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from gateway import formats
 from gateway.formats.base import ParseContext
 from gateway.ingest import ReaderCounters, run_reader
 from gateway.links import open_link
 from gateway.simulator import Race, TruthWriter, drive, load
+from gateway.simulator.cli import simulate_cmd
 from gateway.simulator.race import chip_style_for
 from gateway.simulator.truth import read_key
 from tests.fixtures.links import MemorySink, eventually, free_port
@@ -61,3 +63,12 @@ async def test_reads_sent_again_on_request_are_in_the_truth_file(name: str, tmp_
     assert json.loads(path.read_text().splitlines()[-1])["refetched"] == stats.refetched
 
 
+def test_simulate_speaks_csv_by_default(tmp_path: Path) -> None:
+    cap = tmp_path / "race.cap"
+    result = CliRunner().invoke(
+        simulate_cmd, ["--to", f"file://{cap}", "--runners", "3", "--corrupt-rate", "0", "--start",
+                       "2026-11-22T09:00:00Z"],
+    )
+    assert result.exit_code == 0, result.output
+    assert "format=csv" in cap.read_text().splitlines()[0]
+    assert "as csv to" in result.output
