@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -18,6 +19,7 @@ from zoneinfo import ZoneInfo
 
 from gateway import config as config_mod
 from gateway import failpoints, formats
+from gateway.backoff import Backoff
 from gateway.cloud.client import RufusClient, Timeouts
 from gateway.control import ControlServer
 from gateway.errors import ConfigError, DatabaseCorruptError, GatewayError
@@ -75,6 +77,32 @@ def move_aside(db: Path) -> Path:
         if src.exists():
             src.rename(target.with_name(target.name + suffix))
     return target
+
+
+NO_KEY = "no API key ([cloud] api_key or RUFUS_API_KEY): reads are journaled but nothing is uploaded"
+
+
+def restart_needed(old: config_mod.Settings, new: config_mod.Settings, *, cloud_started: bool) -> list[str]:
+    """The changed keys a running daemon cannot apply: links, database, listeners, log set-up, and the device
+    and session identity once the lifecycle has resolved them."""
+    keys: list[str] = []
+    if old.readers != new.readers:
+        keys.append("[[reader]]")
+    if old.outbox != new.outbox:
+        keys.append("[outbox] path")
+    for k in ("listen", "token"):
+        if getattr(old.status, k) != getattr(new.status, k):
+            keys.append(f"[status] {k}")
+    if old.log_level != new.log_level:
+        keys.append("[log] level")
+    if cloud_started:
+        for f in dataclasses.fields(old.device):
+            if getattr(old.device, f.name) != getattr(new.device, f.name):
+                keys.append(f"[device] {f.name}")
+        for k in ("token_session", "alias"):
+            if getattr(old.session, k) != getattr(new.session, k):
+                keys.append(f"[session] {k}")
+    return keys
 
 
 def make_client(c: config_mod.CloudSettings) -> RufusClient:
@@ -139,6 +167,10 @@ class Gateway:
         self._reload: asyncio.Event = asyncio.Event()
         self.running = asyncio.Event()  # set once the readers are up (READY=1)
         self.status_server: Any = None
+        self._tg: asyncio.TaskGroup | None = None
+        self._core: list[asyncio.Task[Any]] = []  # every task but the readers; the journal writer first
+        # Clients replaced by a reload: a request may still be in flight on one, so it is closed at shutdown
+        self._retired: list[RufusClient] = []
         register_secret(settings.cloud.api_key)
         register_secret(settings.status.token)
 
@@ -206,8 +238,8 @@ class Gateway:
                 await self._run(outbox, rules)
         finally:
             self.state.phase = "stopping"
-            if self.client is not None:
-                await self.client.close()
+            for client in [*self._retired, *([self.client] if self.client is not None else [])]:
+                await client.close()
             await outbox.close()  # checkpoints the WAL
             self.state.phase = "stopped"
             log.info("gateway stopped")
@@ -216,36 +248,23 @@ class Gateway:
         s = self.settings
         self.writer = JournalWriter(outbox)
         self.pipeline = Pipeline(outbox, rules, stamp_of(s))
-        if s.cloud.api_key:
-            self.client = make_client(s.cloud)
-            self.uploader = Uploader(
-                outbox,
-                self.client,
-                UploaderSettings(
-                    batch_size=s.cloud.batch_size,
-                    linger_s=s.cloud.linger_s,
-                    follow_active_session=s.session.follow_active_session,
-                    deviceid=s.device.deviceid,
-                    backoff_cap=s.cloud.backoff_cap_s,
-                ),
-            )
-        else:
-            msg = "no API key ([cloud] api_key or RUFUS_API_KEY): reads are journaled but nothing is uploaded"
-            log.warning(msg)
-            self.state.alerts.append(msg)
         sink = _Sink(self.writer, self.kick)
         control = ControlServer(self, s.control_socket)
         async with asyncio.TaskGroup() as tg:
-            core: list[asyncio.Task[Any]] = [
+            self._tg = tg
+            core = self._core
+            core += [
                 tg.create_task(self._guard("journal", self.writer.run()), name="journal"),
                 tg.create_task(self._guard("pipeline", self._pipeline_loop()), name="pipeline"),
-                tg.create_task(self._guard("lifecycle", self._lifecycle()), name="lifecycle"),
                 tg.create_task(self._guard("control", control.serve()), name="control"),
                 tg.create_task(self._guard("watchdog", self._watchdog()), name="watchdog"),
                 tg.create_task(self._guard("reload", self._reload_loop()), name="reload"),
             ]
-            if self.uploader is not None:
-                core.append(tg.create_task(self._guard("uploader", self._upload()), name="uploader"))
+            if s.cloud.api_key:
+                self._start_cloud(s)
+            else:
+                log.warning(NO_KEY)
+                self.state.alerts.append(NO_KEY)
             if s.status.listen:
                 from gateway.status.server import StatusServer
 
@@ -264,12 +283,33 @@ class Gateway:
             for t in readers:
                 t.cancel()
             await asyncio.gather(*readers, return_exceptions=True)
-            for t in core:
-                if t.get_name() != "journal":
-                    t.cancel()
-            await asyncio.gather(*[t for t in core if t.get_name() != "journal"], return_exceptions=True)
+            rest = [t for t in core if t.get_name() != "journal"]  # read again: a reload may have added tasks
+            for t in rest:
+                t.cancel()
+            await asyncio.gather(*rest, return_exceptions=True)
             await self.pipeline.step()  # derive what the last reads make, so a restart has less to do
             core[0].cancel()  # the journal writer flushes what it holds when cancelled
+
+    def _start_cloud(self, s: config_mod.Settings) -> None:
+        """Client, uploader and the device/session lifecycle: at start, or when a reload brings the first key."""
+        assert self._tg is not None and self.outbox is not None
+        self.client = make_client(s.cloud)
+        self.uploader = Uploader(
+            self.outbox,
+            self.client,
+            UploaderSettings(
+                batch_size=s.cloud.batch_size,
+                linger_s=s.cloud.linger_s,
+                follow_active_session=s.session.follow_active_session,
+                deviceid=s.device.deviceid,
+                backoff_cap=s.cloud.backoff_cap_s,
+            ),
+        )
+        tg = self._tg
+        self._core += [
+            tg.create_task(self._guard("lifecycle", self._lifecycle(s)), name="lifecycle"),
+            tg.create_task(self._guard("uploader", self._upload()), name="uploader"),
+        ]
 
     def _start_reader(
         self, tg: asyncio.TaskGroup, r: config_mod.ReaderSettings, sink: _Sink, last_seqs: dict[str, int]
@@ -310,12 +350,10 @@ class Gateway:
             if await self.pipeline.step() and self.uploader is not None:
                 self.uploader.notify()
 
-    async def _lifecycle(self) -> None:
+    async def _lifecycle(self, settings: config_mod.Settings) -> None:
         """Find (or bind/create) the device and session; retried inside until the cloud answers."""
         assert self.outbox is not None
-        if self.client is None:
-            return
-        ls = LifecycleSettings.from_settings(self.settings)
+        ls = LifecycleSettings.from_settings(settings)
         # A callable, not the client: a SIGHUP with a fixed key swaps the client while this still retries.
         deviceid = await resolve_device(self.outbox, self._current_client, ls)
         self.state.deviceid = deviceid
@@ -336,24 +374,111 @@ class Gateway:
         await self.uploader.run()
 
     async def _reload_loop(self) -> None:
-        """SIGHUP: re-read the config; a fixed API key resumes an uploader stopped on 401/403."""
+        """SIGHUP: re-read the config and apply what can change while running (see `_apply`). A config that
+        does not load is refused in one line naming file:line and key; the running one stays."""
         while True:
             await self._reload.wait()
             self._reload.clear()
+            source = self.settings.source
             try:
-                fresh = config_mod.load(self.settings.source if self.settings.source != "<defaults>" else None)
+                fresh = config_mod.load(None if source == "<defaults>" else source)
             except GatewayError as exc:
                 log.error("reload refused: config invalid, keeping the running one", error=str(exc))
                 continue
-            register_secret(fresh.cloud.api_key)
-            if self.uploader is not None and fresh.cloud.api_key != self.settings.cloud.api_key:
-                old = self.client
-                self.client = make_client(fresh.cloud)
-                self.uploader.update_client(self.client)
-                if old is not None:
-                    await old.close()
-                log.info("config reloaded: new API key in use")
-            self.settings = fresh
+            await self._apply(fresh)
+
+    async def _apply(self, fresh: config_mod.Settings) -> None:
+        old = self.settings
+        register_secret(fresh.cloud.api_key)
+        register_secret(fresh.status.token)
+        cloud_started = self.client is not None
+        applied: list[str] = []
+        restart = restart_needed(old, fresh, cloud_started=cloud_started)
+        cloud = fresh.cloud
+        if old.cloud.api_key and not cloud.api_key:
+            # No way to upload without one: keep the running key rather than stop mid-race.
+            cloud = dataclasses.replace(cloud, api_key=old.cloud.api_key)
+            restart.append("[cloud] api_key (removed)")
+        # What runs from now on: the new values where they apply live, the running ones where a restart is needed.
+        # Device and session identity are resolved once the cloud side has started; before that (no key yet)
+        # the new ones are simply used when it starts.
+        device, session = fresh.device, fresh.session
+        if cloud_started:
+            device = old.device
+            session = dataclasses.replace(session, token_session=old.session.token_session, alias=old.session.alias)
+        running = dataclasses.replace(
+            fresh,
+            cloud=cloud,
+            readers=old.readers,
+            outbox=old.outbox,
+            status=old.status,
+            log_level=old.log_level,
+            device=device,
+            session=session,
+        )
+        client_keys = ("base_url", "api_key", "api_key_header", "connect_timeout_s", "read_timeout_s")
+        client_changed = [k for k in client_keys if getattr(old.cloud, k) != getattr(running.cloud, k)]
+        self.settings = running
+        if self.pipeline is not None and stamp_of(running) != stamp_of(old):
+            self.pipeline.stamp = stamp_of(running)
+            applied += [
+                f"[session] {k}"
+                for k in ("timezone", "latitude", "longitude")
+                if getattr(old.session, k) != getattr(running.session, k)
+            ]
+        if not cloud_started:
+            if running.cloud.api_key:
+                self._start_cloud(running)
+                if NO_KEY in self.state.alerts:
+                    self.state.alerts.remove(NO_KEY)
+                applied.append("[cloud] api_key (uploads start)")
+        else:
+            if client_changed:
+                assert self.client is not None and self.uploader is not None
+                self._retired.append(self.client)
+                self.client = make_client(running.cloud)
+                self.uploader.update_client(self.client)  # also leaves auth_failed: a fixed key resumes
+                applied += [f"[cloud] {k}" for k in client_changed]
+            applied += self._update_uploader(old, running)
+        if applied:
+            log.info("config reloaded", applied=applied)
+        else:
+            log.info("config reloaded: nothing that applies while running changed")
+        if restart:
+            log.warning("config reloaded, but these changes take effect only after a restart", keys=restart)
+
+    def _update_uploader(self, old: config_mod.Settings, new: config_mod.Settings) -> list[str]:
+        """Push [cloud] batch_size/linger_s/backoff_cap_s and [session] follow_active_session into the running
+        uploader. It has no setter for these, so its settings (and the state derived from them) are replaced."""
+        up = self.uploader
+        assert up is not None
+        changed: list[str] = []
+        settings = dataclasses.replace(
+            up.settings,
+            batch_size=new.cloud.batch_size,
+            linger_s=new.cloud.linger_s,
+            backoff_cap=new.cloud.backoff_cap_s,
+            follow_active_session=new.session.follow_active_session,
+        )
+        if new.cloud.batch_size != old.cloud.batch_size:
+            up._limit = new.cloud.batch_size  # the size in use (a 413 may have halved it)
+            up.status.batch_limit = up._limit
+            changed.append("[cloud] batch_size")
+        if new.cloud.linger_s != old.cloud.linger_s:
+            changed.append("[cloud] linger_s")
+        if new.cloud.backoff_cap_s != old.cloud.backoff_cap_s:
+            up._backoff = Backoff(settings.backoff_base, settings.backoff_cap)
+            changed.append("[cloud] backoff_cap_s")
+        up.settings = settings
+        if new.session.follow_active_session != old.session.follow_active_session:
+            changed.append("[session] follow_active_session")
+            if new.session.follow_active_session and up._held:
+                # Sessions held because following was off: look at them again now, and move their passings.
+                log.info("follow_active_session on: retrying held sessions", sessions=sorted(up._held))
+                up._held.clear()
+                up.status.held_sessions = []
+        up.notify()
+        return changed
 
     def _status_line(self) -> str:
         pending = "?"

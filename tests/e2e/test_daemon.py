@@ -560,3 +560,87 @@ async def test_sigterm_during_start_up_exits_zero_and_loses_nothing(tmp_path: Pa
         assert d.query("pragma integrity_check") == [("ok",)]
     finally:
         await d.kill()
+
+
+def _log_events(d: Daemon, event: str) -> list[dict[str, Any]]:
+    found = []
+    for line in d.output().splitlines():
+        if line.startswith("{"):
+            entry = json.loads(line)
+            if entry.get("event") == event:
+                found.append(entry)
+    return found
+
+
+async def test_a_daemon_started_without_a_key_uploads_once_sighup_brings_one(tmp_path: Path, cloud: Emulator) -> None:
+    port = free_port()
+    readers = [{"name": "finish", "url": f"tcp-listen://127.0.0.1:{port}", "format": "csv"}]
+    cfg = write_config(tmp_path / "gw.toml", base_url=cloud.base_url, api_key="", readers=readers)
+    d = Daemon(cfg)
+    await d.start()
+    try:
+        await send(port, csv_lines(10))
+        await until(lambda: d.query("select count(*) from reads")[0][0] == 10, what="reads journaled without a key")
+        # a config that does not load is refused in one line naming file:line and key; the daemon carries on
+        write_config(cfg, base_url=cloud.base_url, api_key=KEY, readers=readers, cloud={"batch_size": 0})
+        assert d.proc is not None
+        d.proc.send_signal(signal.SIGHUP)
+        await until(lambda: len(_log_events(d, "reload refused: config invalid, keeping the running one")) == 1,
+                    what="the refusal")
+        [refused] = _log_events(d, "reload refused: config invalid, keeping the running one")
+        line = next(i for i, x in enumerate(cfg.read_text().splitlines(), 1) if x.startswith("batch_size"))
+        assert f"gw.toml:{line}: [cloud] batch_size: must be between 1 and 5000" in refused["error"]
+        await asyncio.sleep(0.5)
+        assert cloud_nums(cloud) == {} and d.proc.returncode is None
+        write_config(cfg, base_url=cloud.base_url, api_key=KEY, readers=readers)
+        d.proc.send_signal(signal.SIGHUP)
+        await until(lambda: sum(len(v) for v in cloud_nums(cloud).values()) == 10, what="upload after SIGHUP")
+        await until(lambda: d.query("select count(*) from passings where state='Sent'")[0][0] == 10, what="Sent")
+        assert next(iter(cloud_nums(cloud).values())) == list(range(1, 11))
+        assert d.proc.returncode is None
+        assert await d.terminate() == 0
+    finally:
+        await d.kill()
+    assert KEY not in d.output()
+
+
+async def test_sighup_switching_follow_active_session_on_releases_held_passings(
+    tmp_path: Path, enveloped: Emulator
+) -> None:
+    from gateway.cloud.client import RufusClient
+    from gateway.cloud.models import SessionCreate
+
+    port = free_port()
+    d = make(tmp_path, enveloped, port)  # follow_active_session off
+    await d.start()
+    try:
+        await send(port, csv_lines(5))
+        await until(lambda: sum(len(v) for v in cloud_nums(enveloped).values()) == 5, what="first 5")
+        [first] = cloud_nums(enveloped)
+        deviceid = d.query("select value from meta where key='deviceid'")[0][0]
+        async with RufusClient(enveloped.base_url, KEY) as c:
+            await c.close_session(first)
+            second = (await c.create_session(SessionCreate(deviceid, "after the break"))).token_session
+        await send(port, csv_lines(5, start=5))
+        await until(lambda: "set follow_active_session" in d.output(), what="the held-session alert")
+        assert d.query("select count(*) from passings where state='Pending'")[0][0] == 5
+        # What the alert tells the crew to do, without a restart: follow on (and a smaller batch, applied
+        # live too; [log] level needs a restart and says so).
+        text = d.config.read_text()
+        text = text.replace("[session]\n", "[session]\nfollow_active_session = true\n")
+        text = text.replace("[cloud]\n", "[cloud]\nbatch_size = 2\n").replace('level = "debug"', 'level = "info"')
+        d.config.write_text(text)
+        assert d.proc is not None
+        d.proc.send_signal(signal.SIGHUP)
+        await until(lambda: len(cloud_nums(enveloped).get(second, [])) == 5, timeout=30, what="moved and sent")
+        assert cloud_nums(enveloped)[first] == [1, 2, 3, 4, 5]
+        assert cloud_nums(enveloped)[second] == [1, 2, 3, 4, 5]
+        posts = [r for r in enveloped.requests if r["method"] == "POST" and r["path"].startswith("/v0/passings")]
+        to_second = [r for r in posts if isinstance(r.get("body"), dict) and r["body"].get("token_session") == second]
+        assert to_second and max(len(r["body"]["passings_list"]) for r in to_second) <= 2
+        [reloaded] = _log_events(d, "config reloaded")
+        assert {"[session] follow_active_session", "[cloud] batch_size"} <= set(reloaded["applied"])
+        [warned] = _log_events(d, "config reloaded, but these changes take effect only after a restart")
+        assert warned["keys"] == ["[log] level"]
+    finally:
+        await d.kill()
