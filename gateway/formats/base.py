@@ -85,6 +85,10 @@ class Framer(ABC):
 class Conversation(ABC):
     """Gateway side of one connection: what to say on connect, what to answer, what to ack after commit."""
 
+    #: what parsing needs besides the bytes; replaceable between records (`parse` sets each capture entry's
+    #: arrival time as `now`, so a time without a date is completed with the day it was recorded)
+    ctx: ParseContext
+
     #: seconds without any byte after which the link is considered dead (None: protocol has no heartbeat)
     silence_timeout: float | None = None
 

@@ -3,7 +3,8 @@
 How a crew checks a capture from a new reader: reads on stdout (every key, null when absent), each
 rejected record on stderr as `LINE_NO: reason` (for `$`-framed MYLAPS, the record number), skipped
 heartbeats and status lines silent. A capture written by `record` (or the simulator) is recognised by
-its first line and parsed as the bytes the reader sent; its rejections carry the capture's line.
+its first line and parsed as the bytes the reader sent, each entry with its arrival time as the clock (a
+time without a date gets the day it was recorded); its rejections carry the capture's line.
 Exit 0 when everything parsed, 1 when something was rejected, 2 on a usage or file error.
 Imports nothing heavier than click.
 """
@@ -11,6 +12,7 @@ Imports nothing heavier than click.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import json
 import sys
 from collections.abc import Iterator
@@ -24,7 +26,7 @@ from gateway import formats
 from gateway.errors import ReaderError
 from gateway.formats.base import Format, ParseContext, Record, Rejected
 from gateway.links.capture import MAGIC, unescape
-from gateway.model import Read, format_ts
+from gateway.model import Read, format_ts, parse_ts
 
 CHUNK = 65536
 # formats whose records are not lines: a rejection is numbered by record, not by line
@@ -114,15 +116,19 @@ def run_parse(fmt: Format, ctx: ParseContext, stream: IO[bytes], out: IO[str], e
         for line_no, line in enumerate(_lines(head, stream), start=1):
             if line_no == 1 or not line.strip() or line.startswith(b"#"):
                 continue
-            _when, tab, text = line.rstrip(b"\r\n").partition(b"\t")
+            when, tab, text = line.rstrip(b"\r\n").partition(b"\t")
             try:
                 if not tab:
                     raise ValueError("no tab between arrival time and data")
                 data = unescape(text.decode("ascii"))
+                arrival = parse_ts(when.decode("ascii"))
             except (ValueError, UnicodeDecodeError) as exc:
                 rejected += 1
                 err.write(f"{line_no}: damaged capture line: {exc}\n")
                 continue
+            # A reader without a date (no GPS) is completed with the day the capture was RECORDED, not today's:
+            # each entry's arrival time is the parse's `now` (an explicit --date still wins).
+            conv.ctx = dataclasses.replace(ctx, now=arrival)
             entry_starts.append(stream_pos)
             entry_lines.append(line_no)
             stream_pos += len(data)
