@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import pty
+import re
 import signal
 import sqlite3
 import subprocess
@@ -585,8 +588,10 @@ async def test_a_daemon_started_without_a_key_uploads_once_sighup_brings_one(tmp
         write_config(cfg, base_url=cloud.base_url, api_key=KEY, readers=readers, cloud={"batch_size": 0})
         assert d.proc is not None
         d.proc.send_signal(signal.SIGHUP)
-        await until(lambda: len(_log_events(d, "reload refused: config invalid, keeping the running one")) == 1,
-                    what="the refusal")
+        await until(
+            lambda: len(_log_events(d, "reload refused: config invalid, keeping the running one")) == 1,
+            what="the refusal",
+        )
         [refused] = _log_events(d, "reload refused: config invalid, keeping the running one")
         line = next(i for i, x in enumerate(cfg.read_text().splitlines(), 1) if x.startswith("batch_size"))
         assert f"gw.toml:{line}: [cloud] batch_size: must be between 1 and 5000" in refused["error"]
@@ -644,3 +649,65 @@ async def test_sighup_switching_follow_active_session_on_releases_held_passings(
         assert warned["keys"] == ["[log] level"]
     finally:
         await d.kill()
+
+
+def _crashing_config(tmp_path: Path) -> Path:
+    # A capture file that is not there: the reader task raises once the daemon runs (not a config error: a
+    # file:// link is opened by its task, like a serial device that may appear later).
+    return write_config(
+        tmp_path / "gw.toml",
+        base_url="http://127.0.0.1:9/v0",
+        api_key="",
+        readers=[{"name": "mat", "url": f"file://{tmp_path}/missing.cap", "format": "csv"}],
+    )
+
+
+def test_a_crashed_task_is_one_json_log_line_with_its_cause_and_exit_70(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "gateway", "run", "--config", str(_crashing_config(tmp_path))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 70, proc.stderr
+    *log_lines, last = proc.stderr.strip().splitlines()
+    events = [json.loads(x) for x in log_lines]  # stderr is not a terminal: every log line is JSON
+    crashed = [e for e in events if e["event"] == "task crashed"]
+    assert len(crashed) == 1, log_lines
+    assert crashed[0]["task"] == "reader mat" and crashed[0]["level"] == "error"
+    assert crashed[0]["error"].startswith("ReaderError: ") and "missing.cap" in crashed[0]["error"]
+    assert last.startswith("rufus-gateway: ") and "missing.cap" in last
+    assert "Traceback" not in proc.stderr
+
+
+def test_log_lines_are_readable_not_json_on_a_terminal(tmp_path: Path) -> None:
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "run", "--config", str(_crashing_config(tmp_path))],
+            stdin=subprocess.DEVNULL,
+            stdout=slave,
+            stderr=slave,
+        )
+        os.close(slave)
+        slave = -1
+        chunks = []
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        assert proc.wait(timeout=60) == 70
+    finally:
+        if slave >= 0:
+            os.close(slave)
+        os.close(master)
+    text = re.sub(r"\x1b\[[0-9;]*m", "", b"".join(chunks).decode(errors="replace"))
+    lines = [x for x in text.replace("\r", "").splitlines() if x.strip()]
+    crashed = [x for x in lines if "task crashed" in x]
+    assert len(crashed) == 1 and "missing.cap" in crashed[0] and "reader mat" in crashed[0], text
+    assert not any(x.lstrip().startswith("{") for x in lines), text  # no JSON on a terminal
+    assert re.search(r"\berror\b", crashed[0]), crashed[0]  # the level is shown
