@@ -127,6 +127,7 @@ class StatusServer:
             "pipeline": None if pipeline is None else {
                 "passings_created": pipeline.passings_created, "reads_processed": pipeline.reads_processed,
                 "reads_suppressed": pipeline.reads_suppressed, "unmapped_chips": sorted(pipeline.unmapped_chips)[:200],
+                "unmapped_count": len(pipeline.unmapped_chips),
             },
             "outbox": self._stats,
             "uploader": None if up is None else {k: v for k, v in _plain(up).items() if k != "alerts"},
@@ -204,12 +205,24 @@ class _Collector(Collector):
                                     labels=["reader"])
         rejected = CounterMetricFamily("rufus_gateway_reader_rejected_lines", "Unreadable lines kept",
                                        labels=["reader"])
+        last_byte = GaugeMetricFamily("rufus_gateway_reader_last_byte_timestamp_seconds",
+                                      "Unix time of the last byte from a reader (0: none yet)", labels=["reader"])
+        since = GaugeMetricFamily("rufus_gateway_reader_state_since_timestamp_seconds",
+                                  "Unix time the reader link last went up or down", labels=["reader"])
         for name, link in gw.links.items():
             link_up.add_metric([name], 1.0 if link.state.connected else 0.0)
+            last_byte.add_metric([name], float(link.state.last_byte_at or 0.0))
+            since.add_metric([name], float(link.state.since or 0.0))
             counters = gw.counters.get(name)
             rejected.add_metric([name], float(counters.rejected if counters else 0))
         yield link_up
         yield rejected
+        yield last_byte
+        yield since
+        unmapped = len(gw.pipeline.unmapped_chips) if gw.pipeline is not None else 0
+        yield GaugeMetricFamily("rufus_gateway_unmapped_chips",
+                                "Distinct chips read that are not in the chip map (sent with bib = chip)",
+                                value=float(unmapped))
         if gw.uploader is not None:
             s = gw.uploader.status
             yield CounterMetricFamily("rufus_gateway_passings_sent", "Passings acknowledged by the cloud",

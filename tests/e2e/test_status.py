@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -57,6 +58,50 @@ async def test_status_json_metrics_healthz_and_page_show_the_run_without_the_key
             assert "status.json" in page
             for text in (str(status), metrics, page):
                 assert KEY not in text
+    finally:
+        await d.kill()
+
+
+async def test_unmapped_chips_and_link_times_on_all_three_surfaces(tmp_path: Path, enveloped: Emulator) -> None:
+    port, status_port = free_port(), free_port()
+    cfg = write_config(
+        tmp_path / "gw.toml",
+        base_url=enveloped.base_url,
+        api_key=KEY,
+        readers=[{"name": "finish", "url": f"tcp-listen://127.0.0.1:{port}", "format": "csv"}],
+    )
+    cfg.write_text(cfg.read_text().replace('listen = ""', f'listen = "127.0.0.1:{status_port}"'))
+    d = Daemon(cfg)
+    await d.start()
+    try:
+        before = time.time()
+        # chips without a bib and no chip map: sent with bib = the normalised chip, and flagged
+        await send(port, ["17,E200017,2026-05-03T09:00:00.250Z", ",00E2000A1,2026-05-03T09:00:01.250Z",
+                          ",e2000b2,2026-05-03T09:00:02.250Z"])
+        await until(lambda: sum(len(v) for v in cloud_nums(enveloped).values()) == 3, what="3 in the cloud")
+        base = f"http://127.0.0.1:{status_port}"
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{base}/status.json") as r:
+                status: dict[str, Any] = await r.json()
+            async with http.get(f"{base}/metrics") as r:
+                metrics = await r.text()
+            async with http.get(f"{base}/") as r:
+                page = await r.text()
+        # /status.json
+        assert status["pipeline"]["unmapped_chips"] == ["E2000A1", "E2000B2"]
+        assert status["pipeline"]["unmapped_count"] == 2
+        [reader] = status["readers"]
+        assert before - 1 <= reader["last_byte_at"] <= time.time() and reader["since"] > 0
+        # /metrics
+        assert "rufus_gateway_unmapped_chips 2.0" in metrics
+        [line] = [x for x in metrics.splitlines()
+                  if x.startswith('rufus_gateway_reader_last_byte_timestamp_seconds{reader="finish"}')]
+        assert before - 1 <= float(line.split()[-1]) <= time.time()
+        assert 'rufus_gateway_reader_state_since_timestamp_seconds{reader="finish"}' in metrics
+        # the page: rendered in the browser from /status.json, so it must read and show those fields
+        for needle in ('id="unmapped"', 'id="unmapped-count"', "unmapped_chips", "last_byte_at", "x.since",
+                       "last byte", "since "):
+            assert needle in page, needle
     finally:
         await d.kill()
 
