@@ -322,7 +322,10 @@ class Gateway:
         self.counters[r.name] = counters
         ctx = ParseContext(tz=ZoneInfo(r.tz), reader=r.name)
         return tg.create_task(
-            self._guard(f"reader {r.name}", run_reader(link, fmt, ctx, sink, counters, silence_s=r.silence_s)),
+            self._guard(
+                f"reader {r.name}",
+                run_reader(link, fmt, ctx, sink, counters, silence_s=r.silence_s, set_time=r.set_time),
+            ),
             name=f"reader:{r.name}",
         )
 
