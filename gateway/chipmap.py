@@ -7,7 +7,7 @@ and validate a chip map without the rest of the stack: a bad map is refused befo
 from __future__ import annotations
 
 import csv
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from gateway.errors import ConfigError
@@ -44,7 +44,7 @@ class ChipMap:
             raise ConfigError(f"{path}: cannot read chip map: {reason}", key="reader.chip_map") from None
         self = cls({}, last_n=last_n, source=str(path))
         origin: dict[str, int] = {}
-        for no, fields in enumerate(csv.reader(text.splitlines()), 1):
+        for no, fields in enumerate(_rows(path, text), 1):
             if not fields or not "".join(fields).strip() or fields[0].lstrip().startswith("#"):
                 continue
             if len(fields) != 2:
@@ -76,3 +76,17 @@ class ChipMap:
 
     def __len__(self) -> int:
         return len(self._map)
+
+
+def _rows(path: Path, text: str) -> Iterator[list[str]]:
+    """csv.reader's rows. Its own error (a field over the csv module's size limit, as in a damaged or binary
+    file) becomes a ConfigError naming file:line like every other problem, not a traceback at start."""
+    reader = csv.reader(text.splitlines())
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise ConfigError(f"{path}:{reader.line_num}: not a chip,bib line: {exc}", key="reader.chip_map") from None
+        yield row

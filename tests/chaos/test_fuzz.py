@@ -215,3 +215,160 @@ def test_config_error_for_a_key_with_a_newline_is_one_line(tmp_path: Path) -> No
     with pytest.raises(config_mod.ConfigError) as caught:
         config_mod.load(path, environ={})
     assert one_line(str(caught.value)), repr(str(caught.value))
+
+
+# -- the chip map ---------------------------------------------------------------------------------------------
+def _chip_map_lines() -> st.SearchStrategy[str]:
+    cell = st.one_of(
+        st.sampled_from(["chip", "bib", "E2000017", "0000123", "  42 ", '"7"', '"a,b"', '"unterminated', "#x", ""]),
+        st.text(max_size=12),
+    )
+    line = st.lists(cell, max_size=4).map(",".join)
+    return st.lists(line, max_size=8).map(lambda ls: "\n".join(ls))
+
+
+@FUZZ
+@given(
+    content=st.one_of(_chip_map_lines().map(lambda t: t.encode("utf-8", "surrogatepass")), st.binary(max_size=200)),
+    bom=st.booleans(),
+    last_n=st.one_of(st.none(), st.integers(-2, 30)),
+)
+def test_chip_map_loader_raises_only_one_line_config_errors(content: bytes, bom: bool, last_n: int | None) -> None:
+    from gateway.chipmap import ChipMap
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "chips.csv"
+        path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + content)
+        try:
+            chips = ChipMap.load(path, last_n=last_n)
+        except config_mod.ConfigError as exc:
+            assert one_line(str(exc)), repr(str(exc))
+            return
+        for chip in ("E2000017", "", "0", "x" * 40):
+            assert chips.lookup(chip) is None or isinstance(chips.lookup(chip), str)
+
+
+def test_chip_map_with_a_huge_field_is_a_config_error(tmp_path: Path) -> None:
+    """A damaged file (a binary blob with no newline) must be a ConfigError, not the csv module's own error."""
+    from gateway.chipmap import ChipMap
+
+    path = tmp_path / "chips.csv"
+    path.write_text("chip,bib\n" + "E" * 200_000 + ",17\n")
+    with pytest.raises(config_mod.ConfigError) as caught:
+        ChipMap.load(path)
+    assert one_line(str(caught.value)) and f"{path}:2: " in str(caught.value), str(caught.value)
+
+
+# -- the cloud's answers ----------------------------------------------------------------------------------------
+KEY = "ror-" + "f00d" * 5
+_CLOUD_KEYS = ["body", "result", "description", "token_session", "deviceid", "inserted_count", "duplicate_count",
+               "pagination", "has_more", "num_passing", "timestamp", "bib", "chip", "active", "first", "last",
+               "passings", "sessions", "alias", "model", "serial_number", "latitude", "longitude", "duration",
+               "creation_date"]  # fmt: skip
+_json_leaf = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(), st.text(max_size=20),
+    st.sampled_from(["2026-11-22T10:00:00.000Z", "2026-13-40T99:99:99Z", "", "true", "Session not found or closed",
+                     "line one\nline two", KEY]),
+)  # fmt: skip
+_json = st.recursive(
+    _json_leaf,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.one_of(st.sampled_from(_CLOUD_KEYS), st.text(max_size=6)),
+                                                     inner, max_size=6)),
+    max_leaves=20,
+)  # fmt: skip
+
+
+def _body() -> st.SearchStrategy[bytes]:
+    def dump(value: Any) -> bytes:
+        return json.dumps(value).encode()
+
+    return st.one_of(_json.map(dump), _json.map(lambda v: dump({"body": v})), st.binary(max_size=60))
+
+
+class _FakeResponse:
+    def __init__(self, status: int, raw: bytes, headers: dict[str, str]) -> None:
+        self.status, self._raw, self.headers = status, raw, headers
+
+    async def read(self) -> bytes:
+        return self._raw
+
+    async def __aenter__(self) -> _FakeResponse:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+class _FakeHttp:
+    """Stands in for aiohttp's session: every request gets the drawn answer; after a few, an empty page (a
+    server that always says "more" is not what is fuzzed here)."""
+
+    closed = False
+
+    def __init__(self, status: int, raw: bytes, headers: dict[str, str]) -> None:
+        self.answer = (status, raw, headers)
+        self.calls = 0
+
+    def request(self, *_args: Any, **_kw: Any) -> _FakeResponse:
+        self.calls += 1
+        if self.calls > 3:
+            return _FakeResponse(200, b'{"result": []}', {})
+        return _FakeResponse(*self.answer)
+
+    async def close(self) -> None:
+        return None
+
+
+@FUZZ
+@given(
+    status=st.one_of(st.sampled_from([200, 201, 204, 302, 400, 401, 403, 404, 409, 413, 429, 500, 503]),
+                     st.integers(100, 599)),
+    raw=_body(),
+    retry_after=st.one_of(st.none(), st.text(max_size=30), st.sampled_from(["1", "-5", "1e400", "nan",
+                                                                           "Wed, 21 Oct 2015 07:28:00 GMT"])),
+    op=st.sampled_from(["bind", "unbind", "devices", "device", "create", "close", "sessions", "active", "session",
+                        "insert", "passings", "device_passings", "max"]),
+)  # fmt: skip
+def test_cloud_answers_raise_only_one_line_cloud_errors(status: int, raw: bytes, retry_after: str | None,
+                                                       op: str) -> None:
+    import asyncio
+
+    from gateway.cloud.client import RufusClient
+    from gateway.cloud.models import DeviceBind, SessionCreate
+    from gateway.errors import CloudError
+    from gateway.model import Passing
+
+    headers = {"Retry-After": retry_after} if retry_after is not None else {}
+    passing = Passing(num_passing=1, bib="7", chip="E2000017",
+                      timestamp=datetime(2026, 11, 22, 10, tzinfo=UTC))  # fmt: skip
+    calls = {
+        "bind": lambda c: c.bind_device(DeviceBind(model="One4All", serial_number="S1")),
+        "unbind": lambda c: c.unbind_device("D1"),
+        "devices": lambda c: c.list_devices(),
+        "device": lambda c: c.device_info("D1"),
+        "create": lambda c: c.create_session(SessionCreate(deviceid="D1")),
+        "close": lambda c: c.close_session("T" * 64),
+        "sessions": lambda c: c.device_sessions("D1"),
+        "active": lambda c: c.active_session("D1"),
+        "session": lambda c: c.session_info("T" * 64),
+        "insert": lambda c: c.insert_passings("T" * 64, [passing]),
+        "passings": lambda c: c.session_passings("T" * 64, first=1, last=9),
+        "device_passings": lambda c: c.device_passings("D1"),
+        "max": lambda c: c.max_num_passing("T" * 64),
+    }
+
+    async def one() -> None:
+        client = RufusClient("https://cloud.invalid/v0", KEY)
+        client._session = _FakeHttp(status, raw, headers)  # type: ignore[assignment]
+        try:
+            await calls[op](client)
+        except CloudError as exc:
+            assert one_line(str(exc)), repr(str(exc))
+            assert KEY not in str(exc), "a cloud error echoed the API key"
+            if exc.description is not None:
+                assert KEY not in exc.description
+        finally:
+            await client.close()
+
+    asyncio.run(one())
