@@ -20,8 +20,29 @@ pytestmark = pytest.mark.chaos
 GATEWAY = Path(__file__).resolve().parents[2] / "gateway"
 
 
+# Every way Python, ssl, aiohttp or requests/httpx can be told not to check a certificate or a host name.
+TLS_OFF = re.compile(
+    r"ssl\s*=\s*False|verify_ssl|verify\s*=\s*False|CERT_NONE|CERT_OPTIONAL|verify_mode"
+    r"|check_hostname\s*=\s*False|_create_unverified_context|PYTHONHTTPSVERIFY"
+)
+
+
+@pytest.mark.parametrize("line", [
+    "connector = aiohttp.TCPConnector(ssl=False)",
+    "session.get(url, verify_ssl=False)",
+    "httpx.AsyncClient(verify=False)",
+    "requests.get(url, verify = False)",
+    "ctx.verify_mode = ssl.CERT_NONE",
+    "ctx.verify_mode = ssl.CERT_OPTIONAL",
+    "ctx.check_hostname = False",
+    "ctx = ssl._create_unverified_context()",
+])  # fmt: skip
+def test_the_tls_grep_sees_each_way_of_turning_verification_off(line: str) -> None:
+    assert TLS_OFF.search(line), line
+
+
 def test_nothing_disables_tls_verification() -> None:
-    pattern = re.compile(r"ssl\s*=\s*False|verify_ssl|CERT_NONE|check_hostname\s*=\s*False|_create_unverified_context")
+    pattern = TLS_OFF
     hits = [
         f"{path.relative_to(GATEWAY.parent)}:{no}: {line.strip()}"
         for path in sorted(GATEWAY.rglob("*.py"))
