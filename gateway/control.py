@@ -87,6 +87,12 @@ class ControlServer:
                 raise GatewayError("no current session")
             return {"voided": await outbox.void(token, int(body["num_passing"]))}
         if action == "requeue":
+            if body.get("rejected"):
+                # every session unless one is named: a Rejected row may sit in an older one
+                n = await outbox.requeue_rejected(body.get("token_session"))
+                if gw.uploader:
+                    gw.uploader.retry_now()  # the crew says the cloud is fixed: no need to wait out 'refused'
+                return {"requeued": n}
             if token is None:
                 raise GatewayError("no current session")
             n = await outbox.requeue(token, [int(x) for x in body["nums"]])

@@ -763,6 +763,15 @@ class Outbox:
             )
             return max(cur.rowcount, 0)
 
+    async def last_sent(self, token_session: str) -> OutboxRow | None:
+        """The session's highest-numbered Sent passing (a passing the cloud is known to have taken)."""
+        rows = await self._fetchall(
+            f"SELECT {_PASSING_COLS} FROM passings WHERE token_session = ? AND state = 'Sent' "
+            "ORDER BY num_passing DESC LIMIT 1",
+            (token_session,),
+        )
+        return _row(rows[0]) if rows else None
+
     async def add_attempt(self, token_session: str, nums: Sequence[int]) -> set[int]:
         """Count an attempt on the rows about to be sent; returns those still Pending, the only ones to send.
 
@@ -857,6 +866,40 @@ class Outbox:
             )
             changed = max(cur.rowcount, 0)
         log.warning("passings requeued", token_session=token_session, count=changed)
+        return changed
+
+    async def unreject(self, token_session: str, nums: Sequence[int], reason: str) -> int:
+        """Rejected (for exactly `reason`) -> Pending: the uploader found the refusal was the cloud's, not the
+        row's. Same numbers; a voided row is never touched."""
+        if not nums:
+            return 0
+        async with self._write() as db:
+            cur = await db.executemany(
+                "UPDATE passings SET state = 'Pending', reason = NULL WHERE token_session = ? AND num_passing = ? "
+                "AND state = 'Rejected' AND reason = ? AND NOT (origin = 'manual' AND reason = ?)",
+                [(token_session, n, reason, VOID_REASON) for n in nums],
+            )
+            changed = max(cur.rowcount, 0)
+        if changed:
+            log.warning("rejected passings back to Pending: the cloud refused every passing, not these",
+                        token_session=token_session, count=changed, reason=reason)
+        return changed
+
+    async def requeue_rejected(self, token_session: str | None = None) -> int:
+        """`outbox requeue --rejected`: every Rejected row the operator did not void goes back to Pending, with
+        its num_passing (of one session, or of all). The old reason is kept after a 'requeued' prefix."""
+        sql = (
+            "UPDATE passings SET state = 'Pending', reason = 'requeued after: ' || COALESCE(reason, '?') "
+            "WHERE state = 'Rejected' AND NOT (origin = 'manual' AND reason IS ?)"
+        )
+        params: tuple[Any, ...] = (VOID_REASON,)
+        if token_session is not None:
+            sql += " AND token_session = ?"
+            params += (token_session,)
+        async with self._write() as db:
+            cur = await db.execute(sql, params)
+            changed = max(cur.rowcount, 0)
+        log.warning("rejected passings requeued", token_session=token_session or "(all)", count=changed)
         return changed
 
     async def void(self, token_session: str, num: int) -> bool:

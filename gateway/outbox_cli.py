@@ -267,12 +267,19 @@ def _control_socket(path: Path) -> str:
 
 @outbox_group.command("requeue")
 @_source
-@click.argument("nums", nargs=-1, type=click.IntRange(min=1), required=True)
+@click.argument("nums", nargs=-1, type=click.IntRange(min=1))
 @click.option("--session", "token_session", help="The session the numbers belong to (default: the current one).")
-def requeue_cmd(db: Path | None, config: Path | None, nums: tuple[int, ...], token_session: str | None) -> None:
-    """Send these Sent passings again (Sent -> Pending, same num_passing; the cloud dedups).
+@click.option("--rejected", is_flag=True,
+              help="Instead of NUMS: every Rejected passing not voided by the operator goes back to Pending "
+                   "(all sessions, or --session's), keeping its num_passing.")
+def requeue_cmd(db: Path | None, config: Path | None, nums: tuple[int, ...], token_session: str | None,
+                rejected: bool) -> None:
+    """Send these Sent passings again (Sent -> Pending, same num_passing; the cloud dedups), or with
+    --rejected the passings the cloud refused (after it was fixed, or after a refusal that was the cloud's).
 
     Goes through the running daemon's control socket; opens the database itself only when no daemon runs."""
+    if rejected == bool(nums):
+        raise click.UsageError("give NUMS (Sent passings to send again) or --rejected, not both")
     path = _db_path(db, config)
     from gateway import control
 
@@ -281,6 +288,8 @@ def requeue_cmd(db: Path | None, config: Path | None, nums: tuple[int, ...], tok
             raise StorageError(f"database {path} does not exist")
         box = await Outbox.open(path)
         try:
+            if rejected:
+                return {"requeued": await box.requeue_rejected(token_session)}
             token = token_session
             if token is None:
                 current = await box.current_session()
@@ -292,7 +301,7 @@ def requeue_cmd(db: Path | None, config: Path | None, nums: tuple[int, ...], tok
             await box.close()
 
     async def requeue() -> dict[str, Any]:
-        body: dict[str, Any] = {"nums": list(nums)}
+        body: dict[str, Any] = {"rejected": True} if rejected else {"nums": list(nums)}
         if token_session:
             body["token_session"] = token_session
         try:
@@ -302,5 +311,8 @@ def requeue_cmd(db: Path | None, config: Path | None, nums: tuple[int, ...], tok
 
     result = _run(requeue)
     n = int(result["requeued"])
+    if rejected:
+        click.echo(f"requeued {n} Rejected passing(s) (voided ones stay voided)")
+        return
     click.echo(f"requeued {n} of {len(nums)} passing(s)" + ("" if n == len(nums) else
                " (the others are not Sent: Pending already, Rejected, Moved or unknown)"))

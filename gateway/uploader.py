@@ -43,7 +43,8 @@ IDLE_POLL_S = 2.0  # a safety net under notify(): work queued by another path (a
 MAX_ALERTS = 50
 ALL = 1_000_000_000  # "every pending row" for the rare full-session operations (closed-session handling)
 
-STATES = ("idle", "sending", "backoff", "auth_failed", "session_closed", "no_session")
+STATES = ("idle", "sending", "backoff", "auth_failed", "refused", "session_closed", "no_session")
+REFUSAL_STREAK = 8  # rows refused alone for one reason, nothing to probe with, no 2xx: the cloud refuses everything
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,10 @@ class Uploader:
         self._limit = settings.batch_size
         self._backoff = Backoff(settings.backoff_base, settings.backoff_cap)
         self._missing_backoff = Backoff(settings.backoff_base, settings.backoff_cap)  # 2xx but not stored
+        self._retry = asyncio.Event()  # leave 'refused' now rather than after backoff_cap
+        # Rows set aside since the cloud last took a passing, with its reason: put back to Pending should it
+        # turn out to refuse everything (it changed its mind between a 2xx and these refusals).
+        self._refusals: dict[tuple[str, int], str] = {}
         self._streak = Streak("cloud upload", log)
         self._clock_alerted = False
         # token -> (monotonic time to look again (inf: until restart), the current session when held)
@@ -146,6 +151,11 @@ class Uploader:
         self._client = client
         self.status.can_read = self.can_read
         self._client_changed.set()
+        self.retry_now()
+
+    def retry_now(self) -> None:
+        """Try again at once (SIGHUP, `outbox requeue --rejected`): leaves 'refused' without waiting it out."""
+        self._retry.set()
         self._wake.set()
 
     # -- the loop ---------------------------------------------------------------------------------------
@@ -159,6 +169,13 @@ class Uploader:
                 self._client_changed.clear()
                 self.status.state = "idle"
                 log.info("new API key loaded: resuming uploads")
+            if self.status.state == "refused":
+                # Not on notify(): every new read would otherwise cost a round of refused requests.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._retry.wait(), self.settings.backoff_cap)
+                self.status.state = "idle"
+                log.info("trying again after the cloud refused every passing")
+            self._retry.clear()
             self._wake.clear()  # before looking, so a notify() during the look is not lost
             client = self._client
             try:
@@ -208,21 +225,65 @@ class Uploader:
         return False
 
     async def _deliver(self, rec: SessionRecord, rows: Sequence[OutboxRow]) -> None:
-        """Send `rows`, splitting on 400 down to the offending rows (invariant 4)."""
+        """Send `rows`, splitting on 400 down to the offending rows (invariant 4).
+
+        A 400 that every row triggers is not a poison row but a cloud refusing everything (an API change, a
+        proxy, a misconfiguration): setting the whole queue aside would turn an outage into 'Rejected' data.
+        So a row refused alone is set aside only once the cloud was seen taking passings during this batch:
+        a 2xx for another part, or else a probe re-sending a passing it took before (_probe). Refused too:
+        the cloud refuses everything; every row stays Pending and the uploader waits (state 'refused').
+        With nothing to probe with (a session that never had a 2xx), refused rows are held back while the
+        split goes on: a 2xx for any part shows they are refused one by one (Rejected); after more than
+        REFUSAL_STREAK refused for the same reason (or at the end of the batch), rows spread over the rest
+        are tried alone (_sample), and if none goes through the cloud refuses everything."""
         token = rec.token_session
         parts: list[Sequence[OutboxRow]] = [rows]
+        accepting = False  # the cloud took passings during this batch: a refusal is about its row
+        held: list[OutboxRow] = []  # refused rows whose fate waits on a 2xx for some other part
+        held_reason = ""
         while parts:
             part = parts.pop()
             try:
                 await self._send(rec, part)
             except BadRequestError as exc:
-                if len(part) == 1:
-                    await self._reject(token, part[0], exc)
-                else:
+                reason = exc.description or str(exc)
+                if len(part) > 1:
                     mid = len(part) // 2
                     log.info("cloud refused a batch: splitting it to find the offending passings",
-                             size=len(part), reason=exc.description or str(exc))
+                             size=len(part), reason=reason)
                     parts += [part[mid:], part[:mid]]  # first half popped first: num_passing order kept
+                    continue
+                row = part[0]
+                if held and reason == held_reason:
+                    held.append(row)
+                    if len(held) > REFUSAL_STREAK or not parts:
+                        sampled = await self._sample(rec, [r for p in reversed(parts) for r in p], reason)
+                        if sampled == "accepts":  # a run of poison rows, not a cloud refusing everything
+                            for h in held:
+                                await self._reject(token, h, held_reason)
+                        elif sampled == "refuses":
+                            await self._refused_everywhere(token, reason)
+                        return  # the next step sends the rest; a refusal then is judged with a probe
+                    continue
+                if held:  # another reason: the cloud judges rows one by one after all
+                    for h in held:
+                        await self._reject(token, h, held_reason)
+                    held, accepting = [], True
+                if not accepting:
+                    verdict = await self._probe(token, reason)
+                    if verdict == "later":
+                        return  # the row stays Pending; the next step tries again
+                    if verdict == "everything":
+                        await self._refused_everywhere(token, reason)
+                        return
+                    if verdict == "unknown":
+                        held, held_reason = [row], reason
+                        if not parts:
+                            await self._refused_everywhere(token, reason)  # nothing else to try it on
+                            return
+                        continue
+                    accepting = True
+                await self._reject(token, row, reason)
             except PayloadTooLargeError:
                 if len(part) > 1:
                     self._limit = max(1, len(part) // 2)
@@ -231,10 +292,78 @@ class Uploader:
                 else:
                     self._alert(f"session {token}: the cloud refuses even a single passing as too large (413)")
                     await asyncio.sleep(self._backoff.next_delay())
-                return  # the rest is fetched again at the new size
+                return  # the rest is fetched again at the new size (held rows stay Pending: tried again)
             except SessionClosedError:
                 await self._session_closed(rec)
                 return
+            else:
+                accepting = True
+                for h in held:  # the cloud took another part: the held rows are refused one by one
+                    await self._reject(token, h, held_reason)
+                held = []
+
+    async def _probe(self, token: str, reason: str) -> str:
+        """Does the cloud still take a passing it took before? Re-sends the session's last Sent passing (a
+        duplicate: harmless, the cloud dedups on num_passing). 'row' = yes, so the refusal is about the
+        row; 'everything' = refused too; 'unknown' = nothing to probe with; 'later' = no answer now."""
+        known = await self.outbox.last_sent(token)
+        if known is None:
+            return "unknown"
+        try:
+            await self._client.insert_passings(token, [known.passing])
+        except BadRequestError as exc:
+            log.info("cloud refuses a passing it took before", reason=exc.description or str(exc),
+                     num_passing=known.passing.num_passing)
+            return "everything"
+        except SessionClosedError:
+            return "later"  # the next step meets the closed session and handles it
+        except CloudError as exc:
+            await self._failed(exc, token)
+            return "later"
+        self._refusals.clear()  # the cloud takes well-formed passings: what it refused so far is poison
+        log.info("cloud still takes a passing it took before: the refused one is poison", reason=reason)
+        return "row"
+
+    async def _sample(self, rec: SessionRecord, rest: Sequence[OutboxRow], reason: str) -> str:
+        """A run of rows refused for one reason and nothing to probe with: try up to REFUSAL_STREAK rows
+        spread over the rest of the batch, each alone. 'accepts' once one goes through (it is Sent; the
+        session now has a passing to probe with), 'refuses' if all are refused, 'stop' for anything else.
+        Out of num_passing order, which the cloud does not mind: this runs only while nothing goes through."""
+        k = min(REFUSAL_STREAK, len(rest))
+        picks = sorted({round(i * (len(rest) - 1) / max(1, k - 1)) for i in range(k)}) if k else []
+        for i in picks:
+            try:
+                await self._send(rec, [rest[i]])
+            except BadRequestError:
+                continue
+            except PayloadTooLargeError:
+                return "stop"
+            except SessionClosedError:
+                await self._session_closed(rec)
+                return "stop"
+            log.info("cloud took a passing alone after refusing a run of them: those are poison", reason=reason)
+            return "accepts"
+        return "refuses"
+
+    async def _refused_everywhere(self, token: str, reason: str) -> None:
+        """The cloud refuses every passing: undo the rejections since it last took one, keep everything
+        Pending, and wait (run() leaves 'refused' after backoff_cap, or at once on retry_now())."""
+        restored = 0
+        by_session: dict[str, list[int]] = {}
+        for (tok, num), why in self._refusals.items():
+            if why == reason:
+                by_session.setdefault(tok, []).append(num)
+        for tok, nums in by_session.items():
+            restored += await _uncancellable(self.outbox.unreject(tok, nums, reason))
+        self.status.rejected = max(0, self.status.rejected - restored)
+        self.status.state = "refused"
+        self.status.last_error = f"HTTP 400 for every passing: {reason}"
+        log.warning("cloud refuses every passing: kept Pending, none set aside", token_session=token,
+                    reason=reason, restored=restored)
+        self._alert(
+            f"the cloud refuses every passing (HTTP 400: {reason}): nothing is set aside, they stay Pending; "
+            f"retrying every {self.settings.backoff_cap:g} s, or at once on SIGHUP or `outbox requeue --rejected`"
+        )
 
     async def _send(self, rec: SessionRecord, rows: Sequence[OutboxRow]) -> None:
         """One batch until the cloud answers 2xx (then Sent) or refuses it for good (raised)."""
@@ -274,6 +403,7 @@ class Uploader:
                 continue
             failpoints.hit("after_cloud_2xx_before_mark_sent")
             await self._succeeded(token)
+            self._refusals.clear()  # the cloud takes passings: a refusal from now on is about its row
             self.status.duplicates += max(result.duplicate_count, 0)
             counted = result.inserted_count + result.duplicate_count
             short = counted < len(rows)
@@ -383,9 +513,9 @@ class Uploader:
         )
 
     # -- refusals ---------------------------------------------------------------------------------------
-    async def _reject(self, token: str, row: OutboxRow, exc: BadRequestError) -> None:
-        reason = exc.description or str(exc)
+    async def _reject(self, token: str, row: OutboxRow, reason: str) -> None:
         await self.outbox.mark_rejected(token, row.passing.num_passing, reason)
+        self._refusals[(token, row.passing.num_passing)] = reason
         self.status.rejected += 1
         self._alert(f"session {token}: passing {row.passing.num_passing} (bib {row.passing.bib}) rejected by the "
                     f"cloud and set aside: {reason}")
