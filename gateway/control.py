@@ -1,8 +1,8 @@
 """The daemon's local control endpoint: an HTTP API on a unix socket beside the database.
 
-One writer (invariant 8): while the daemon runs, the crew's writing commands (`mark`, `outbox requeue`,
-`session new|close`) go through here instead of opening the database themselves. A unix socket is local by
-construction and guarded by file permissions, so it needs no token.
+One writer (invariant 8): while the daemon runs, the crew's writing commands (`mark`, `outbox requeue|prune`,
+`session new|close`, `device bind`) go through here instead of opening the database themselves. A unix socket
+is local by construction and guarded by file permissions, so it needs no token.
 """
 
 from __future__ import annotations
@@ -39,6 +39,8 @@ class ControlServer:
                 web.post("/requeue", self._requeue),
                 web.post("/session/new", self._session_new),
                 web.post("/session/close", self._session_close),
+                web.post("/device/bind", self._device_bind),
+                web.post("/prune", self._prune),
             ]
         )
 
@@ -80,6 +82,11 @@ class ControlServer:
             when = datetime.fromisoformat(body["time"]) if body.get("time") else None
             num = await gw.mark(str(body["bib"]), when)
             return {"num_passing": num, "token_session": gw.state.token_session}
+        if action == "prune":
+            # the same explicit retention as the direct command (invariant 5), logged by prune_sent
+            return {"pruned": await outbox.prune_sent(float(body["older_than_s"]))}
+        if action == "device_bind":
+            return {"deviceid": await self._bind(body)}
         session = await outbox.current_session()
         token = body.get("token_session") or (session.token_session if session else None)
         if action == "void":
@@ -114,6 +121,44 @@ class ControlServer:
             await lifecycle.close_session(outbox, gw.client, token)
             return {"closed": token}
         raise KeyError(action)
+
+    async def _bind(self, body: dict[str, Any]) -> str:
+        """`device bind`: the CLI's [device] values, the same rules as without a daemon (a configured or
+        stored deviceid is kept, not bound again), and the daemon uses the deviceid from now on."""
+        from gateway import lifecycle
+        from gateway.config import DEFAULT_DEVICE_TYPE
+        from gateway.errors import ConfigError
+
+        gw = self.gateway
+        assert gw.outbox is not None
+        if gw.client is None:
+            raise GatewayError("no API key configured: cannot talk to the cloud")
+
+        def text(key: str) -> str | None:
+            value = body.get(key)
+            return None if value is None else str(value)
+
+        settings = lifecycle.LifecycleSettings(
+            deviceid=text("deviceid"),
+            serial_number=text("serial_number"),
+            model=text("model"),
+            device_alias=text("alias"),
+            firmware=text("firmware"),
+            device_type=text("type") or DEFAULT_DEVICE_TYPE,
+            patient=False,  # the crew is at the keyboard: an error now, not a retry loop
+        )
+        deviceid = await lifecycle.resolve_device(gw.outbox, gw.client, settings)
+        if deviceid is None:
+            raise ConfigError("[device] serial_number and model: both needed to bind a device", key="device")
+        gw.state.deviceid = deviceid
+        log.info("device bound through the control endpoint", deviceid=deviceid)
+        return deviceid
+
+    async def _device_bind(self, request: web.Request) -> web.Response:
+        return await self._call(request, "device_bind")
+
+    async def _prune(self, request: web.Request) -> web.Response:
+        return await self._call(request, "prune")
 
     async def _mark(self, request: web.Request) -> web.Response:
         return await self._call(request, "mark")

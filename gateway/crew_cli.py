@@ -264,10 +264,11 @@ def device_group() -> None:
 @device_group.command("bind")
 @config_option
 def device_bind(config_path: Path) -> None:
-    """Bind ([device] serial_number, model, type...) and store the deviceid (daemon must be stopped)."""
+    """Bind ([device] serial_number, model, type...) and store the deviceid; a configured or stored deviceid
+    is kept. Through the running daemon when there is one."""
     settings = _settings(config_path)
 
-    async def bind() -> str:
+    async def direct() -> dict[str, Any]:
         from gateway import lifecycle
 
         async with _store_and_client(settings) as (outbox, client):
@@ -276,9 +277,13 @@ def device_bind(config_path: Path) -> None:
             )
             if deviceid is None:
                 raise ConfigError("[device] serial_number and model: both needed to bind a device", key="device")
-            return deviceid
+            return {"deviceid": deviceid}
 
-    click.echo(f"deviceid {_run(bind())}")
+    d = settings.device
+    body = {"deviceid": d.deviceid, "serial_number": d.serial_number, "model": d.model, "alias": d.alias,
+            "firmware": d.firmware, "type": d.type}
+    result = _run(_via_daemon_or(settings, "/device/bind", body, direct))
+    click.echo(f"deviceid {result['deviceid']}")
 
 
 @device_group.command("info")

@@ -1,8 +1,8 @@
 """`rufus-gateway outbox stats|list|export|check|prune`: look into the gateway's database.
 
 stats, list, export and check only read: they open the database read-only and without the lock, so they work
-while the daemon runs (WAL lets a reader see the last committed state). prune writes, so it takes the lock
-and refuses, saying so, while the daemon holds it (invariant 8: one writer).
+while the daemon runs (WAL lets a reader see the last committed state). prune and requeue write: while the
+daemon runs they go through its control endpoint, otherwise they take the lock themselves (invariant 8).
 """
 
 from __future__ import annotations
@@ -236,25 +236,35 @@ def check_cmd(db: Path | None, config: Path | None) -> None:
 @click.option("--older-than", "days", type=click.FloatRange(min=0), required=True,
               help="Delete Sent passings sent more than DAYS ago (reads and other states are kept).")
 def prune_cmd(db: Path | None, config: Path | None, days: float) -> None:
-    """Explicit retention: delete Sent passings older than DAYS. Refuses while the daemon runs."""
+    """Explicit retention: delete Sent passings older than DAYS (through the running daemon if there is one)."""
     path = _db_path(db, config)
     from gateway import log as log_mod
 
     log_mod.configure(json=False)
 
-    async def prune() -> int:
+    from gateway import control
+
+    async def direct() -> int:
         if not path.exists():
             raise StorageError(f"database {path} does not exist")
         try:
             box = await Outbox.open(path)
         except StorageError as exc:
             if "in use by another" in str(exc):
-                raise StorageError(f"{exc}: prune writes, stop the daemon first") from None
+                raise StorageError(f"{exc} and its control endpoint does not answer: prune writes, "
+                                   "stop the daemon first") from None
             raise
         try:
             return await box.prune_sent(days * 86400.0)
         finally:
             await box.close()
+
+    async def prune() -> int:
+        try:
+            answer = await control.call(_control_socket(path), "POST", "/prune", {"older_than_s": days * 86400.0})
+        except control.DaemonNotRunning:
+            return await direct()
+        return int(answer["pruned"])
 
     deleted = _run(prune)
     click.echo(f"pruned {deleted} Sent passings sent more than {days:g} days ago from {path}")
