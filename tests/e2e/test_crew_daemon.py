@@ -69,3 +69,14 @@ async def test_device_bind_and_info_through_the_running_daemon(tmp_path: Path, e
     finally:
         await d.kill()
 
+
+async def test_device_bind_and_info_without_a_daemon(tmp_path: Path, enveloped: Emulator) -> None:
+    cfg = write_config(tmp_path / "gw.toml", base_url=enveloped.base_url, api_key=KEY, readers=[])
+    code, out, err = await cli("device", "bind", "--config", str(cfg))
+    assert code == 0, out + err
+    [device] = enveloped.state()["devices"]
+    assert out.strip() == f"deviceid {device['deviceid']}" and device["serial_number"] == "SIM-0001"
+    code, out, err = await cli("device", "info", "--config", str(cfg))
+    assert code == 0, out + err
+    info = json.loads(out)
+    assert (info["deviceid"], info["model"], info["alias"]) == (device["deviceid"], "One4All", "test pi")

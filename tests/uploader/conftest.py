@@ -1,5 +1,6 @@
 """Uploader/lifecycle fixtures: every test runs against a loopback emulator in both dialects, with a
-READ_WRITE key (the one the gateway should have) and a WRITE-only key (one that cannot read back)."""
+READ_WRITE key (the one the gateway should have), a WRITE-only key (one that cannot read back) and a READ-only
+key (one the cloud refuses every upload with 403)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,13 @@ import structlog
 from structlog.testing import capture_logs
 
 from gateway.emulator import ApiKey, Emulator, EmulatorConfig
-from tests.uploader.helpers import RW_KEY, W_KEY, Env, make_env
+from tests.uploader.helpers import R_KEY, RW_KEY, W_KEY, Env, make_env
 
 
 @pytest.fixture(params=["enveloped", "bare"])
 async def cloud(request: pytest.FixtureRequest) -> AsyncIterator[Emulator]:
-    config = EmulatorConfig(dialect=request.param, api_keys=[ApiKey(RW_KEY), ApiKey(W_KEY, "WRITE")], seed=7)
+    keys = [ApiKey(RW_KEY), ApiKey(W_KEY, "WRITE"), ApiKey(R_KEY, "READ")]
+    config = EmulatorConfig(dialect=request.param, api_keys=keys, seed=7)
     async with Emulator(config) as emu:
         yield emu
 

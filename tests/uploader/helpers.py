@@ -19,6 +19,7 @@ from gateway.uploader import Uploader, UploaderSettings
 T0 = datetime(2026, 5, 3, 9, 0, 0, tzinfo=UTC)
 RW_KEY = "ror-0123456789abcdef0123"
 W_KEY = "ror-fedcba9876543210fedc"
+R_KEY = "ror-00000000ffffffff0000"  # READ only: every POST is answered 403
 
 FAST = {"backoff_base": 0.02, "backoff_cap": 0.1, "linger_s": 0.02}
 

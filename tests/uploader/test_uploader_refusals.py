@@ -67,6 +67,35 @@ async def test_wrong_key_stops_then_fixed_key_resumes(env: Env) -> None:
         await good.close()
 
 
+async def test_a_key_refused_with_403_stops_uploads_like_a_401(env: Env) -> None:
+    """A key whose access type may not write (403): stop uploading, keep storing, one alert, resume on a
+    reloaded key; exactly as for an unknown key (401)."""
+    from tests.uploader.helpers import R_KEY
+
+    await env.add(5)
+    reader = client_for(env.emu, R_KEY)
+    good = client_for(env.emu)
+    try:
+        up = Uploader(env.outbox, reader, fast())
+        async with running(up) as task:
+            await eventually(lambda: _is(up.status.state == "auth_failed"), what="auth_failed")
+            assert env.emu.requests[-1]["status"] == 403
+            assert (await env.states()) == {"Pending": 5}
+            [alert] = up.status.alerts
+            assert "(403)" in alert and "API key" in alert
+            posts = _posts(env)
+            await env.add(3)  # reading and storing go on
+            up.notify()
+            await _sleep(0.3)
+            assert _posts(env) == posts and not task.done()  # no retry storm, no crash
+            up.update_client(good)
+            await eventually(await all_sent(env, 8), what="8 Sent with a READ_WRITE key")
+        assert cloud_nums(env.emu, env.token) == list(range(1, 9))
+    finally:
+        await reader.close()
+        await good.close()
+
+
 async def _is(value: bool) -> bool:
     return value
 
