@@ -317,58 +317,110 @@ def device_info(config_path: Path) -> None:
 
 @click.command("reconcile")
 @config_option
-@click.option("--session", "token", help="Session to check (default: the current one).")
+@click.option("--session", "token", help="Only this session (default: every local session with passings).")
 def reconcile_cmd(config_path: Path, token: str | None) -> None:
-    """End of race: is everything in the cloud? Reads the session back, compares with every local Sent,
-    requeues what is missing. Exit 0 = yes; exit 1 = a list of what is not (now requeued)."""
+    """End of race: is everything in the cloud? Looks at every local session holding passings (an older,
+    closed one included): reads each back from the cloud and compares bib and timestamp with every local
+    Sent, requeuing what is missing; lists what is still Pending and what the cloud Rejected (not voided by
+    the operator). Exit 0 = yes; exit 1 = a list of what is not."""
     settings = _settings(config_path)
+    report = _run(_reconcile(settings, token))
+    problems = False
+    for s in report:
+        tok = s["token_session"]
+        if s["missing"]:
+            problems = True
+            click.echo(f"no: session {tok}: {len(s['missing'])} passing(s) marked Sent are not in the cloud "
+                       "(requeued): " + ", ".join(map(str, s["missing"])))
+        if s["pending"]:
+            problems = True
+            shown = ", ".join(f"{n} (bib {b})" for n, b in s["pending"][:50])
+            click.echo(f"no: session {tok}: {len(s['pending'])} passing(s) still Pending: {shown}"
+                       + (" ..." if len(s["pending"]) > 50 else ""))
+        if s["rejected"]:
+            problems = True
+            click.echo(f"no: session {tok}: {len(s['rejected'])} passing(s) Rejected by the cloud, not in it "
+                       "(after fixing them: rufus-gateway outbox requeue --rejected):")
+            for n, b, reason in s["rejected"]:
+                click.echo(f"  num_passing {n}, bib {b}: {reason or 'no reason given'}")
+        if s["unverified"]:
+            click.echo(f"note: session {tok}: {s['unverified']} passing(s) marked Sent without being verified "
+                       "(the key could not read) are now checked against the cloud")
+    if problems:
+        sys.exit(1)
+    total = sum(s["sent"] for s in report)
+    tokens = [s["token_session"] for s in report]
+    if len(tokens) == 1:
+        click.echo(f"yes: all {total} passings of session {tokens[0]} are in the cloud")
+    elif tokens:
+        click.echo(f"yes: all {total} passings of {len(tokens)} sessions are in the cloud: " + ", ".join(tokens))
+    else:
+        click.echo("yes: no passings to check")
 
-    async def reconcile() -> tuple[str, int, list[int], list[int]]:
-        from gateway.outbox import Outbox
 
-        outbox = await Outbox.open(settings.outbox.path, lock=False, read_only=True)
-        try:
-            rec = await outbox.current_session()
-            tok = token or (rec.token_session if rec else None)
-            if tok is None:
-                raise GatewayError("no current session to reconcile")
-            sent = {r.passing.num_passing: r.passing for r in await outbox.rows(tok, "Sent")}
-            pending = [r.passing.num_passing for r in await outbox.rows(tok, "Pending")]
-        finally:
-            await outbox.close()
-        client = _client(settings)
-        try:
-            cloud = {p.num_passing: p for p in await client.session_passings(tok)}
-        except CloudError as exc:
-            raise GatewayError(f"cannot read the session back from the cloud: {exc}") from None
-        finally:
-            await client.close()
-        missing = sorted(n for n, p in sent.items() if n not in cloud or cloud[n].bib != p.bib)
-        if missing:
+async def _reconcile(settings: config_mod.Settings, only: str | None) -> list[dict[str, Any]]:
+    """Per local session with passings: what is Sent but not in the cloud (then requeued), still Pending,
+    Rejected and not voided."""
+    from gateway.outbox import VOID_REASON, Outbox, OutboxRow
+    from gateway.uploader import UNVERIFIED_DUPLICATE, UNVERIFIED_SHORT, same_passing
 
-            async def direct() -> dict[str, Any]:
-                box = await Outbox.open(settings.outbox.path)
+    def voided(r: OutboxRow) -> bool:
+        return r.origin == "manual" and r.reason == VOID_REASON
+
+    outbox = await Outbox.open(settings.outbox.path, lock=False, read_only=True)
+    try:
+        tokens = [only] if only else [s.token_session for s in await outbox.sessions()]
+        local = {tok: await outbox.rows(tok) for tok in tokens}
+    finally:
+        await outbox.close()
+    report: list[dict[str, Any]] = []
+    client: Any = None
+    try:
+        for tok, rows in local.items():
+            sent = [r for r in rows if r.state == "Sent"]
+            pending = [r for r in rows if r.state == "Pending"]
+            rejected = [r for r in rows if r.state == "Rejected" and not voided(r)]
+            if not (sent or pending or rejected):
+                continue  # nothing of ours left in it (moved, voided or pruned)
+            missing: list[int] = []
+            if sent:
+                client = client or _client(settings)
                 try:
-                    return {"requeued": await box.requeue(tok, missing)}
-                finally:
-                    await box.close()
+                    cloud = {p.num_passing: p for p in await client.session_passings(tok)}
+                except CloudError as exc:
+                    unverified = sum(1 for r in sent if r.reason in (UNVERIFIED_DUPLICATE, UNVERIFIED_SHORT))
+                    tail = f" ({unverified} passing(s) there were marked Sent without verification)"
+                    tail = tail if unverified else ""
+                    raise GatewayError(f"cannot read session {tok} back from the cloud: {exc}{tail}") from None
+                missing = sorted(
+                    r.passing.num_passing for r in sent
+                    if (c := cloud.get(r.passing.num_passing)) is None
+                    or not same_passing(r.passing, c.timestamp, c.bib)
+                )
+                if missing:
+                    await _requeue(settings, tok, missing)
+            report.append({
+                "token_session": tok,
+                "sent": len(sent),
+                "missing": missing,
+                "pending": [(r.passing.num_passing, r.passing.bib) for r in pending],
+                "rejected": [(r.passing.num_passing, r.passing.bib, r.reason) for r in rejected],
+                "unverified": sum(1 for r in sent if r.reason in (UNVERIFIED_DUPLICATE, UNVERIFIED_SHORT)),
+            })
+    finally:
+        if client is not None:
+            await client.close()
+    return report
 
-            await _via_daemon_or(settings, "/requeue", {"token_session": tok, "nums": missing}, direct)
-        return tok, len(sent), missing, pending
 
-    tok, n_sent, missing, pending = _run(reconcile())
-    if not missing and not pending:
-        click.echo(f"yes: all {n_sent} passings of session {tok} are in the cloud")
-        return
-    if missing:
-        click.echo(
-            f"no: {len(missing)} passing(s) marked Sent are not in the cloud (requeued): "
-            + ", ".join(map(str, missing))
-        )
-    if pending:
-        click.echo(
-            f"no: {len(pending)} passing(s) still Pending: "
-            + ", ".join(map(str, pending[:50]))
-            + (" ..." if len(pending) > 50 else "")
-        )
-    sys.exit(1)
+async def _requeue(settings: config_mod.Settings, token: str, nums: list[int]) -> None:
+    from gateway.outbox import Outbox
+
+    async def direct() -> dict[str, Any]:
+        box = await Outbox.open(settings.outbox.path)
+        try:
+            return {"requeued": await box.requeue(token, nums)}
+        finally:
+            await box.close()
+
+    await _via_daemon_or(settings, "/requeue", {"token_session": token, "nums": nums}, direct)
