@@ -20,7 +20,8 @@ def to_utc_ms(ts: datetime) -> datetime:
 def format_ts(ts: datetime) -> str:
     """`YYYY-MM-DDTHH:mm:ss.sssZ`, always milliseconds, always `Z` (the cloud's only timestamp form)."""
     ts = to_utc_ms(ts)
-    return ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"
+    # the year by hand: strftime's %Y does not pad years below 1000 (glibc), which no parser reads back
+    return f"{ts.year:04d}" + ts.strftime("-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"
 
 
 def parse_ts(text: str) -> datetime:

@@ -43,9 +43,10 @@ def parse_timestamp(text: str, ctx: ParseContext) -> datetime | str:
                     return f"offset {zone} out of range"
                 tz = timezone(sign * offset)
             ts = datetime(int(year), int(month), int(day), int(hh), int(mm), int(ss), _micro(frac), tzinfo=tz)
-        except ValueError as exc:
+            # in UTC the instant may fall outside datetime's years 1..9999 (9999-12-31T23:00-05:00)
+            return to_utc_ms(ts)
+        except (ValueError, OverflowError) as exc:
             return str(exc)
-        return to_utc_ms(ts)
     m = _TOD.fullmatch(text)
     if m:
         hh, mm, ss, frac = m.groups()

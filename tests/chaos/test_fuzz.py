@@ -372,3 +372,24 @@ def test_cloud_answers_raise_only_one_line_cloud_errors(status: int, raw: bytes,
             await client.close()
 
     asyncio.run(one())
+
+
+@FUZZ
+@given(
+    when=st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31, 23, 59, 59, 999000)),
+    offset_min=st.integers(-(23 * 60 + 59), 23 * 60 + 59),
+    zone=st.sampled_from(["Z", "offset", "local"]),
+)
+def test_csv_timestamps_at_the_ends_of_the_calendar(when: datetime, offset_min: int, zone: str) -> None:
+    """A date that exists but leaves datetime's range once in UTC (9999-12-31T23:00-05:00) is a rejection,
+    not an OverflowError; and whatever is taken is stored in a form the gateway reads back (year 1 too)."""
+    from gateway.model import format_ts, parse_ts
+
+    sign, off = ("-" if offset_min < 0 else "+"), abs(offset_min)
+    suffix = {"Z": "Z", "offset": f"{sign}{off // 60:02d}:{off % 60:02d}", "local": ""}[zone]
+    stamp = f"{when.year:04d}-{when:%m-%dT%H:%M:%S}.{when.microsecond // 1000:03d}{suffix}"
+    result = formats.get("csv").parse(f"1,CHIP,{stamp}".encode(), CTX)
+    _check_result(result)
+    if isinstance(result, Read):
+        stored = format_ts(result.timestamp)
+        assert parse_ts(stored) == result.timestamp == datetime.fromisoformat(stored), stored
