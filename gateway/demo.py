@@ -164,22 +164,31 @@ class Demo:
             await emu.stop()
 
     def _drained(self, cursor: int | None) -> bool:
-        """Every journaled read had been through the pipeline (`cursor`, read before the stats were taken)
-        and every passing it made is Sent."""
+        """Every journaled read had been through the pipeline (`cursor`, read before the stats were taken), no
+        duplicate window still holds a passing back, and every passing it made is Sent."""
+        pipeline = self.gateway.pipeline
         return (
             self.stats is not None
             and cursor is not None
             and cursor >= self.stats.reads  # read ids are 1..n: the cursor is the last one processed
+            and pipeline is not None
+            and pipeline.open_windows == 0
             and self.stats.pending == 0
             and self.gateway.state.token_session is not None
         )
 
     async def _outage(self) -> None:
-        """The 4G drops mid-race and comes back: the backlog waits in the outbox and drains after."""
+        """The 4G drops mid-race and comes back: the backlog waits in the outbox and drains after. It drops
+        once passings are flowing (a duplicate window holds each back about a window), so there is a backlog."""
         assert self.emulator is not None
         if not self.o.outage:
             return
         await asyncio.sleep(self.o.duration_s * 0.25)
+        give_up = time.monotonic() + self.o.duration_s
+        while (p := self.gateway.pipeline) is None or p.passings_created == 0:
+            if time.monotonic() > give_up:
+                break
+            await asyncio.sleep(0.05)
         self.emulator.set_offline(True)
         self.cloud_note = "OFFLINE (simulated 4G outage)"
         await asyncio.sleep(self.o.duration_s * 0.2)

@@ -6,12 +6,15 @@ the passings they produce, so a restart, or a replay of the same journal, derive
 with the same num_passings.
 
 Duplicate windows are keyed by (reader, chip) and measured on the READER's timestamps, never on arrival:
-- `first`: the first read of a crossing is the passing; reads of the same chip within the window after it
-  are the same crossing.
-- `strongest`: the read with the highest RSSI in the window is the passing, emitted when the window has
-  closed: a later read of that chip beyond the window, or, for a chip that is not read again, once the
-  gateway has received reads (or its clock has passed) `window + close_grace_s` after the window opened.
-  That second rule uses the stored arrival times of journaled reads, so it gives the same result on replay.
+- `first`: the earliest read of a crossing (by reader time) is the passing; reads of the same chip within the
+  window of it are the same crossing. Reads do not always arrive in reader order (a re-fetch brings a lost
+  read after later ones), so the window is held like a `strongest` one and emits its earliest read when it
+  closes: the passing is the same whatever order the reads arrived in.
+- `strongest`: the read with the highest RSSI in the window is the passing.
+Either window is emitted when it has closed: a later read of that chip beyond the window, or, for a chip that
+is not read again, once the gateway has received reads (or its clock has passed) the window plus
+`close_grace_s` (default: 1 s for `strongest`, none for `first`) after the window opened. That second rule
+uses the stored arrival times of journaled reads, so it gives the same result on replay.
 - `finished_window_s` (optional, longer): once a chip has a passing, later crossings within this window are
   suppressed (a runner who lingers on the mat, or walks back over it).
 Manual reads (origin `manual`) bypass all of this: the operator asked for exactly that passing.
@@ -63,7 +66,15 @@ class ReaderRules:
     dedup_mode: Literal["first", "strongest"] = "first"
     finished_window_s: float | None = None
     chip_map: ChipMap | None = None
-    close_grace_s: float = 1.0  # `strongest`: how long after a window's end to wait for its late reads
+    # how long after a window's end (arrival clock) to wait for reads still on their way; None: 1 s for
+    # `strongest` (a stronger read may be in flight), 0 for `first` (only out-of-order reads matter, and a
+    # re-fetch answers within moments), so a `first` passing waits one window
+    close_grace_s: float | None = None
+
+    @property
+    def grace_ms(self) -> int:
+        grace = self.close_grace_s if self.close_grace_s is not None else (1.0 if self.dedup_mode == "strongest" else 0)
+        return round(grace * 1000)
 
     def __post_init__(self) -> None:
         if self.dedup_mode not in ("first", "strongest"):
@@ -94,6 +105,7 @@ class _Window:
     bib: str
     link: str
     opened_rx_ms: int = 0  # arrival-clock time of the window's first read
+    opened_id: int = 0  # journal id of that read: windows closing at the same instant close in journal order
 
 
 @dataclass
@@ -142,7 +154,7 @@ class _Step:
     unmapped: set[str] = field(default_factory=set)
     suppressed: int = 0
     open: set[tuple[str, str]] = field(default_factory=set)  # keys with an open window
-    deadlines: list[tuple[int, tuple[str, str]]] = field(default_factory=list)  # heap; stale entries skipped
+    deadlines: list[tuple[int, int, tuple[str, str]]] = field(default_factory=list)  # heap; stale entries skipped
 
 
 class Pipeline:
@@ -161,7 +173,7 @@ class Pipeline:
         self._generation: str | None = None
         self._state: dict[tuple[str, str], _KeyState] = {}
         self._open: set[tuple[str, str]] = set()
-        self._deadlines: list[tuple[int, tuple[str, str]]] = []
+        self._deadlines: list[tuple[int, int, tuple[str, str]]] = []
         self._lock = asyncio.Lock()
 
     def _rules_for(self, link: str) -> ReaderRules:
@@ -182,7 +194,9 @@ class Pipeline:
                 stored = int(await self.outbox.get_meta(CURSOR_KEY) or 0)
                 self._state = {k: _KeyState.load(v) for k, v in (await self.outbox.dedup_state()).items()}
                 self._open = {k for k, s in self._state.items() if s.window is not None}
-                self._deadlines = [(s.window.deadline_rx_ms, k) for k, s in self._state.items() if s.window]
+                self._deadlines = [
+                    (s.window.deadline_rx_ms, s.window.opened_id, k) for k, s in self._state.items() if s.window
+                ]
                 heapq.heapify(self._deadlines)
                 self.cursor = stored
             created = 0
@@ -247,10 +261,10 @@ class Pipeline:
         for key in work.open:
             st = work.changed.get(key) or self._state[key]
             if st.window is not None and st.window.opened_rx_ms > now_ms + CLOCK_BACK_MS:
-                ahead.append((st.window.deadline_rx_ms, key))
+                ahead.append((st.window.deadline_rx_ms, st.window.opened_id, key))
         if ahead:
             log.warning("clock went back: closing dedup windows opened 'in the future'", windows=len(ahead))
-        for _, key in sorted(ahead):
+        for _, _, key in sorted(ahead):
             self._close(work, key, self._get(work, key))
 
     def _work(self) -> _Step:
@@ -287,7 +301,7 @@ class Pipeline:
         """Emit every open window whose deadline has passed, earliest deadline first (deterministic)."""
         heap = work.deadlines
         while heap and heap[0][0] <= rx_ms:
-            deadline, key = heapq.heappop(heap)
+            deadline, _opened, key = heapq.heappop(heap)
             st = work.changed.get(key) or self._state.get(key)
             if st is not None and st.window is not None and st.window.deadline_rx_ms == deadline:
                 self._close(work, key, self._get(work, key))
@@ -316,12 +330,19 @@ class Pipeline:
         w_ms = round(rules.dedup_window_s * 1000)
         hold_ms = max(w_ms, round((rules.finished_window_s or 0) * 1000))
         st = self._get(work, key)
-        if rules.dedup_mode == "strongest" and w_ms > 0:
+        if w_ms > 0:
             if st.window is not None:
-                if t < st.window.start_ms + w_ms:
-                    if _better(read.rssi, st.window.best_rssi):
-                        st.window.best_id, st.window.best_rssi, st.window.best_ms = read.id, read.rssi, t
-                        st.window.chip, st.window.bib, st.window.link = read.chip, bib, read.link
+                w = st.window
+                if rules.dedup_mode == "strongest":
+                    inside, takes = t < w.start_ms + w_ms, _better(read.rssi, w.best_rssi)
+                else:  # first: the window spans a window either side of its earliest read so far
+                    inside, takes = w.best_ms - w_ms < t < w.best_ms + w_ms, t < w.best_ms
+                if inside:
+                    if takes:
+                        w.best_id, w.best_rssi, w.best_ms = read.id, read.rssi, t
+                        w.chip, w.bib, w.link = read.chip, bib, read.link
+                        if rules.dedup_mode == "first":
+                            w.start_ms = t  # the crossing is remembered at its earliest read
                     work.suppressed += 1
                     return
                 self._close(work, key, st)
@@ -329,11 +350,11 @@ class Pipeline:
                 work.suppressed += 1
                 return
             rx = _ms(read.received_at)
-            st.window = _Window(start_ms=t, deadline_rx_ms=rx + w_ms + round(rules.close_grace_s * 1000),
+            st.window = _Window(start_ms=t, deadline_rx_ms=rx + w_ms + rules.grace_ms,
                                 best_id=read.id, best_rssi=read.rssi, best_ms=t, chip=read.chip, bib=bib,
-                                link=read.link, opened_rx_ms=rx)
+                                link=read.link, opened_rx_ms=rx, opened_id=read.id)
             work.open.add(key)
-            heapq.heappush(work.deadlines, (st.window.deadline_rx_ms, key))
+            heapq.heappush(work.deadlines, (st.window.deadline_rx_ms, read.id, key))
             return
         if st.covers(t, w_ms, hold_ms):
             work.suppressed += 1
@@ -343,7 +364,7 @@ class Pipeline:
 
     @property
     def open_windows(self) -> int:
-        """Open `strongest` windows (reads seen, passing not yet emitted): for the status page."""
+        """Open duplicate windows (reads seen, passing not yet emitted): for the status page."""
         return len(self._open)
 
 

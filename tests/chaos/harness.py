@@ -71,7 +71,9 @@ def settled(gw: GatewayProcess) -> bool:
     pending = gw.query("SELECT COUNT(*) FROM passings WHERE state = 'Pending'")[0][0]
     top = gw.query("SELECT COALESCE(MAX(id), 0) FROM reads")[0][0]
     cursor = gw.query("SELECT value FROM meta WHERE key = 'pipeline.cursor'")
-    return pending == 0 and bool(cursor) and int(cursor[0][0]) >= top
+    # a duplicate window still open holds its passing back (first and strongest alike) until it closes
+    held = gw.query("SELECT COUNT(*) FROM dedup WHERE state LIKE '%\"window\"%'")[0][0]
+    return pending == 0 and held == 0 and bool(cursor) and int(cursor[0][0]) >= top
 
 
 def verdict(gw: GatewayProcess, emu: Emulator, truth: Truth | None = None, **kw: Any) -> Report:

@@ -37,11 +37,13 @@ async def test_first_mode_one_passing_per_crossing_on_reader_time(session_outbox
     pl = Pipeline(box, {"mat": ReaderRules(dedup_window_s=3.0)}, STAMP)
     # three reads of one crossing, arriving in separate commits, then the same chip 10 s later
     await box.journal("mat", [read_at(0.0, "C1")])
-    assert await pl.step(_now()) == 1
+    assert await pl.step(_now()) == 0  # held: an earlier read of this crossing may still arrive
+    assert pl.open_windows == 1
     await box.journal("mat", [read_at(1.2, "C1"), read_at(2.9, "C1")])
     assert await pl.step(_now()) == 0
     await box.journal("mat", [read_at(10.0, "C1"), read_at(10.5, "C2"), read_at(11.0, "C1")])
-    assert await pl.step(_now()) == 2
+    assert await pl.step(_now()) == 1  # the 10 s read is beyond the first crossing's window: that one closes
+    assert await pl.step(_future()) == 2  # the others close on the clock
     rows = await box.rows("tok-A")
     assert [(r.passing.num_passing, r.passing.chip, r.passing.timestamp - T0) for r in rows] == [
         (1, "C1", timedelta(0)), (2, "C1", timedelta(seconds=10)), (3, "C2", timedelta(seconds=10.5))]
@@ -60,12 +62,38 @@ async def test_arrival_time_does_not_matter(session_outbox: Outbox) -> None:
     assert [p[2] for p in await _passings(box)] == [T0.isoformat(), (T0 + timedelta(seconds=10)).isoformat()]
 
 
+@pytest.mark.parametrize("order", [(5.0, 5.1, 5.3), (5.3, 5.0, 5.1), (5.1, 5.3, 5.0)])
+async def test_first_mode_passing_is_the_earliest_read_whatever_the_arrival_order(
+    session_outbox: Outbox, order: tuple[float, float, float]
+) -> None:
+    """A re-fetch brings a lost read after later ones: the crossing's passing is still its earliest read."""
+    box = session_outbox
+    pl = Pipeline(box, {"mat": ReaderRules(dedup_window_s=3.0)}, STAMP)
+    for t in order:  # one commit each, as a link delivers them
+        await box.journal("mat", [read_at(t, "C1")])
+        assert await pl.step(_now()) == 0
+    assert await pl.step(_future()) == 1
+    [row] = await box.rows("tok-A")
+    assert row.passing.timestamp == T0 + timedelta(seconds=5.0)
+    # a late read of that crossing makes no second passing
+    await box.journal("mat", [read_at(4.9, "C1")])
+    assert await pl.step(_future()) == 0
+
+
+async def test_first_mode_passing_waits_one_window_on_the_clock(session_outbox: Outbox) -> None:
+    box = session_outbox
+    pl = Pipeline(box, {"mat": ReaderRules(dedup_window_s=3.0)}, STAMP)
+    await box.journal("mat", [read_at(0.0, "C1")])
+    assert await pl.step(datetime.now(UTC) + timedelta(seconds=2)) == 0
+    assert await pl.step(datetime.now(UTC) + timedelta(seconds=4)) == 1  # window (3 s) + settle, no grace
+
+
 async def test_dedup_is_per_reader(session_outbox: Outbox) -> None:
     box = session_outbox
     pl = Pipeline(box, {}, STAMP)
     await box.journal("mat", [read_at(0, "C1", reader="R1"), read_at(0.2, "C1", reader="R2"),
                               read_at(0.4, "C1", reader="R1")])
-    assert await pl.step(_now()) == 2
+    assert await pl.step(_future()) == 2
 
 
 async def test_strongest_emits_max_rssi_when_a_later_read_closes_the_window(session_outbox: Outbox) -> None:
@@ -114,7 +142,7 @@ async def test_finished_window_suppresses_later_crossings(session_outbox: Outbox
     pl = Pipeline(box, {"mat": ReaderRules(dedup_window_s=3.0, finished_window_s=60.0)}, STAMP)
     await box.journal("mat", [read_at(0, "C1"), read_at(20, "C1"), read_at(59, "C1"), read_at(61, "C1"),
                               read_at(30, "C2")])
-    assert await pl.step(_now()) == 3
+    assert await pl.step(_future()) == 3
     assert [(p[3], p[2]) for p in await _passings(box)] == [
         ("C1", T0.isoformat()), ("C1", (T0 + timedelta(seconds=61)).isoformat()),  # journal order
         ("C2", (T0 + timedelta(seconds=30)).isoformat())]
@@ -152,8 +180,8 @@ async def test_bib_without_chip_and_chip_map(session_outbox: Outbox, tmp_path: P
         read_at(3, "E20000170000009999"),    # unmapped: bib = normalised chip, flagged
         read_at(4, "0000777", bib="12"),     # unmapped but the reader gave a bib: use it
     ])
-    assert await pl.step(_now()) == 5
-    assert [(p[1], p[3]) for p in await _passings(box)] == [
+    assert await pl.step(_future()) == 5
+    assert [(p[1], p[3]) for p in await _passings(box)] == [  # windows closing together: journal order
         ("501", None), ("7", "00000000FFFF0123"), ("8", "0456"), ("9999", "E20000170000009999"),
         ("12", "0000777")]
     assert pl.unmapped_chips == {"9999"}  # the reader gave bib 12 for 0000777: not flagged
@@ -162,15 +190,15 @@ async def test_bib_without_chip_and_chip_map(session_outbox: Outbox, tmp_path: P
 async def test_no_session_reads_wait_in_the_journal(outbox: Outbox) -> None:
     pl = Pipeline(outbox, {}, STAMP)
     await outbox.journal("mat", [read_at(0, "C1"), read_at(5, "C2")])
-    assert await pl.step(_now()) == 0
+    assert await pl.step(_future()) == 0
     assert await outbox.rows() == []
     await outbox.set_current_session("tok-N", alias=None, deviceid=None, created_by_us=False, floor=7)
-    assert await pl.step(_now()) == 2
+    assert await pl.step(_future()) == 2
     assert [p[0] for p in await _passings(outbox, "tok-N")] == [8, 9]
     # a new session: later reads are numbered there, from 1
     await outbox.set_current_session("tok-M", alias=None, deviceid=None, created_by_us=True)
     await outbox.journal("mat", [read_at(60, "C1")])
-    assert await pl.step(_now()) == 1
+    assert await pl.step(_future()) == 1
     assert [p[0] for p in await _passings(outbox, "tok-M")] == [1]
 
 
@@ -193,7 +221,8 @@ def _race(seed: int, n: int = 300) -> list[tuple[str, Read]]:
 RULES = {
     # a long grace: in this test only reads (never the wall clock of a slow CI machine) close windows
     "mat1": ReaderRules(dedup_window_s=3.0, dedup_mode="strongest", close_grace_s=3600.0),
-    "mat2": ReaderRules(dedup_window_s=2.0, finished_window_s=20.0, chip_map=ChipMap.empty(last_n=4)),
+    "mat2": ReaderRules(dedup_window_s=2.0, finished_window_s=20.0, chip_map=ChipMap.empty(last_n=4),
+                        close_grace_s=3600.0),
 }
 
 
@@ -237,6 +266,62 @@ async def test_restart_mid_stream_derives_identical_passings(tmp_path: Path, see
     b = await Outbox.open(path)
     try:
         await Pipeline(b, RULES, STAMP).step(_future())
+        got = await _passings(b)
+    finally:
+        await b.close()
+
+    assert got == expected
+    assert len(expected) > 20
+    assert [p[0] for p in expected] == list(range(1, len(expected) + 1))
+
+
+FIRST_RULES = {
+    "mat1": ReaderRules(dedup_window_s=3.0, close_grace_s=3600.0),
+    "mat2": ReaderRules(dedup_window_s=2.0, finished_window_s=20.0, close_grace_s=3600.0),
+}
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+async def test_first_mode_out_of_order_restart_derives_identical_passings(tmp_path: Path, seed: int,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """`first` windows are held and stored like `strongest` ones: reads arriving out of reader order (each
+    chunk delivered backwards, as a re-fetch answers after later reads) give the same passings whether one
+    process derives them or a fresh process after every chunk."""
+    reads = _race(seed)
+    rnd = random.Random(seed * 31)
+    cuts = sorted(rnd.sample(range(1, len(reads)), 15))
+    chunks = [list(reversed(reads[a:b])) for a, b in zip([0, *cuts], [*cuts, len(reads)], strict=True)]
+
+    async def journal(box: Outbox, chunk: list[tuple[str, Read]]) -> None:
+        for link in ("mat1", "mat2"):
+            part = [r for lk, r in chunk if lk == link]
+            if part:
+                await box.journal(link, part)
+
+    a = await Outbox.open(tmp_path / "a.db")
+    try:
+        await a.set_current_session("tok-A", alias=None, deviceid=None, created_by_us=True)
+        for chunk in chunks:
+            await journal(a, chunk)
+        await Pipeline(a, FIRST_RULES, STAMP).step(_future())
+        expected = await _passings(a)
+    finally:
+        await a.close()
+
+    monkeypatch.setattr(pipeline_mod, "BATCH", 5)
+    path = tmp_path / "b.db"
+    for i, chunk in enumerate(chunks):
+        b = await Outbox.open(path)
+        try:
+            if i == 0:
+                await b.set_current_session("tok-A", alias=None, deviceid=None, created_by_us=True)
+            await journal(b, chunk)
+            await Pipeline(b, FIRST_RULES, STAMP).step(_now())
+        finally:
+            await b.close()
+    b = await Outbox.open(path)
+    try:
+        await Pipeline(b, FIRST_RULES, STAMP).step(_future())
         got = await _passings(b)
     finally:
         await b.close()
