@@ -14,9 +14,14 @@ from tests.fixtures.daemon import free_port
 
 @pytest.fixture(params=["enveloped", "bare"])
 async def cloud(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Emulator]:
+    """The emulator, once per dialect. A fixed port and a --db file: a test may stop and start it again (a
+    cloud restart) and the gateway finds it where it was, with its state."""
     emu = Emulator(
         EmulatorConfig(
-            dialect=request.param, api_keys=[ApiKey.parse(f"{KEY}:READ_WRITE")], db=str(tmp_path / "cloud.db")
+            dialect=request.param,
+            port=free_port(),
+            api_keys=[ApiKey.parse(f"{KEY}:READ_WRITE")],
+            db=str(tmp_path / "cloud.db"),
         )
     )
     await emu.start()
@@ -26,6 +31,7 @@ async def cloud(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
 
 @pytest.fixture
 async def enveloped(tmp_path: Path) -> AsyncIterator[Emulator]:
+    """One dialect only, for what does not depend on it (the crew's commands, the daemon's own mechanics)."""
     emu = Emulator(
         EmulatorConfig(port=free_port(), api_keys=[ApiKey.parse(f"{KEY}:READ_WRITE")], db=str(tmp_path / "cloud.db"))
     )

@@ -41,13 +41,11 @@ async def test_reads_reach_the_cloud_gapless_and_are_sent(tmp_path: Path, cloud:
     assert KEY not in d.output()
 
 
-async def test_sigterm_under_load_exits_zero_and_a_restart_finishes_the_job(
-    tmp_path: Path, enveloped: Emulator
-) -> None:
+async def test_sigterm_under_load_exits_zero_and_a_restart_finishes_the_job(tmp_path: Path, cloud: Emulator) -> None:
     port = free_port()
-    d = make(tmp_path, enveloped, port)
+    d = make(tmp_path, cloud, port)
     await d.start()
-    enveloped.set_offline(True)  # everything stays Pending while we stop
+    cloud.set_offline(True)  # everything stays Pending while we stop
     try:
         await send(port, csv_lines(300))
         await until(lambda: d.query("select count(*) from reads")[0][0] == 300, what="300 reads journaled")
@@ -55,12 +53,12 @@ async def test_sigterm_under_load_exits_zero_and_a_restart_finishes_the_job(
         assert await d.terminate(timeout=10) == 0
         assert asyncio.get_running_loop().time() - t0 < 10
         assert d.query("select count(*) from reads")[0][0] == 300
-        enveloped.set_offline(False)
+        cloud.set_offline(False)
         await d.start()
-        await until(lambda: sum(len(v) for v in cloud_nums(enveloped).values()) == 300, what="all 300 in the cloud")
-        [(_tok, nums)] = cloud_nums(enveloped).items()
+        await until(lambda: sum(len(v) for v in cloud_nums(cloud).values()) == 300, what="all 300 in the cloud")
+        [(_tok, nums)] = cloud_nums(cloud).items()
         assert nums == list(range(1, 301))
-        assert enveloped.state()["counts"]["inserted"] == 300
+        assert cloud.state()["counts"]["inserted"] == 300
     finally:
         await d.kill()
 
@@ -131,24 +129,22 @@ async def test_reject_bib_poison_is_set_aside_and_the_rest_flow(tmp_path: Path, 
         await d.kill()
 
 
-async def test_configured_session_that_already_holds_passings_numbers_above_it(
-    tmp_path: Path, enveloped: Emulator
-) -> None:
+async def test_configured_session_that_already_holds_passings_numbers_above_it(tmp_path: Path, cloud: Emulator) -> None:
     from gateway.cloud.client import RufusClient
     from gateway.cloud.models import DeviceBind, SessionCreate
     from gateway.model import Passing, parse_ts
 
-    async with RufusClient(enveloped.base_url, KEY) as c:
+    async with RufusClient(cloud.base_url, KEY) as c:
         dev = (await c.bind_device(DeviceBind("One4All", "OTHER-1"))).deviceid
         tok = (await c.create_session(SessionCreate(dev, "shared"))).token_session
         await c.insert_passings(tok, [Passing(parse_ts("2026-05-03T08:00:00.000Z"), n, f"9{n}") for n in range(1, 8)])
     port = free_port()
-    d = make(tmp_path, enveloped, port, session={"token_session": tok}, device={"deviceid": dev})
+    d = make(tmp_path, cloud, port, session={"token_session": tok}, device={"deviceid": dev})
     await d.start()
     try:
         await send(port, csv_lines(5))
-        await until(lambda: len(cloud_nums(enveloped)[tok]) == 12, what="5 more passings")
-        assert cloud_nums(enveloped)[tok] == list(range(1, 13))
+        await until(lambda: len(cloud_nums(cloud)[tok]) == 12, what="5 more passings")
+        assert cloud_nums(cloud)[tok] == list(range(1, 13))
         assert [r[0] for r in d.query("select num_passing from passings order by 1")] == [8, 9, 10, 11, 12]
     finally:
         await d.kill()
@@ -243,24 +239,50 @@ async def test_killed_at_each_failpoint_then_restarted_loses_and_doubles_nothing
 
 
 FAULTS: dict[str, dict[str, Any]] = {
+    "offline": {"offline": True},  # switched on once the first passings are in, off again after the rest
+    "500": {"error_rate": 0.4, "error_status": 500},
     "5xx with Retry-After": {"error_rate": 0.4, "error_status": 503, "retry_after": 0.2},
     "429": {"error_rate": 0.4, "error_status": 429, "retry_after": 0.1},
     "commit then drop": {"drop_after_commit": 0.5},
     "hang past the timeout": {"hang_rate": 0.3, "hang_s": 30.0},
     "slow": {"latency_ms": 300},
 }
+# The gateway's side of a fault: a request held by the cloud is given up after connect + read timeout; short
+# ones keep that test to seconds (the uploader's behaviour does not depend on how long it waited).
+GATEWAY: dict[str, dict[str, str]] = {
+    "hang past the timeout": {
+        "connect_timeout_s = 2.0": "connect_timeout_s = 0.5",
+        "read_timeout_s = 3.0": "read_timeout_s = 1.0",
+    }
+}
 
 
 @pytest.mark.parametrize("fault", list(FAULTS))
 async def test_each_cloud_fault_mode_still_delivers_exactly_once(tmp_path: Path, cloud: Emulator, fault: str) -> None:
     port = free_port()
-    cloud.set_faults(**FAULTS[fault])
+    faults = dict(FAULTS[fault])
+    offline = faults.pop("offline", False)
+    cloud.set_faults(**faults)
     d = make(tmp_path, cloud, port, cloud={"batch_size": 7})  # several batches, so faults hit mid-run
+    text = d.config.read_text()
+    for was, now in GATEWAY.get(fault, {}).items():
+        assert was in text
+        text = text.replace(was, now)
+    d.config.write_text(text)
     await d.start()
     try:
         for chunk in range(4):
+            if offline and chunk == 1:
+                # session made and first passings in: the outage hits a gateway in the middle of its work
+                await until(lambda: sum(len(v) for v in cloud_nums(cloud).values()) == 10, what="first 10")
+                cloud.set_offline(True)
             await send(port, csv_lines(10, start=chunk * 10))
             await asyncio.sleep(0.2)
+        if offline:
+            pending = "select count(*) from passings where state='Pending'"
+            await until(lambda: d.query(pending)[0][0] == 30, what="30 held while offline")
+            await asyncio.sleep(1.0)  # a few refused attempts (backoff cap 1 s)
+            cloud.set_offline(False)
         await until(lambda: sum(len(v) for v in cloud_nums(cloud).values()) == 40, timeout=60, what="40 in cloud")
         await until(
             lambda: d.query("select count(*) from passings where state='Sent'")[0][0] == 40, timeout=60, what="all Sent"
@@ -271,26 +293,29 @@ async def test_each_cloud_fault_mode_still_delivers_exactly_once(tmp_path: Path,
         assert state["counts"]["inserted"] == 40
         if "latency_ms" not in FAULTS[fault]:  # latency delays every answer; the others must have fired
             assert sum(state["faults_fired"].values()) > 0, "the fault never fired: the test proved nothing"
+        if offline:
+            # the uploader saw the outage and its end (first failure a warning, then the recovery)
+            assert "cloud upload failed" in d.output() and "cloud upload recovered" in d.output()
     finally:
         await d.kill()
 
 
-async def test_offline_cloud_and_an_emulator_restart_lose_nothing(tmp_path: Path, enveloped: Emulator) -> None:
+async def test_offline_cloud_and_an_emulator_restart_lose_nothing(tmp_path: Path, cloud: Emulator) -> None:
     port = free_port()
-    d = make(tmp_path, enveloped, port)
+    d = make(tmp_path, cloud, port)
     await d.start()
     try:
         await send(port, csv_lines(10))
-        await until(lambda: sum(len(v) for v in cloud_nums(enveloped).values()) == 10, what="first 10")
-        enveloped.set_offline(True)
+        await until(lambda: sum(len(v) for v in cloud_nums(cloud).values()) == 10, what="first 10")
+        cloud.set_offline(True)
         await send(port, csv_lines(10, start=10))
         await until(lambda: d.query("select count(*) from passings where state='Pending'")[0][0] == 10, what="pend")
-        enveloped.set_offline(False)
-        await enveloped.stop()  # the cloud itself restarts (state persisted in its --db)
+        cloud.set_offline(False)
+        await cloud.stop()  # the cloud itself restarts (state persisted in its --db)
         await send(port, csv_lines(10, start=20))
-        await enveloped.start()
-        await until(lambda: sum(len(v) for v in cloud_nums(enveloped).values()) == 30, timeout=40, what="all 30")
-        [(_tok, nums)] = cloud_nums(enveloped).items()
+        await cloud.start()
+        await until(lambda: sum(len(v) for v in cloud_nums(cloud).values()) == 30, timeout=40, what="all 30")
+        [(_tok, nums)] = cloud_nums(cloud).items()
         assert nums == list(range(1, 31))
     finally:
         await d.kill()
@@ -333,12 +358,12 @@ async def test_session_closed_in_the_cloud_holds_or_follows(tmp_path: Path, clou
 
 
 async def test_mylaps_resends_after_a_kill_are_journaled_once_and_every_acked_read_reaches_the_cloud(
-    tmp_path: Path, enveloped: Emulator
+    tmp_path: Path, cloud: Emulator
 ) -> None:
     port = free_port()
     cfg = write_config(
         tmp_path / "gw.toml",
-        base_url=enveloped.base_url,
+        base_url=cloud.base_url,
         api_key=KEY,
         readers=[{"name": "mat", "url": f"tcp-listen://127.0.0.1:{port}", "format": "mylaps"}],
     )
@@ -382,8 +407,8 @@ async def test_mylaps_resends_after_a_kill_are_journaled_once_and_every_acked_re
         rows = d.query("select seq from reads where link='mat'")
         assert sorted(r[0] for r in rows) == sorted(sent)  # each journaled exactly once
         chips = {r[0] for r in d.query("select chip from reads")}
-        await until(lambda: sum(len(v) for v in cloud_nums(enveloped).values()) == len(chips), what="one per runner")
-        [(_tok, nums)] = cloud_nums(enveloped).items()
+        await until(lambda: sum(len(v) for v in cloud_nums(cloud).values()) == len(chips), what="one per runner")
+        [(_tok, nums)] = cloud_nums(cloud).items()
         assert nums == list(range(1, len(chips) + 1))
     finally:
         if sim.returncode is None:
