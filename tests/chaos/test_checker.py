@@ -199,6 +199,15 @@ def test_integrity_and_wal_bound() -> None:
     assert not report.ok and report.figures["integrity"].startswith("***")
 
 
+def test_a_wal_that_ran_away_during_the_run_fails_even_if_sigterm_truncated_it() -> None:
+    local, cloud, truth = clean()
+    local.wal_bytes = 0  # what a clean SIGTERM leaves: says nothing about the run
+    report = check(local, cloud, truth, wal_limit=1_000_000, wal_max=1_000_001)
+    assert not report.ok and report.figures["wal_bytes_max"] == 1_000_001
+    assert report.details["wal"] and "1000001" in report.details["wal"][0]
+    assert check(local, cloud, truth, wal_limit=1_000_000, wal_max=1_000_000).ok
+
+
 def test_load_truth_merges_files_acks_and_a_cut_line(tmp_path: Path) -> None:
     ts = [format_ts(datetime.fromtimestamp(T0 / 1000 + i, UTC)) for i in range(3)]
     a = tmp_path / "a.jsonl"
