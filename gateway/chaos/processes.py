@@ -59,6 +59,42 @@ def write_gateway_config(
     return path
 
 
+def quiet_port() -> int:
+    """A free TCP port below the kernel's ephemeral range. A port the harness hands a daemon that is killed
+    and restarted again and again must not be taken meanwhile by some outgoing connection, which a port
+    from bind(0) (itself ephemeral) can be."""
+    import random
+    import socket
+
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randint(max(1024, low - 12000), low - 1)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port below {low}")
+
+
+@dataclass(frozen=True)
+class Killed:
+    """What `GatewayProcess.kill` found: whether the daemon was still running when it was signalled, and how
+    it ended. Only `by_us` is a kill the harness made; anything else is a daemon that exited on its own."""
+
+    alive: bool
+    rc: int | None  # None: never started
+
+    @property
+    def by_us(self) -> bool:
+        return self.alive and self.rc == -signal.SIGKILL
+
+
 @dataclass
 class GatewayProcess:
     """One daemon, restartable. Each start writes `daemon-NNN.log` beside the config."""
@@ -69,6 +105,7 @@ class GatewayProcess:
     proc: asyncio.subprocess.Process | None = None
     starts: int = 0
     exits: list[int] = field(default_factory=list)
+    argv: Sequence[str] | None = None  # instead of `rufus-gateway run --config ...` (tests of the harness)
 
     @property
     def socket(self) -> str:
@@ -88,9 +125,9 @@ class GatewayProcess:
             env["RUFUS_FAILPOINT"] = failpoint
         self.starts += 1
         with self.log_path(self.starts).open("wb") as out:
+            argv = self.argv or (sys.executable, "-m", "gateway", "run", "--config", str(self.config))
             self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "gateway", "run", "--config", str(self.config),
-                stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out, env=env, start_new_session=True,
+                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out, env=env, start_new_session=True,
             )  # fmt: skip
 
     async def ready(self) -> bool:
@@ -123,10 +160,18 @@ class GatewayProcess:
         self.exits.append(rc)
         return rc
 
-    async def kill(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
+    async def kill(self) -> Killed:
+        """SIGKILL the daemon if it runs. A daemon that already exited (or exits as the signal is sent, a
+        zombie not yet reaped) is reported with its own exit code, never passed off as killed."""
+        if self.proc is None:
+            return Killed(False, None)
+        if self.proc.returncode is not None:
+            return Killed(False, self.proc.returncode)
+        with contextlib.suppress(ProcessLookupError):
             self.proc.send_signal(signal.SIGKILL)
-            self.exits.append(await self.proc.wait())
+        rc = await self.proc.wait()
+        self.exits.append(rc)
+        return Killed(True, rc)
 
     async def terminate(self, timeout: float = 15.0) -> int | None:
         """SIGTERM; the exit code, or None if it did not exit in time (then it is SIGKILLed)."""

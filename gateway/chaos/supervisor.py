@@ -9,6 +9,12 @@ random instant (sometimes before the daemon is even ready: in the middle of open
 database) or is made by the daemon itself at a failpoint (`RUFUS_FAILPOINT=name:n`). When the kills are done
 the faults are cleared, the gateway runs until the timer has sent everything and every passing has left
 `Pending`, is stopped with SIGTERM (it must exit 0), and the three witnesses are compared.
+
+The kill loop goes on past its planned kills until every failpoint was hit (a few extra tries) and every
+network phase has run once, so a run that did not exercise what it claims fails its `coverage` check rather
+than passing quietly. A daemon that exits on its own at any point (not by our SIGKILL, not by its failpoint)
+stops the run with its log. The status page is on: its /status.json and /metrics are saved into the workdir
+every couple of seconds, whatever the cloud is doing, so the final grep for the API key covers them.
 """
 
 from __future__ import annotations
@@ -17,20 +23,28 @@ import asyncio
 import contextlib
 import json
 import random
+import signal
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from gateway.chaos.checker import Claim, Report, check, cloud_from_rows, load_truth, snapshot_db, wal_size
-from gateway.chaos.processes import GatewayProcess, ReaderProcess, write_gateway_config
+from gateway.chaos.processes import GatewayProcess, Killed, ReaderProcess, quiet_port, write_gateway_config
 from gateway.emulator.config import ApiKey, EmulatorConfig
 from gateway.emulator.server import Emulator
 
 FAILPOINTS = ("after_journal_commit", "mid_batch_commit", "after_cloud_2xx_before_mark_sent")
+PHASES = ("5xx", "poison", "429", "slow", "drop_after_commit", "hang", "401", "offline", "rollover", "flap", "outage")
+ONCE = ("rollover", "poison", "outage")  # run once per run
+# what each fault phase must have made the cloud do at least once (see _fault_counts)
+PHASE_FAULT = {"5xx": "error_503", "429": "error_429", "401": "error_401", "slow": "slow", "hang": "hang",
+               "drop_after_commit": "drop", "offline": "offline"}  # fmt: skip
+NO_2XX = ("offline", "outage", "401", "drop_after_commit", "poison")  # phases in which no write gets a 2xx
+FAULT_KINDS = ("error_503", "error_429", "error_401", "slow", "hang", "drop", "offline")
 ACKING_FORMATS = ("mylaps",)
 API_KEY = "ror-" + "c4a05" * 4  # a key of the real shape, so a leak of it is greppable
 
@@ -48,11 +62,13 @@ class ChaosSettings:
     network_faults: bool = True
     reader_reboots: int = 0  # simulator SIGKILLed and restarted (its unacked memory lost), spread over the kills
     phase_s: float = 3.0
+    phase_max_s: float = 15.0  # a fault phase is held longer (up to this) until its fault has fired once
+    calm_s: tuple[float, float] = (1.0, 2.0)  # clear weather between two phases
     outage_s: float = 20.0  # one long outage
     flap_s: float = 8.0  # seconds of flapping (on/off every 0.5-1.5 s)
-    phases: tuple[str, ...] = (
-        "5xx", "poison", "429", "slow", "drop_after_commit", "hang", "offline", "rollover", "flap", "outage",
-    )  # fmt: skip
+    phases: tuple[str, ...] = PHASES
+    extra_failpoint_tries: int = 3  # per failpoint never hit in the planned kills
+    status_every_s: float = 2.0  # /status.json and /metrics saved into workdir/status this often
     dialect: str = "enveloped"
     window_s: float = 3.0
     drain_timeout_s: float = 120.0
@@ -68,10 +84,17 @@ class _Tally:
     startup: int = 0
     failpoint: Counter[str] = field(default_factory=Counter)
     failpoint_missed: int = 0
+    not_ready: int = 0  # random kills of a daemon that was running but not ready within 30 s
     wal_max: int = 0
+    wal_after_kill_max: int = 0
+    pending_max: int = 0
     phases: Counter[str] = field(default_factory=Counter)
+    phase_requests: list[tuple[str, int, int]] = field(default_factory=list)  # (phase, first, end) request index
+    outage_held_s: float = 0.0
     poisoned_bib: str | None = None
     reader_reboots: int = 0
+    status_snapshots: int = 0
+    status_failures: int = 0
 
 
 def race_plan(runners: int, seed: int, wall_s: float) -> tuple[float, datetime]:
@@ -103,20 +126,25 @@ class Supervisor:
         ))  # fmt: skip
         self.gateway: GatewayProcess | None = None
         self.reader: ReaderProcess | None = None
-        self._stop_faults = asyncio.Event()
+        self.status_url = ""
+        self._kills_done = asyncio.Event()  # the faults run their phases to the end of a cycle, then stop
+        self._phase = "calm"
+        self._phase_first = 0
+        self._t0 = time.monotonic()
 
     # -- the run ----------------------------------------------------------------------------------------
     async def run(self) -> Report:
         s = self.s
-        t0 = time.monotonic()
+        t0 = self._t0 = time.monotonic()
         await self.emulator.start()
         try:
-            port = _free_port()
+            port, status_port = quiet_port(), quiet_port()
+            self.status_url = f"http://127.0.0.1:{status_port}"
             config = write_gateway_config(
                 s.workdir / "gateway.toml", base_url=self.emulator.base_url, api_key="", db=self.db,
                 readers=[{"name": "finish", "url": f"tcp-listen://127.0.0.1:{port}", "format": s.fmt,
                           "dedup_window_s": s.window_s}],
-                session={"follow_active_session": True},
+                session={"follow_active_session": True}, status={"listen": f"127.0.0.1:{status_port}"},
             )  # fmt: skip
             # The key comes from the environment, so every file the harness leaves can be grepped for it.
             self.gateway = gw = GatewayProcess(config, self.db, env={"RUFUS_API_KEY": API_KEY})
@@ -127,19 +155,26 @@ class Supervisor:
             await gw.wait_ready()
             await self.reader.start()
             s.log(f"race: {s.runners} runners at speed {speed:.1f}, {s.kills} kills, format {s.fmt}")
-            sampler = asyncio.create_task(self._sample_wal(), name="chaos:wal")
+            watchers = [asyncio.create_task(self._sample(), name="chaos:sample"),
+                        asyncio.create_task(self._snapshot_status(), name="chaos:status")]  # fmt: skip
             faults = asyncio.create_task(self._faults(), name="chaos:faults") if s.network_faults else None
             try:
-                await self._kill_loop(gw)
+                await self._kill_loop(gw, faults)
             finally:
-                self._stop_faults.set()
+                self._kills_done.set()
                 if faults is not None:
-                    await faults
+                    if not faults.done():
+                        faults.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await faults
                 self._clear_faults()
-            sigterm_rc = await self._drain(gw)
-            sampler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sampler
+            try:
+                sigterm_rc = await self._drain(gw)
+            finally:
+                for task in watchers:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             report = self._verdict(sigterm_rc, time.monotonic() - t0)
             (s.workdir / "figures.json").write_text(report.json_line() + "\n")
             return report
@@ -150,43 +185,76 @@ class Supervisor:
                 await self.gateway.kill()
             await self.emulator.stop()
 
-    async def _kill_loop(self, gw: GatewayProcess) -> None:
+    async def _kill_loop(self, gw: GatewayProcess, faults: asyncio.Task[None] | None) -> None:
+        """The planned kills; then on, while a failpoint was never hit (a few tries each) or the network phases
+        have not all run, so the run covers what its figures claim."""
         s = self.s
         plan = ["random", FAILPOINTS[0], "random", FAILPOINTS[1], "random", FAILPOINTS[2]]
         # reader reboots spread over the first half, so the last incarnation still has time to finish the race
         reboots = {round((k + 1) * s.kills / (2 * (s.reader_reboots + 1))) for k in range(s.reader_reboots)}
-        for i in range(s.kills):
+        extra: Counter[str] = Counter()
+        if gw.running:  # the first incarnation, started ready for the timer to connect to
+            self._killed(gw, await gw.kill())
+        i = 0
+        while True:
+            if i < s.kills:
+                kind = plan[i % len(plan)]
+            else:
+                missing = [p for p in FAILPOINTS if not self.tally.failpoint[p] and extra[p] < s.extra_failpoint_tries]
+                if missing:
+                    kind = missing[0]
+                    extra[kind] += 1
+                elif faults is not None and not faults.done():
+                    self._kills_done.set()  # the faults finish their cycle; kills go on meanwhile
+                    kind = "random"
+                else:
+                    break
             if i in reboots and self.reader is not None:
                 await self.reader.kill()
                 await self.reader.start()
                 self.tally.reader_reboots += 1
-            kind = plan[i % len(plan)]
-            await gw.kill()  # the previous incarnation is dead already; this reaps a straggler
+            if kind == FAILPOINTS[2] and self._phase in NO_2XX:
+                kind = "random"  # no 2xx to die after while the cloud answers none: a wait of nothing saved
             if kind == "random":
                 await gw.start()
                 if self.rng.random() < s.startup_kill_rate:
                     await asyncio.sleep(self.rng.uniform(0.05, 0.9))  # opening, migrating, binding
                     self.tally.startup += 1
                 else:
-                    with contextlib.suppress(RuntimeError):
+                    try:
                         await gw.wait_ready()
+                    except RuntimeError:
+                        if not gw.running:
+                            raise  # it exited on its own before it was ready
+                        self.tally.not_ready += 1  # slow (a loaded machine): killed all the same
                     await asyncio.sleep(self.rng.uniform(*s.up_s))
-                await gw.kill()
+                self._killed(gw, await gw.kill())
                 self.tally.random += 1
             else:
-                await gw.start(failpoint=f"{kind}:{self.rng.randint(1, 4)}")
+                # the cloud's 2xx come a few per second at best: its failpoint on one of the first two
+                await gw.start(failpoint=f"{kind}:{self.rng.randint(1, 2 if kind == FAILPOINTS[2] else 4)}")
                 rc = await gw.wait(s.failpoint_timeout_s)
                 if rc is None:  # never reached (e.g. no 2xx during an outage): a random kill after all
-                    await gw.kill()
+                    self._killed(gw, await gw.kill())
                     self.tally.failpoint_missed += 1
                     self.tally.random += 1
-                elif rc == -9:
+                elif rc == -signal.SIGKILL:
                     self.tally.failpoint[kind] += 1
                 else:
                     raise RuntimeError(f"daemon exited {rc} on its own during the crash loop: {gw.tail()}")
+            # the WAL as the next start finds it: what a SIGKILL at that instant left behind
+            wal = wal_size(self.db)
+            self.tally.wal_after_kill_max = max(self.tally.wal_after_kill_max, wal)
+            self.tally.wal_max = max(self.tally.wal_max, wal)
             self.tally.kills += 1
-            if (i + 1) % 10 == 0:
-                s.log(f"{i + 1} kills")
+            i += 1
+            if i % 10 == 0:
+                s.log(f"{i} kills")
+
+    @staticmethod
+    def _killed(gw: GatewayProcess, k: Killed) -> None:
+        if not k.by_us:
+            raise RuntimeError(f"daemon exited {k.rc} on its own during the crash loop: {gw.tail()}")
 
     async def _drain(self, gw: GatewayProcess) -> int | None:
         """Run undisturbed until the timer is done and every passing left Pending; then SIGTERM."""
@@ -210,65 +278,146 @@ class Supervisor:
             pending = gw.query("SELECT COUNT(*) FROM passings WHERE state = 'Pending'")[0][0]
             top = gw.query("SELECT COALESCE(MAX(id), 0) FROM reads")[0][0]
             cursor = gw.query("SELECT value FROM meta WHERE key = 'pipeline.cursor'")
+            # a duplicate window still open holds its passing back until it closes
+            held = gw.query("SELECT COUNT(*) FROM dedup WHERE state LIKE '%\"window\"%'")[0][0]
         except Exception:
             return False
-        return pending == 0 and bool(cursor) and int(cursor[0][0]) >= top
+        return pending == 0 and held == 0 and bool(cursor) and int(cursor[0][0]) >= top
 
-    async def _sample_wal(self) -> None:
+    async def _sample(self) -> None:
+        """The WAL's size and the Pending backlog, sampled the whole run long."""
+        assert self.gateway is not None
         while True:
             self.tally.wal_max = max(self.tally.wal_max, wal_size(self.db))
+            with contextlib.suppress(Exception):  # no database yet, or mid-recovery: next time
+                pending = self.gateway.query("SELECT COUNT(*) FROM passings WHERE state = 'Pending'")[0][0]
+                self.tally.pending_max = max(self.tally.pending_max, int(pending))
             await asyncio.sleep(0.25)
+
+    async def _snapshot_status(self) -> None:
+        """Save what the status page shows (whatever the cloud is doing: 5xx, 401, hangs, offline), so the final
+        grep for the API key covers /status.json and /metrics too."""
+        import aiohttp
+
+        out = self.s.workdir / "status"
+        out.mkdir(exist_ok=True)
+        timeout = aiohttp.ClientTimeout(total=1.5)
+        async with aiohttp.ClientSession(timeout=timeout) as http:
+            while True:
+                await asyncio.sleep(self.s.status_every_s)
+                n = self.tally.status_snapshots + self.tally.status_failures
+                for path, suffix in (("/status.json", "status.json"), ("/metrics", "metrics.txt")):
+                    try:
+                        async with http.get(self.status_url + path) as resp:
+                            body = await resp.read()
+                    except (aiohttp.ClientError, TimeoutError, OSError):
+                        self.tally.status_failures += 1  # killed or starting: the next one
+                        break
+                    (out / f"{n:04d}-{self._phase}-{suffix}").write_bytes(body)
+                else:
+                    self.tally.status_snapshots += 1
 
     # -- the network --------------------------------------------------------------------------------------
     def _clear_faults(self) -> None:
         self.emulator.set_faults(error_rate=0.0, error_status=503, retry_after=None, latency_ms=0,
                                  drop_after_commit=0.0, hang_rate=0.0, offline=False)  # fmt: skip
 
-    async def _pause(self, seconds: float) -> bool:
-        """Sleep, or return True early when the kill loop is over."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop_faults.wait(), seconds)
-        return self._stop_faults.is_set()
-
     async def _faults(self) -> None:
+        """Phase after phase, calm weather between them, until the kills are done and every phase has run at
+        least once. A phase is never cut short: an outage lasts its outage_s in full."""
+        s = self.s
+        i = 0
+        while True:
+            if self._kills_done.is_set() and all(self.tally.phases[p] for p in s.phases):
+                return
+            name = s.phases[i % len(s.phases)]
+            i += 1
+            if name in ONCE and self.tally.phases[name]:
+                if all(p in ONCE for p in s.phases):  # nothing left to repeat: wait for the kills
+                    await self._kills_done.wait()
+                continue
+            first = self._phase_first = self._requests_seen()
+            self._phase = name
+            self.tally.phases[name] += 1
+            began = time.monotonic()
+            try:
+                await self._run_phase(name)
+            finally:
+                self._clear_faults()
+                self._phase = "calm"
+                self.tally.phase_requests.append((name, first, self._requests_seen()))
+                fired = {k: n for k, n in self._fault_counts(first).items() if n and k != "offline"}
+                with (s.workdir / "phases.jsonl").open("a") as f:  # forensics: what the cloud did, when
+                    f.write(json.dumps({"phase": name, "at_s": round(began - self._t0, 1),
+                                        "held_s": round(time.monotonic() - began, 1),
+                                        "requests": self._requests_seen() - first, "fired": fired}) + "\n")
+            if not self._kills_done.is_set():
+                await asyncio.sleep(self.rng.uniform(*s.calm_s))
+
+    async def _run_phase(self, name: str) -> None:
         s = self.s
         settings: dict[str, dict[str, Any]] = {
             "5xx": {"error_rate": 0.5, "error_status": 503},
             "429": {"error_rate": 0.5, "error_status": 429, "retry_after": 1},
+            "401": {"error_rate": 0.5, "error_status": 401},  # the key refused: the gateway stops, alerts
             "slow": {"latency_ms": 400},
-            "drop_after_commit": {"drop_after_commit": 0.5},
+            "drop_after_commit": {"drop_after_commit": 1.0},  # every stored batch's answer lost: all re-sent
             "hang": {"hang_rate": 0.3, "hang_s": 4.0},  # the gateway's read timeout is 2 s
             "offline": {"offline": True},
         }
-        i = 0
-        while not self._stop_faults.is_set():
-            name = s.phases[i % len(s.phases)]
-            faults = settings.get(name, {})
-            i += 1
-            if name in ("rollover", "poison", "outage") and self.tally.phases[name]:
-                if await self._pause(0.2):  # once per run; never spin when only those are left
-                    return
-                continue
-            self.tally.phases[name] += 1
-            if name == "rollover":
-                self._rollover()
-            elif name == "poison":
-                await self._poison()
-            elif name == "flap":
-                end = time.monotonic() + s.flap_s
-                while time.monotonic() < end and not self._stop_faults.is_set():
-                    self.emulator.set_offline(not self.emulator.faults.offline)
-                    await self._pause(self.rng.uniform(0.5, 1.5))
-            elif name == "outage":
-                self.emulator.set_offline(True)
-                s.log(f"cloud offline for {s.outage_s:g}s")
-                await self._pause(s.outage_s)
-            else:
-                self.emulator.set_faults(**faults)
-                await self._pause(s.phase_s)
-            self._clear_faults()
-            if await self._pause(self.rng.uniform(1.0, 2.0)):  # clear weather between storms
-                return
+        if name == "rollover":
+            self._rollover()
+        elif name == "poison":
+            await self._poison()
+        elif name == "flap":
+            end = time.monotonic() + s.flap_s
+            while time.monotonic() < end:
+                self.emulator.set_offline(not self.emulator.faults.offline)
+                await asyncio.sleep(self.rng.uniform(0.5, 1.5))
+        elif name == "outage":
+            self.emulator.set_offline(True)
+            started = time.monotonic()
+            s.log(f"cloud offline for {s.outage_s:g}s")
+            await asyncio.sleep(s.outage_s)
+            self.emulator.set_offline(False)
+            self.tally.outage_held_s = round(time.monotonic() - started, 1)
+        else:
+            first = self._requests_seen()
+            self.emulator.set_faults(**settings[name])
+            await asyncio.sleep(s.phase_s)
+            # held on until its fault has fired once (the daemon may have been down, or idle)
+            held_until = time.monotonic() + max(0.0, s.phase_max_s - s.phase_s)
+            while time.monotonic() < held_until:
+                if self._fault_counts(first)[PHASE_FAULT[name]]:
+                    break
+                await asyncio.sleep(0.2)
+
+    def _requests_seen(self) -> int:
+        return int(self.emulator.counts["requests"])
+
+    def _fault_counts(self, first: int = 0) -> Counter[str]:
+        """The cloud's misbehaviour as the gateway met it (from request number `first` on), from the emulator's
+        own request log: requests answered 503 / 429 / 401 by an injected error, held past the timeout (hang),
+        stored then left unanswered (drop), served during a `slow` phase (the latency applies to every request);
+        `offline` as the emulator counts its switches to offline."""
+        total = self._requests_seen()
+        log = list(self.emulator.requests)
+        base = total - len(log)  # number of log[0] among all requests: the log is a bounded deque
+        counts: Counter[str] = Counter({kind: 0 for kind in FAULT_KINDS})
+        for entry in log[max(0, first - base) :]:
+            fault = entry.get("fault")
+            if fault == "error":
+                counts[f"error_{entry.get('status')}"] += 1
+            elif fault == "hang":
+                counts["hang"] += 1
+            elif fault == "drop_after_commit":
+                counts["drop"] += 1
+        spans = list(self.tally.phase_requests)
+        if self._phase == "slow":
+            spans.append(("slow", self._phase_first, total))
+        counts["slow"] = sum(max(0, b - max(a, first)) for phase, a, b in spans if phase == "slow")
+        counts["offline"] = int(self.emulator.faults_fired["offline"])
+        return counts
 
     def _rollover(self) -> None:
         """The timing crew opens a new session on the device: the gateway's session is closed under it."""
@@ -285,7 +434,7 @@ class Supervisor:
         assert self.gateway is not None
         self.emulator.set_offline(True)
         end = time.monotonic() + 8.0
-        while time.monotonic() < end and not self._stop_faults.is_set():
+        while time.monotonic() < end:
             await asyncio.sleep(0.25)
             try:
                 rows = self.gateway.query(
@@ -326,15 +475,25 @@ class Supervisor:
             "reader_reboots": t.reader_reboots,
             "sigterm_exit": sigterm_rc,
             "network_phases": dict(sorted(t.phases.items())),
+            "network_faults": dict(sorted(self._fault_counts().items())),
+            "outage_held_s": t.outage_held_s,
+            "pending_max": t.pending_max,
             "cloud_faults_fired": dict(sorted(state["faults_fired"].items())),
             "cloud_requests": state["counts"]["requests"],
             "cloud_duplicates": state["counts"]["duplicate"],
-            "wal_bytes_max": t.wal_max,
+            "wal_bytes_after_kill_max": t.wal_after_kill_max,
+            "not_ready_in_30s": t.not_ready,
             "poisoned_bib": t.poisoned_bib,
+            "status_snapshots": t.status_snapshots,
             "secret_leaks": len(leaks),
             "wall_s": round(wall_s, 1),
         }
-        report = check(local, cloud_from_rows(rows), truth, claim=claim, window_s=s.window_s, extra=extra)
+        report = check(local, cloud_from_rows(rows), truth, claim=claim, window_s=s.window_s, wal_max=t.wal_max,
+                       extra=extra)  # fmt: skip
+        gaps = coverage_gaps(report.figures, s)
+        report.figures["coverage_gaps"] = len(gaps)
+        if gaps:
+            report.details["coverage"] = gaps
         if leaks:
             report.details["secret_leaks"] = leaks
         if sigterm_rc != 0:
@@ -342,10 +501,31 @@ class Supervisor:
         if claim == "acknowledged" and not truth.complete:
             report.details["reader"] = [f"simulator did not finish (all sent and acked): {self.reader.tail(500)}"]
         report.figures["reader_complete"] = truth.complete
-        report.figures["ok"] = bool(report.figures["ok"]) and not leaks and sigterm_rc == 0 and (
+        report.figures["ok"] = bool(report.figures["ok"]) and not leaks and not gaps and sigterm_rc == 0 and (
             claim != "acknowledged" or truth.complete
         )
         return report
+
+
+def coverage_gaps(figures: Mapping[str, Any], s: ChaosSettings) -> list[str]:
+    """What the run was meant to exercise and did not: a run that never hit a failpoint or never had the
+    cloud misbehave in some way proves nothing about it, so it does not pass."""
+    gaps: list[str] = []
+    if figures["kills"] < s.kills:
+        gaps.append(f"{figures['kills']} kills, {s.kills} planned")
+    gaps += [f"failpoint {p} never hit" for p in FAILPOINTS if not figures["kills_failpoint"].get(p)]
+    if s.network_faults:
+        gaps += [f"network phase {p} never ran" for p in s.phases if not figures["network_phases"].get(p)]
+        faults = figures["network_faults"]
+        gaps += [f"phase {p}: the cloud never did {PHASE_FAULT[p]}" for p in s.phases
+                 if p in PHASE_FAULT and not faults.get(PHASE_FAULT[p])]  # fmt: skip
+        if "outage" in s.phases and figures["outage_held_s"] < s.outage_s:
+            gaps.append(f"the outage held {figures['outage_held_s']}s, not {s.outage_s:g}s")
+        if not figures["pending_max"]:
+            gaps.append("no passing ever waited in Pending: the faults never held anything back")
+    if not figures["status_snapshots"]:
+        gaps.append("the status page was never saved, so never grepped")
+    return gaps
 
 
 def secret_leaks(root: Path, secret: str) -> list[str]:
