@@ -1,7 +1,10 @@
 """Each benchmark script's --quick run: exits 0, prints a table, and ends with ONE JSON line carrying its
 figures and a positive ratio. No timing is asserted (speed belongs to the figures, not to a test); what is
 asserted are facts the scripts report that do not depend on the machine: all formats measured, requests
-counted, transactions fewer than reads when submissions are concurrent."""
+counted, transactions fewer than reads when submissions are concurrent.
+
+benchmarks/chaos.py is the exception: its --quick run (a real crash loop, ~25 s) prints no table, only the
+JSON line, and the run must be ok: nothing lost or doubled, every failpoint hit, every network phase run."""
 
 from __future__ import annotations
 
@@ -10,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from gateway import formats
 
@@ -75,3 +80,24 @@ def test_upload_counts_requests(tmp_path: Path) -> None:
     for r in batched:
         assert r["requests"] == -(-r["passings"] // 500)
     assert f["latency_ratio"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_chaos_quick_run_is_ok_and_one_json_line(tmp_path: Path) -> None:
+    from gateway.chaos.supervisor import FAILPOINTS, PHASES
+
+    proc = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "chaos.py"), "--quick"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=220, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, f"chaos.py --quick exited {proc.returncode}: {proc.stderr[-3000:]}"
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 1, f"stdout must be the figures line alone: {proc.stdout[-2000:]!r}"
+    f = json.loads(lines[0])
+    assert f["benchmark"] == "chaos" and f["quick"] is True and f["profile"] == "quick"
+    assert f["ok"] is True and f["coverage_gaps"] == 0 and f["secret_leaks"] == 0
+    assert f["kills"] >= 6 and all(f["kills_failpoint"].get(p, 0) >= 1 for p in FAILPOINTS)
+    assert all(f["network_phases"].get(p, 0) >= 1 for p in PHASES)
+    assert f["reads_acked"] == f["reads_sent"] == f["reads_journaled"] > 0 and f["sigterm_exit"] == 0
+    assert list(tmp_path.iterdir()) == [], "a passing run leaves nothing behind"
