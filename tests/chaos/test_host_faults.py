@@ -7,7 +7,8 @@ import asyncio
 import contextlib
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,57 @@ def small_fs(where: Path, size: str) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(where)], check=False)
 
 
+# Without root there is no small filesystem to fill; SQLite can be told the same thing, though: with
+# `PRAGMA max_page_count` a write that would grow the file past it fails with SQLITE_FULL, "database or disk
+# is full", exactly what a full SD card gives. The pragma is per connection, so the daemon gets it from a
+# sitecustomize on its PYTHONPATH that sets it on every connection it opens (the gateway's code untouched);
+# "freeing space" is raising the limit the next start reads.
+_SITECUSTOMIZE = """
+import os
+import sqlite3
+
+_limit_file = os.environ.get("RUFUS_CHAOS_MAX_PAGES_FILE")
+if _limit_file:
+    _connect = sqlite3.connect
+
+    def connect(*args, **kwargs):
+        con = _connect(*args, **kwargs)
+        with open(_limit_file) as f:
+            con.execute(f"PRAGMA max_page_count = {int(f.read())}")
+        return con
+
+    sqlite3.connect = connect
+"""
+
+
+@dataclass
+class SmallDisk:
+    """Where to put the database, what the daemon's environment needs, and how the crew frees space."""
+
+    dir: Path
+    env: dict[str, str]
+    free: Callable[[], None]
+    kind: str
+
+
+@contextlib.contextmanager
+def small_disk(tmp_path: Path, kind: str, size_kb: int) -> Iterator[SmallDisk]:
+    """A disk of about `size_kb` for the database: a real tmpfs, or SQLite's page limit (any user)."""
+    if kind == "tmpfs":
+        with small_fs(tmp_path / "sd", f"{size_kb}k") as sd:
+            yield SmallDisk(sd, {}, lambda: remount(sd, "size=16m"), kind)
+        return
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(_SITECUSTOMIZE)
+    limit = tmp_path / "max_pages"
+    limit.write_text(str(size_kb // 4))  # 4 KiB pages
+    sd = tmp_path / "sd"
+    sd.mkdir()
+    env = {"PYTHONPATH": str(site), "RUFUS_CHAOS_MAX_PAGES_FILE": str(limit)}
+    yield SmallDisk(sd, env, lambda: limit.write_text(str(1 << 30)), kind)
+
+
 def remount(where: Path, options: str) -> None:
     subprocess.run(["mount", "-o", f"remount,{options}", str(where)], check=True)
 
@@ -48,12 +100,17 @@ def one_clear_line(output: str, prefix: str) -> str:
     return lines[0]
 
 
-async def test_disk_full_loses_nothing_committed_and_recovers(tmp_path: Path) -> None:
+@pytest.mark.parametrize("disk", ["tmpfs", "page_limit"])
+async def test_disk_full_loses_nothing_committed_and_recovers(tmp_path: Path, disk: str) -> None:
+    """The tmpfs (root) is the real thing; the page limit is the same failure for any user, so the test never
+    skips: without root only the tmpfs case does."""
     port = free_port()
-    with small_fs(tmp_path / "sd", "600k") as sd:
+    with small_disk(tmp_path, disk, 600) as sd:
         async with cloud(tmp_path, offline=True) as emu, daemon(
-            tmp_path, emu, [{"name": "mat", "url": f"tcp-listen://127.0.0.1:{port}", "format": "csv"}], db=sd / "gw.db"
-        ) as gw:
+            tmp_path, emu, [{"name": "mat", "url": f"tcp-listen://127.0.0.1:{port}", "format": "csv"}],
+            db=sd.dir / "gw.db",
+        ) as gw:  # fmt: skip
+            gw.env.update(sd.env)
             await gw.start()
             await gw.wait_ready()
             _r, w = await asyncio.open_connection("127.0.0.1", port)
@@ -75,7 +132,7 @@ async def test_disk_full_loses_nothing_committed_and_recovers(tmp_path: Path) ->
             assert rc == 75, output[-2000:]
             line = one_clear_line(output, "rufus-gateway:")
             assert "full" in line, line
-            remount(sd, "size=16m")  # the crew frees space
+            sd.free()  # the crew frees space
             before = snapshot_db(gw.db)
             assert before.integrity == ["ok"] and len(before.reads) > 100
             emu.set_offline(False)
@@ -144,7 +201,11 @@ async def test_corrupt_database_is_moved_aside_kept_and_the_daemon_runs(tmp_path
         assert kept and kept[0] != gw.db, "the damaged file must be kept, byte for byte, beside the new one"
         output = gw.tail(100_000)
         assert "Traceback" not in output
-        assert sum(kept[0].name in line for line in output.splitlines()) >= 1, output[-2000:]
+        # one clear line: the only error of that start, naming the file it was moved to
+        errors = [line for line in output.splitlines() if '"level": "error"' in line or "[error" in line]
+        assert len(errors) == 1, output[-3000:]
+        assert "database damaged" in errors[0] and kept[0].name in errors[0], errors[0]
+        assert sum(kept[0].name in line for line in output.splitlines()) == 1, output[-2000:]
         assert await gw.terminate() == 0, gw.tail()
         await gw.start()
         await gw.wait_ready()
