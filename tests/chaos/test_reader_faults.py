@@ -8,12 +8,14 @@ import asyncio
 import contextlib
 import os
 import random
+import re
 import shutil
 import signal
 import socket
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from gateway import formats
@@ -42,11 +44,43 @@ BAD: list[tuple[str, bytes]] = [
 TAIL = b"99,CHIPTAIL,2026-11-"  # the cable is pulled mid-line
 
 
+def expected_rejections(flood: bytes) -> int:
+    """What the csv framer and parser must make of random bytes, worked out from the bytes alone: records end
+    at CR or LF, empty ones vanish, a blank or `#` line (valid UTF-8) is skipped, anything else is rejected
+    (over 4 KiB too, once). Random bytes never make a `bib,chip,timestamp` read."""
+    count = 0
+    for segment in re.split(rb"[\r\n]", flood):
+        if not segment:
+            continue
+        try:
+            text = segment.decode("utf-8").lstrip("\ufeff").strip()
+        except UnicodeDecodeError:
+            count += 1
+            continue
+        if text and not text.startswith("#"):
+            count += 1
+    return count
+
+
+async def metrics_rejected(status_url: str) -> tuple[float, int]:
+    """The reader's rejected-lines counter as /metrics and /status.json show it."""
+    async with aiohttp.ClientSession() as http:
+        async with http.get(status_url + "/metrics") as resp:
+            text = await resp.text()
+        async with http.get(status_url + "/status.json") as resp:
+            status = await resp.json()
+    m = re.search(r'^rufus_gateway_reader_rejected_lines(?:_total)?\{reader="finish"\} (\S+)$', text, re.M)
+    assert m, text[-2000:]
+    reader = next(r for r in status["readers"] if r["name"] == "finish")
+    return float(m.group(1)), int(reader["rejected"])
+
+
 async def test_garbage_flood_and_bad_lines_are_kept_and_the_rest_flows(tmp_path: Path) -> None:
-    port = free_port()
+    port, status_port = free_port(), free_port()
     async with cloud(tmp_path) as emu, daemon(
-        tmp_path, emu, [{"name": "finish", "url": f"tcp-listen://127.0.0.1:{port}", "format": "csv"}]
-    ) as gw:
+        tmp_path, emu, [{"name": "finish", "url": f"tcp-listen://127.0.0.1:{port}", "format": "csv"}],
+        status={"listen": f"127.0.0.1:{status_port}"},
+    ) as gw:  # fmt: skip
         await gw.start()
         await gw.wait_ready()
         _r, w = await asyncio.open_connection("127.0.0.1", port)
@@ -73,7 +107,11 @@ async def test_garbage_flood_and_bad_lines_are_kept_and_the_rest_flows(tmp_path:
         for marker, _ in BAD:
             assert sum(marker in raw for raw in raws) == 1, (marker, rows[:10])
         assert sum(raw.startswith("99,CHIPTAIL") for raw in raws) == 1, "a cut-off line is kept, not dropped"
-        assert len(rows) > len(BAD) + 1, "the flood left no trace in rejected_lines"
+        flood_rejects = expected_rejections(flood)
+        assert flood_rejects > 500  # 256 KiB of random bytes: about one line per 128 bytes
+        assert len(rows) == len(BAD) + 1 + flood_rejects, "one kept row per rejected record, no more, no less"
+        # the counter the crew sees says the same as the table
+        assert await metrics_rejected(f"http://127.0.0.1:{status_port}") == (len(rows), len(rows))
         assert all(reason and "\n" not in reason for reason, _, _ in rows)
         assert max(len(raw) for raw in raws) <= 4096, "a 1 MB line is not stored whole"
         chips = sorted(c for (c,) in gw.query("SELECT chip FROM reads"))  # two connections: any interleaving
@@ -83,6 +121,50 @@ async def test_garbage_flood_and_bad_lines_are_kept_and_the_rest_flows(tmp_path:
         report = verdict(gw, emu, claim="journaled")
         assert report.ok, report.problems()
         assert report.figures["passings_cloud"] == 15 and report.figures["rejected_lines"] == len(rows)
+
+
+# Timestamps that parse but no race has: the csv format keeps whatever names a real instant (1970, 2099, even
+# year 1: the reader's clock is its own business, the crew sees the passing) and rejects what does not fit
+# datetime once in UTC. Either way each line ends up exactly once: a read, a passing, a cloud row; or a
+# rejected_lines row. Before f7bd031 a year-1 read was stored as "1-01-01..." and the pipeline crashed on it
+# at every start (exit 70, a crash loop).
+ABSURD_KEPT = [
+    b"1,CHIP1970,1970-01-01T00:00:00.000Z\n",
+    b"2,CHIP2099,2099-12-31T23:59:59.000Z\n",
+    b"3,CHIPYEAR1,0001-01-01T00:00:00.000Z\n",
+    b"4,CHIPNOW,2026-11-22T10:00:00.000Z\n",
+]
+ABSURD_REJECTED = [b"5,CHIPOVER,9999-12-31T23:59:59-05:00\n", b"6,CHIPUNDER,0001-01-01T00:00:00+05:00\n"]
+
+
+async def test_absurd_but_valid_timestamps_are_kept_end_to_end_and_impossible_ones_rejected(tmp_path: Path) -> None:
+    port = free_port()
+    async with cloud(tmp_path) as emu, daemon(
+        tmp_path, emu, [{"name": "finish", "url": f"tcp-listen://127.0.0.1:{port}", "format": "csv"}]
+    ) as gw:
+        await gw.start()
+        await gw.wait_ready()
+        _r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(b"".join(ABSURD_KEPT + ABSURD_REJECTED))
+        await w.drain()
+        await until(lambda: gw.query("SELECT COUNT(*) FROM reads")[0][0] == 4 and settled(gw), 20, "4 passings",
+                    gw.tail)  # fmt: skip
+        w.close()
+        assert await gw.terminate() == 0, gw.tail()
+        await gw.start()  # a restart reads every one of them back
+        await gw.wait_ready()
+        assert gw.running and await gw.ready(), gw.tail()
+        assert await gw.terminate() == 0, gw.tail()
+        assert "Traceback" not in gw.tail(100_000)
+        stamps = sorted(ts for (ts,) in gw.query("SELECT timestamp FROM passings WHERE state = 'Sent'"))
+        assert stamps == ["0001-01-01T00:00:00.000Z", "1970-01-01T00:00:00.000Z", "2026-11-22T10:00:00.000Z",
+                          "2099-12-31T23:59:59.000Z"]  # fmt: skip
+        rejected = gw.query("SELECT reason, raw FROM rejected_lines ORDER BY id")
+        assert [raw for _, raw in rejected] == [line.decode().strip() for line in ABSURD_REJECTED]
+        assert all("out of range" in reason for reason, _ in rejected), rejected
+        report = verdict(gw, emu, claim="journaled")
+        assert report.ok, report.problems()
+        assert report.figures["passings_cloud"] == 4 and report.figures["rejected_lines"] == 2
 
 
 async def test_decoder_gap_resend_and_reboot_journal_each_read_once(tmp_path: Path) -> None:
