@@ -41,6 +41,7 @@ T = TypeVar("T")
 MAX_BATCH = 5000  # the cloud answers 413 above this
 IDLE_POLL_S = 2.0  # a safety net under notify(): work queued by another path (a requeue, a new session) is seen
 MAX_ALERTS = 50
+LINGER_MAX = 5  # a linger ends after this many linger_s even while passings keep arriving
 ALL = 1_000_000_000  # "every pending row" for the rare full-session operations (closed-session handling)
 
 STATES = ("idle", "sending", "backoff", "auth_failed", "refused", "session_closed", "no_session")
@@ -211,9 +212,7 @@ class Uploader:
             if not rows:
                 continue
             if linger and len(rows) < self._limit and self.settings.linger_s > 0:
-                # Idle until now: a burst is probably still arriving; let it join this request.
-                await asyncio.sleep(self.settings.linger_s)
-                rows = await self.outbox.pending(token, self._limit) or rows
+                rows = await self._linger(token, rows)
             await self._deliver(rec, rows)
             return True
         if current is None:
@@ -223,6 +222,24 @@ class Uploader:
         else:
             self.status.state = "idle"
         return False
+
+    async def _linger(self, token: str, rows: list[OutboxRow]) -> list[OutboxRow]:
+        """Idle until now: a burst (a pack crossing the mat) is probably still arriving, commit by commit. Wait
+        until it has been quiet for linger_s, so the whole burst joins one request, however long its commits
+        take; but no longer than LINGER_MAX times linger_s in all, so a steady flow still goes out, nor once a
+        batch is full."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + LINGER_MAX * self.settings.linger_s
+        while len(rows) < self._limit:
+            left = give_up - loop.time()
+            if left <= 0:
+                break
+            await asyncio.sleep(min(self.settings.linger_s, left))
+            more = await self.outbox.pending(token, self._limit)
+            if len(more) <= len(rows):  # quiet for a linger: the burst is over
+                return more or rows
+            rows = more
+        return rows
 
     async def _deliver(self, rec: SessionRecord, rows: Sequence[OutboxRow]) -> None:
         """Send `rows`, splitting on 400 down to the offending rows (invariant 4).
