@@ -365,7 +365,8 @@ async def test_mylaps_resends_after_a_kill_are_journaled_once_and_every_acked_re
         tmp_path / "gw.toml",
         base_url=cloud.base_url,
         api_key=KEY,
-        readers=[{"name": "mat", "url": f"tcp-listen://127.0.0.1:{port}", "format": "mylaps"}],
+        # the product's window: a simulated crossing's reads span a second or two of reader time
+        readers=[{"name": "mat", "url": f"tcp-listen://127.0.0.1:{port}", "format": "mylaps", "dedup_window_s": 3.0}],
     )
     d = Daemon(cfg)
     # killed right after a journal commit, before the acks go out: the reader must send those again
