@@ -44,6 +44,8 @@ ONCE = ("rollover", "poison", "outage")  # run once per run
 PHASE_FAULT = {"5xx": "error_503", "429": "error_429", "401": "error_401", "slow": "slow", "hang": "hang",
                "drop_after_commit": "drop", "offline": "offline"}  # fmt: skip
 NO_2XX = ("offline", "outage", "401", "drop_after_commit", "poison")  # phases in which no write gets a 2xx
+# faults the cloud can only do to a request: they fire only if a live daemon sends something during the phase
+TRAFFIC = ("5xx", "429", "401", "slow", "drop_after_commit", "hang")
 FAULT_KINDS = ("error_503", "error_429", "error_401", "slow", "hang", "drop", "offline")
 ACKING_FORMATS = ("mylaps",)
 API_KEY = "ror-" + "c4a05" * 4  # a key of the real shape, so a leak of it is greppable
@@ -63,6 +65,9 @@ class ChaosSettings:
     reader_reboots: int = 0  # simulator SIGKILLed and restarted (its unacked memory lost), spread over the kills
     phase_s: float = 3.0
     phase_max_s: float = 15.0  # a fault phase is held longer (up to this) until its fault has fired once
+    phase_attempts: int = 3  # a phase whose fault never met the gateway runs again after the calm, up to this
+    backlog_s: float = 8.0  # before a traffic phase, the cloud is held offline (up to this) until a passing waits
+    starved_up_s: float = 6.0  # while a phase's fault has not fired yet, a daemon lives up to this before its kill
     calm_s: tuple[float, float] = (1.0, 2.0)  # clear weather between two phases
     outage_s: float = 20.0  # one long outage
     flap_s: float = 8.0  # seconds of flapping (on/off every 0.5-1.5 s)
@@ -90,6 +95,8 @@ class _Tally:
     pending_max: int = 0
     phases: Counter[str] = field(default_factory=Counter)
     phase_requests: list[tuple[str, int, int]] = field(default_factory=list)  # (phase, first, end) request index
+    phase_retries: Counter[str] = field(default_factory=Counter)  # runs again because the fault never fired
+    failpoints_deferred: int = 0  # failpoint kills put off while a phase waited for its fault to fire
     outage_held_s: float = 0.0
     poisoned_bib: str | None = None
     reader_reboots: int = 0
@@ -128,8 +135,12 @@ class Supervisor:
         self.reader: ReaderProcess | None = None
         self.status_url = ""
         self._kills_done = asyncio.Event()  # the faults run their phases to the end of a cycle, then stop
+        # A traffic phase is on and its fault has not met the gateway yet: the kill loop lets daemons live.
+        self._starved = asyncio.Event()
+        self._fired = asyncio.Event()
         self._phase = "calm"
         self._phase_first = 0
+        self._pending_at_fault: int | None = None
         self._t0 = time.monotonic()
 
     # -- the run ----------------------------------------------------------------------------------------
@@ -193,12 +204,15 @@ class Supervisor:
         # reader reboots spread over the first half, so the last incarnation still has time to finish the race
         reboots = {round((k + 1) * s.kills / (2 * (s.reader_reboots + 1))) for k in range(s.reader_reboots)}
         extra: Counter[str] = Counter()
+        deferred: list[str] = []  # planned failpoint kills put off while a phase starved: made later, not dropped
         if gw.running:  # the first incarnation, started ready for the timer to connect to
             self._killed(gw, await gw.kill())
         i = 0
         while True:
             if i < s.kills:
                 kind = plan[i % len(plan)]
+            elif deferred and not self._starved.is_set():
+                kind = deferred.pop(0)
             else:
                 missing = [p for p in FAILPOINTS if not self.tally.failpoint[p] and extra[p] < s.extra_failpoint_tries]
                 if missing:
@@ -215,9 +229,16 @@ class Supervisor:
                 self.tally.reader_reboots += 1
             if kind == FAILPOINTS[2] and self._phase in NO_2XX:
                 kind = "random"  # no 2xx to die after while the cloud answers none: a wait of nothing saved
+            if kind in FAILPOINTS[:2] and self._starved.is_set():
+                # These die at the first journal batches after the timer reconnects, before the daemon can send
+                # anything: a phase still waiting for its fault to meet the gateway gets a daemon that lives.
+                deferred.append(kind)
+                self.tally.failpoints_deferred += 1
+                kind = "random"
             if kind == "random":
                 await gw.start()
-                if self.rng.random() < s.startup_kill_rate:
+                startup_kill = self.rng.random() < s.startup_kill_rate
+                if startup_kill and not self._starved.is_set():
                     await asyncio.sleep(self.rng.uniform(0.05, 0.9))  # opening, migrating, binding
                     self.tally.startup += 1
                 else:
@@ -228,6 +249,12 @@ class Supervisor:
                             raise  # it exited on its own before it was ready
                         self.tally.not_ready += 1  # slow (a loaded machine): killed all the same
                     await asyncio.sleep(self.rng.uniform(*s.up_s))
+                    if self._starved.is_set():
+                        # The phase's fault has not met a gateway yet: this one lives until it has (bounded),
+                        # then dies at a random instant with the fault still on.
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(self._fired.wait(), s.starved_up_s)
+                        await asyncio.sleep(self.rng.uniform(0.0, s.up_s[1]))
                 self._killed(gw, await gw.kill())
                 self.tally.random += 1
             else:
@@ -327,17 +354,22 @@ class Supervisor:
         least once. A phase is never cut short: an outage lasts its outage_s in full."""
         s = self.s
         i = 0
+        again: list[str] = []  # phases whose fault never met the gateway: run again before the cycle goes on
         while True:
-            if self._kills_done.is_set() and all(self.tally.phases[p] for p in s.phases):
+            if self._kills_done.is_set() and not again and all(self.tally.phases[p] for p in s.phases):
                 return
-            name = s.phases[i % len(s.phases)]
-            i += 1
-            if name in ONCE and self.tally.phases[name]:
-                if all(p in ONCE for p in s.phases):  # nothing left to repeat: wait for the kills
-                    await self._kills_done.wait()
-                continue
+            if again:
+                name = again.pop(0)
+            else:
+                name = s.phases[i % len(s.phases)]
+                i += 1
+                if name in ONCE and self.tally.phases[name]:
+                    if all(p in ONCE for p in s.phases):  # nothing left to repeat: wait for the kills
+                        await self._kills_done.wait()
+                    continue
             first = self._phase_first = self._requests_seen()
             self._phase = name
+            self._pending_at_fault = None
             self.tally.phases[name] += 1
             began = time.monotonic()
             try:
@@ -350,7 +382,14 @@ class Supervisor:
                 with (s.workdir / "phases.jsonl").open("a") as f:  # forensics: what the cloud did, when
                     f.write(json.dumps({"phase": name, "at_s": round(began - self._t0, 1),
                                         "held_s": round(time.monotonic() - began, 1),
-                                        "requests": self._requests_seen() - first, "fired": fired}) + "\n")
+                                        "requests": self._requests_seen() - first, "fired": fired,
+                                        "pending_at_fault": self._pending_at_fault}) + "\n")
+            if (name in TRAFFIC and not self._fault_counts()[PHASE_FAULT[name]]
+                    and self.tally.phase_retries[name] < s.phase_attempts - 1):
+                # Not a pass and not a failure yet: the dice or the kills kept the fault from the gateway.
+                # Run it again (the coverage check still fails a run in which it never fired).
+                self.tally.phase_retries[name] += 1
+                again.append(name)
             if not self._kills_done.is_set():
                 await asyncio.sleep(self.rng.uniform(*s.calm_s))
 
@@ -382,15 +421,51 @@ class Supervisor:
             self.emulator.set_offline(False)
             self.tally.outage_held_s = round(time.monotonic() - started, 1)
         else:
+            if name in TRAFFIC:
+                self._pending_at_fault = await self._backlog(s.backlog_s)
             first = self._requests_seen()
-            self.emulator.set_faults(**settings[name])
-            await asyncio.sleep(s.phase_s)
-            # held on until its fault has fired once (the daemon may have been down, or idle)
-            held_until = time.monotonic() + max(0.0, s.phase_max_s - s.phase_s)
-            while time.monotonic() < held_until:
-                if self._fault_counts(first)[PHASE_FAULT[name]]:
-                    break
-                await asyncio.sleep(0.2)
+            self._fired.clear()
+            if name in TRAFFIC:
+                self._starved.set()
+            try:
+                self.emulator.set_faults(**settings[name])
+                # phase_s at least; held on (up to phase_max_s) until its fault has fired once
+                began = time.monotonic()
+                while time.monotonic() < began + s.phase_max_s:
+                    if self._fault_counts(first)[PHASE_FAULT[name]]:
+                        self._fired.set()
+                        self._starved.clear()
+                        if time.monotonic() >= began + s.phase_s:
+                            break
+                    await asyncio.sleep(0.2)
+            finally:
+                self._starved.clear()
+                self._fired.set()
+
+    def _pending_now(self) -> int:
+        assert self.gateway is not None
+        try:
+            return int(self.gateway.query("SELECT COUNT(*) FROM passings WHERE state = 'Pending'")[0][0])
+        except Exception:  # no database yet, or a checkpoint in progress
+            return 0
+
+    async def _backlog(self, budget: float) -> int:
+        """Hold the cloud offline until at least one passing waits in Pending (at most `budget` s), so the fault
+        switched on next meets a gateway that has something to send as soon as it is up, instead of whatever
+        the race and the kills happen to offer in the phase's seconds (a 2xx write for drop_after_commit, any
+        request for the others). Offline, what is queued cannot drain before the fault is on. Returns the
+        backlog found (0: none within the budget, e.g. the race is over: the retries and coverage say so)."""
+        self.emulator.set_offline(True)
+        try:
+            end = time.monotonic() + budget
+            while True:
+                await asyncio.sleep(0.25)
+                n = self._pending_now()
+                race_over = self.reader is not None and not self.reader.running  # nothing more will come
+                if n or race_over or time.monotonic() >= end:
+                    return n
+        finally:
+            self.emulator.set_offline(False)
 
     def _requests_seen(self) -> int:
         return int(self.emulator.counts["requests"])
@@ -475,6 +550,8 @@ class Supervisor:
             "reader_reboots": t.reader_reboots,
             "sigterm_exit": sigterm_rc,
             "network_phases": dict(sorted(t.phases.items())),
+            "network_phase_retries": dict(sorted(t.phase_retries.items())),
+            "failpoints_deferred": t.failpoints_deferred,
             "network_faults": dict(sorted(self._fault_counts().items())),
             "outage_held_s": t.outage_held_s,
             "pending_max": t.pending_max,
