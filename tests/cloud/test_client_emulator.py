@@ -259,3 +259,29 @@ async def test_fault_modes_are_retryable(any_emulator: Emulator) -> None:
         emu.set_offline(False)
         assert (await client.device_info(d)).deviceid == d  # the same client recovers on the same port
         assert client.failures == 9 and client.requests >= 12
+
+
+async def test_paging_ends_only_on_passings_not_found(any_emulator: Emulator) -> None:
+    """`Passings not found` is an empty range; `Session not found`/`Device not found` are an unknown (or unbound)
+    session or device, and returning [] for them would let a caller number from 0 over a session it cannot see."""
+    emu = any_emulator
+    async with RufusClient(emu.base_url, emu.api_key) as client:
+        d = await bind(client, "SN-404")
+        t = await new_session(client, d)
+        assert await client.session_passings(t) == [] and await client.device_passings(d) == []
+        await client.insert_passings(t, passings(1, 2))
+        assert await client.session_passings(t, first=3) == []
+        for call, wording in [
+            (client.session_passings("E" * 64), "Session not found"),
+            (client.device_passings("E" * 64), "Device not found"),
+        ]:
+            with pytest.raises(NotFoundError) as err:
+                await call
+            assert err.value.description == wording
+        await client.unbind_device(d)
+        with pytest.raises(NotFoundError, match="Session not found"):
+            await client.session_passings(t)
+        with pytest.raises(NotFoundError, match="Device not found"):
+            await client.device_passings(d, start=T0)
+        with pytest.raises(NotFoundError):
+            await client.max_num_passing(t)

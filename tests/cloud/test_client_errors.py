@@ -384,3 +384,48 @@ async def test_the_client_built_from_config_uses_the_configured_key_header(
         await client.list_devices()
     [request] = fake.seen
     assert request.headers[header] == key and other not in request.headers
+
+
+def _passing_rows(first: int, count: int) -> list[dict[str, Any]]:
+    base = {"token_session": HEX, "deviceid": HEX, "timestamp": "2026-05-01T09:00:00.000Z"}
+    return [{**base, "num_passing": n, "bib": str(n)} for n in range(first, first + count)]
+
+
+@pytest.mark.parametrize("envelope", [False, True], ids=["bare", "enveloped"])
+async def test_a_full_page_then_passings_not_found_ends_the_list(fake: FakeCloud, envelope: bool) -> None:
+    def wrap(obj: dict[str, Any]) -> dict[str, Any]:
+        return {"body": obj} if envelope else obj
+
+    async def pages(request: web.Request) -> web.Response:
+        if request.query["page"] == "1":
+            return web.json_response(wrap({"description": "Success", "result": _passing_rows(1, 5000)}))
+        return web.json_response(wrap({"description": "Passings not found"}), status=404)
+
+    fake.answers[("GET", f"/v0/passings/session/{HEX}")] = pages
+    fake.answers[("GET", f"/v0/passings/device/{HEX}")] = pages
+    async with RufusClient(fake.url, make_key()) as client:
+        assert len(await client.session_passings(HEX)) == 5000
+        assert [r.query["page"] for r in fake.seen] == ["1", "2"]
+        assert len(await client.device_passings(HEX)) == 5000
+    assert len(fake.seen) == 4
+
+
+@pytest.mark.parametrize("wording", ["Session not found", "Device not found", None])
+async def test_another_404_on_a_later_page_raises_instead_of_ending_the_list(
+    fake: FakeCloud, wording: str | None
+) -> None:
+    """The session was unbound between page 1 and page 2 (or a proxy answers a bare 404): the 5000 rows read so
+    far are not the whole session, so they must not come back as if they were."""
+
+    async def pages(request: web.Request) -> web.Response:
+        if request.query["page"] == "1":
+            return web.json_response({"description": "Success", "result": _passing_rows(1, 5000)})
+        if wording is None:
+            return web.Response(status=404, text="Not Found")
+        return web.json_response({"body": {"description": wording, "token_session": HEX}}, status=404)
+
+    fake.answers[("GET", f"/v0/passings/session/{HEX}")] = pages
+    async with RufusClient(fake.url, make_key()) as client:
+        with pytest.raises(NotFoundError) as err:
+            await client.session_passings(HEX)
+    assert err.value.description == wording and len(fake.seen) == 2
