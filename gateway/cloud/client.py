@@ -304,9 +304,19 @@ class RufusClient:
         devices: list[Device] = []
         page = 1
         while True:
-            payload = await self._result(
-                "GET", "/devices", params={"page": page, "limit": PAGE_SIZE}, op="list devices"
-            )
+            try:
+                payload = await self._result(
+                    "GET", "/devices", params={"page": page, "limit": PAGE_SIZE}, op="list devices"
+                )
+            except NotFoundError as exc:
+                # A company with no devices (or a page past the end) is not documented. By the wording of
+                # "Sessions not found" and "Passings not found" the vendor would answer 404 "Devices not found"
+                # (or "Device not found": this path names no device, so it can only mean none): that is an
+                # empty list. Any other 404 (a bare "Not Found") means base_url does not point at the API,
+                # and an empty list would hide that misconfiguration, so it raises.
+                if _is_empty_404(exc, "devices not found") or _is_empty_404(exc, "device not found"):
+                    return devices
+                raise
             result = payload.get("result") or []
             if not isinstance(result, list):
                 raise RetryableError("list devices: result is not a list")

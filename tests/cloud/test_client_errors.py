@@ -429,3 +429,53 @@ async def test_another_404_on_a_later_page_raises_instead_of_ending_the_list(
         with pytest.raises(NotFoundError) as err:
             await client.session_passings(HEX)
     assert err.value.description == wording and len(fake.seen) == 2
+
+
+@pytest.mark.parametrize(("sizes", "expected"), [((5000, 3), 5003), ((2,), 2), ((5000, 0), 5000)])
+async def test_list_devices_without_pagination_pages_until_a_short_page(
+    fake: FakeCloud, sizes: tuple[int, ...], expected: int
+) -> None:
+    """No `pagination` object: a full page (5000) means ask again, a short one is the last."""
+
+    async def pages(request: web.Request) -> web.Response:
+        page = int(request.query["page"])
+        items = [{"deviceid": f"{page}{i:063d}"} for i in range(sizes[page - 1])]
+        return web.json_response({"body": {"description": "Success", "result": items}})
+
+    fake.answers[("GET", "/v0/devices")] = pages
+    async with RufusClient(fake.url, make_key()) as client:
+        devices = await client.list_devices()
+    assert len(devices) == expected and len({d.deviceid for d in devices}) == expected
+    assert [r.query["page"] for r in fake.seen] == [str(n) for n in range(1, len(sizes) + 1)]
+
+
+@pytest.mark.parametrize(
+    ("body", "empty"),
+    [
+        ({"description": "Devices not found"}, True),
+        ({"body": {"description": "Device not found"}}, True),
+        ({"description": "Not Found"}, False),  # a proxy or a wrong base_url, not the API
+        (None, False),
+    ],
+)
+async def test_list_devices_404(fake: FakeCloud, body: Any, empty: bool) -> None:
+    fake.answers[("GET", "/v0/devices")] = answer(404, body)
+    async with RufusClient(fake.url, make_key()) as client:
+        if empty:
+            assert await client.list_devices() == []
+        else:
+            with pytest.raises(NotFoundError):
+                await client.list_devices()
+
+
+async def test_list_devices_404_after_a_full_page_keeps_the_first_page(fake: FakeCloud) -> None:
+    async def pages(request: web.Request) -> web.Response:
+        if request.query["page"] == "1":
+            items = [{"deviceid": f"{i:064d}"} for i in range(5000)]
+            return web.json_response({"description": "Success", "result": items})
+        return web.json_response({"description": "Devices not found"}, status=404)
+
+    fake.answers[("GET", "/v0/devices")] = pages
+    async with RufusClient(fake.url, make_key()) as client:
+        assert len(await client.list_devices()) == 5000
+    assert len(fake.seen) == 2
