@@ -1,0 +1,85 @@
+"""The crew's writing commands succeeding through a running daemon (invariant 8): `mark --void` of a manual
+passing no request has carried."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+from gateway.emulator import Emulator
+from tests.e2e.support import KEY, cli, cloud_nums, csv_lines, make, send, until
+from tests.fixtures.daemon import Daemon, free_port
+
+WRONG = "ror-ffffffffffffffffffff"
+
+
+def _carried(emu: Emulator) -> list[int]:
+    """Every num_passing any POST /passings request carried, whatever the cloud answered."""
+    return [
+        p["num_passing"]
+        for r in emu.requests
+        if r["method"] == "POST" and isinstance(r.get("body"), dict)
+        for p in r["body"].get("passings_list", [])
+    ]
+
+
+def _events(d: Daemon, event: str) -> list[dict[str, object]]:
+    found = []
+    for line in d.output().splitlines():
+        if line.startswith("{"):
+            entry = json.loads(line)
+            if entry.get("event") == event:
+                found.append(entry)
+    return found
+
+
+async def _reload_with_key(d: Daemon, old: str, new: str) -> None:
+    before = len(_events(d, "config reloaded"))
+    d.config.write_text(d.config.read_text().replace(old, new))
+    assert d.proc is not None
+    d.proc.send_signal(signal.SIGHUP)
+    await until(lambda: len(_events(d, "config reloaded")) > before, what="config reloaded")
+
+
+async def test_void_through_the_running_daemon_and_the_passing_never_reaches_the_cloud(
+    tmp_path: Path, enveloped: Emulator
+) -> None:
+    port = free_port()
+    d = make(tmp_path, enveloped, port)
+    await d.start()
+    try:
+        await send(port, csv_lines(2))
+        await until(lambda: d.query("select count(*) from passings where state='Sent'")[0][0] == 2, what="2 Sent")
+        # The key is revoked mid-race: the next passing is refused (401) and the uploader stops, so a manual
+        # passing numbered now is carried by no request: still voidable.
+        await _reload_with_key(d, KEY, WRONG)
+        await send(port, csv_lines(1, start=2))
+        await until(lambda: "the cloud refused the API key" in d.output(), what="uploads stopped on the 401")
+        code, out, err = await cli("mark", "777", "--config", str(d.config))
+        assert code == 0 and "bib 777 -> num_passing 4" in out, out + err
+        assert d.query("select state, attempts, origin from passings where num_passing=4") == [
+            ("Pending", 0, "manual")
+        ]
+        code, out, err = await cli("mark", "--void", "4", "--config", str(d.config))
+        assert code == 0 and out.strip() == "voided num_passing 4", out + err
+        # the daemon did it (the one writer): its own log says so; the command could not have taken the lock
+        [voided] = _events(d, "manual passing voided")
+        assert voided["num_passing"] == 4
+        assert d.query("select state, reason, attempts from passings where num_passing=4") == [
+            ("Rejected", "voided by operator", 0)
+        ]
+        # the key is fixed: everything else flows, the voided one never goes
+        await _reload_with_key(d, WRONG, KEY)
+        await until(lambda: d.query("select count(*) from passings where state='Pending'")[0][0] == 0, what="sent")
+        code, out, err = await cli("mark", "778", "--config", str(d.config))
+        assert code == 0 and "bib 778 -> num_passing 5" in out, out + err
+        await until(lambda: d.query("select state from passings where num_passing=5") == [("Sent",)], what="5 Sent")
+        [(_tok, nums)] = cloud_nums(enveloped).items()
+        assert nums == [1, 2, 3, 5]
+        assert 4 not in _carried(enveloped)  # no request ever carried it, not even the refused ones
+        assert _carried(enveloped).count(3) == 2  # refused with the wrong key, then sent with the fixed one
+        assert d.proc is not None and d.proc.returncode is None
+    finally:
+        await d.kill()
+    assert WRONG not in d.output() and KEY not in d.output()
