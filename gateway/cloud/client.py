@@ -229,7 +229,7 @@ class RufusClient:
             # a configuration mistake, not an outage: retrying cannot fix it
             raise CloudError(f"{op}: invalid URL {redact(url)!r} (check [cloud] base_url)") from None
         except TimeoutError as exc:
-            raise RetryableError(f"{op}: timed out ({type(exc).__name__})") from None
+            raise RetryableError(f"{op}: {self._which_timeout(exc)}") from None
         except aiohttp.ClientError as exc:
             raise RetryableError(f"{op}: connection failed: {type(exc).__name__}: {redact(str(exc))}") from None
         except OSError as exc:
@@ -269,6 +269,16 @@ class RufusClient:
         if status == 400:
             raise BadRequestError(where, status=status, description=desc)
         raise CloudError(where, status=status, description=desc)
+
+    def _which_timeout(self, exc: TimeoutError) -> str:
+        # Which limit ran out tells an operator where to look: no handshake (link down, host gone), a stalled
+        # answer (a hung server or proxy), or an answer too slow overall (a trickling link).
+        t = self.timeouts
+        if isinstance(exc, aiohttp.ConnectionTimeoutError):
+            return f"connect timed out (no connection within {t.connect:g} s)"
+        if isinstance(exc, aiohttp.SocketTimeoutError):
+            return f"read timed out (nothing received for {t.read:g} s)"
+        return f"timed out (no complete answer within the total {t.total:g} s)"
 
     async def _result(self, method: str, path: str, *, op: str, **kw: Any) -> Any:
         payload = await self._call(method, path, op=op, **kw)

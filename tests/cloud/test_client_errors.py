@@ -5,9 +5,12 @@ as an HTTP-date, paging by has_more, a stale session `last`), raw sockets that r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
+import select
 import shutil
+import socket
 import ssl
 import subprocess
 import time
@@ -479,3 +482,70 @@ async def test_list_devices_404_after_a_full_page_keeps_the_first_page(fake: Fak
     async with RufusClient(fake.url, make_key()) as client:
         assert len(await client.list_devices()) == 5000
     assert len(fake.seen) == 2
+
+
+# -- timeouts ----------------------------------------------------------------------------------------
+
+
+async def test_total_timeout_stops_a_server_that_trickles_a_byte_every_tenth_of_a_second() -> None:
+    """Each byte arrives well inside the read timeout, so only the total one can end this request."""
+
+    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        body = b" " * 30  # 3 s of trickle, then a body that is not JSON: a missing total timeout fails the test
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 30\r\n\r\n")
+        try:
+            for byte in body:
+                writer.write(bytes([byte]))
+                await writer.drain()
+                await asyncio.sleep(0.1)
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(trickle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        timeouts = Timeouts(connect=1.0, read=5.0, total=0.5)
+        async with RufusClient(f"http://127.0.0.1:{port}/v0", make_key(), timeouts=timeouts) as client:
+            started = time.monotonic()
+            with pytest.raises(RetryableError, match=r"timed out \(no complete answer within the total 0.5 s\)") as err:
+                await client.list_devices()
+            elapsed = time.monotonic() - started
+        assert 0.4 < elapsed < 1.0, elapsed
+        assert err.value.status is None
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_connect_timeout_when_the_handshake_never_completes() -> None:
+    """A listener whose accept queue is full (backlog 0, never accepting) drops further SYNs: the connect hangs,
+    as towards a host that has gone from the network, without needing any network."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        fillers: list[socket.socket] = []
+        try:
+            while True:  # fill the queue until a connect is left pending
+                assert len(fillers) < 8, "the kernel kept accepting handshakes on a full backlog"
+                filler = socket.socket()
+                fillers.append(filler)
+                filler.setblocking(False)
+                with contextlib.suppress(BlockingIOError):
+                    filler.connect(("127.0.0.1", port))
+                _, writable, _ = select.select([], [filler], [], 0.1)
+                if not writable:
+                    break
+            timeouts = Timeouts(connect=0.2, read=5.0, total=5.0)
+            async with RufusClient(f"http://127.0.0.1:{port}/v0", make_key(), timeouts=timeouts) as client:
+                started = time.monotonic()
+                with pytest.raises(RetryableError, match=r"connect timed out \(no connection within 0.2 s\)"):
+                    await client.list_devices()
+                elapsed = time.monotonic() - started
+            assert 0.15 < elapsed < 1.0, elapsed
+        finally:
+            for filler in fillers:
+                filler.close()
