@@ -1,5 +1,5 @@
 """The crew's writing commands succeeding through a running daemon (invariant 8): `mark --void` of a manual
-passing no request has carried."""
+passing no request has carried, and `reconcile` requeuing what the cloud lost while the daemon uploads."""
 
 from __future__ import annotations
 
@@ -83,3 +83,48 @@ async def test_void_through_the_running_daemon_and_the_passing_never_reaches_the
     finally:
         await d.kill()
     assert WRONG not in d.output() and KEY not in d.output()
+
+
+async def test_reconcile_requeues_through_the_running_daemon_then_says_yes(
+    tmp_path: Path, enveloped: Emulator
+) -> None:
+    port = free_port()
+    d = make(tmp_path, enveloped, port)
+    await d.start()
+    try:
+        await send(port, csv_lines(5))
+        await until(lambda: d.query("select count(*) from passings where state='Sent'")[0][0] == 5, what="5 Sent")
+        [token] = cloud_nums(enveloped)
+        inserted = enveloped.state()["counts"]["inserted"]
+        assert inserted == 5
+        # the cloud loses passings 2 and 4 while the gateway runs (deleted in the web app, a bad restore)
+        assert enveloped.store is not None
+        enveloped.store.db.execute("delete from passings where num_passing in (2, 4)")
+        assert cloud_nums(enveloped) == {token: [1, 3, 5]}
+        code, out, err = await cli("reconcile", "--config", str(d.config))
+        assert code == 1, out + err
+        assert out.splitlines()[0] == (
+            f"no: session {token}: 2 passing(s) marked Sent are not in the cloud (requeued): 2, 4"
+        )
+        assert "yes" not in out
+        # requeued by the daemon (the one writer), which sends them again at once
+        [requeued] = _events(d, "passings requeued")
+        assert requeued["count"] == 2 and requeued["token_session"] == token
+        await until(lambda: cloud_nums(enveloped) == {token: [1, 2, 3, 4, 5]}, what="2 and 4 back in the cloud")
+        await until(lambda: d.query("select count(*) from passings where state != 'Sent'")[0][0] == 0, what="Sent")
+        # each lost passing went back exactly once (after its first upload), nothing else was re-sent
+        assert sorted(_carried(enveloped)) == [1, 2, 2, 3, 4, 4, 5]
+        assert enveloped.state()["counts"]["inserted"] == inserted + 2
+        code, out, err = await cli("reconcile", "--config", str(d.config))
+        assert code == 0 and out.strip() == f"yes: all 5 passings of session {token} are in the cloud", out + err
+        # read-only, straight from the database while the daemon runs: exactly the documented keys
+        code, out, err = await cli("outbox", "stats", "--config", str(d.config), "--json")
+        assert code == 0, out + err
+        stats = json.loads(out)
+        assert list(stats) == ["pending", "sent", "rejected", "reads", "oldest_pending_age_s", "token_session"]
+        assert stats == {"pending": 0, "sent": 5, "rejected": 0, "reads": 5, "oldest_pending_age_s": None,
+                         "token_session": token}
+        assert sorted(_carried(enveloped)) == [1, 2, 2, 3, 4, 4, 5]  # the second reconcile requeued nothing
+        assert d.proc is not None and d.proc.returncode is None
+    finally:
+        await d.kill()
