@@ -43,8 +43,7 @@ async def test_a_phase_whose_fault_fired_runs_once_and_frees_the_kill_loop(tmp_p
     seen = []
 
     async def cloud_drops_one() -> None:
-        while not sup._starved.is_set():  # the phase is on and waits for its fault to meet a gateway
-            await asyncio.sleep(0.01)
+        await sup._starved.wait()  # the phase is on and waits for its fault to meet a gateway
         seen.append("starved")
         sup.emulator.requests.append({"fault": "drop_after_commit"})
         sup.emulator.counts["requests"] += 1
