@@ -57,6 +57,8 @@ class Emulator:
         self.admin_port = 0
         # plain counters and logs the admin endpoint and tests read
         self.counts: Counter[str] = Counter()
+        # the same inserted/duplicate/rejected, per session the store holds (see state())
+        self.session_counts: dict[str, Counter[str]] = {}
         self.faults_fired: Counter[str] = Counter()
         self.requests: deque[dict[str, Any]] = deque(maxlen=self.config.max_logged_requests)
         self._runner: web.AppRunner | None = None
@@ -244,6 +246,7 @@ class Emulator:
         assert self.store is not None
         self.store.reset()
         self.counts.clear()
+        self.session_counts.clear()
         self.faults_fired.clear()
         self.requests.clear()
 
@@ -252,16 +255,21 @@ class Emulator:
         `duplicate` as answered to POST /passings; `rejected` the passings of every POST /passings the API
         answered 4xx (invalid, reject_bib, over 5000, session not found or closed, key refused), so that
         inserted + duplicate + rejected = every passing the API answered for. Not in any of the three: passings
-        of a request answered by an injected fault (see faults_fired) or whose body was too large to read."""
+        of a request answered by an injected fault (see faults_fired) or whose body was too large to read.
+        sessions[token]["counts"] are the same three for the requests naming that session; a request naming no
+        session the store holds (unknown, unbound, not a string) is only in the global counts. Like those,
+        they live in memory: a restart on the same --db starts them at 0."""
         store = self._db()
         sessions = {}
         for row in store.all_sessions():
             token = row["token_session"]
+            held = self.session_counts.get(token, Counter())
             sessions[token] = {
                 "deviceid": row["deviceid"],
                 "alias": row["alias"],
                 "active": bool(row["active"]),
                 "num_passings": store.num_passings(token),
+                "counts": {k: held[k] for k in ("inserted", "duplicate", "rejected")},
             }
         return {
             "dialect": self.dialect,
@@ -368,6 +376,12 @@ class Emulator:
         items = body.get("passings_list") if isinstance(body, dict) else None
         if isinstance(items, list):
             self.counts["rejected"] += len(items)
+            token = body.get("token_session")  # items is a list, so body is a dict
+            if isinstance(token, str) and self._db().session_row(token) is not None:
+                self._session_counter(token)["rejected"] += len(items)
+
+    def _session_counter(self, token: str) -> Counter[str]:
+        return self.session_counts.setdefault(token, Counter())
 
     def _too_large(self) -> web.Response:
         # aiohttp's own answer would be text/plain; the cloud answers in its dialect like any other error
@@ -509,6 +523,9 @@ class Emulator:
         inserted, duplicate = self._db().insert(token, row["deviceid"], items)
         self.counts["inserted"] += inserted
         self.counts["duplicate"] += duplicate
+        held = self._session_counter(token)
+        held["inserted"] += inserted
+        held["duplicate"] += duplicate
         return self._reply(
             201,
             {

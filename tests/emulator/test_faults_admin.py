@@ -304,3 +304,46 @@ async def test_counts_rejected_is_every_passing_the_api_refused(any_emulator: Em
     emu.set_faults(error_rate=0.0)
     counts = emu.state()["counts"]
     assert counts == {"requests": 9, "inserted": 2, "duplicate": 0, "rejected": 2 + 1 + 1 + 1}
+
+
+async def test_state_reports_counts_per_session(any_emulator: Emulator) -> None:
+    """Two sessions, each with its own mix of new, duplicate and refused passings, and one request naming no
+    session: each session's counts are its own, and the global counts are their sum plus the stray one."""
+    emu = any_emulator
+    d1, a = await device_and_session(emu)
+    _, b, _ = await call(emu, "POST", "/devices", {"model": "One4All", "serial_number": "S2"})
+    d2 = unwrap(emu, b)["deviceid"]
+    _, b, _ = await call(emu, "POST", "/sessions", {"deviceid": d2})
+    bb = unwrap(emu, b)["token_session"]
+
+    def batch(*nums: int, bib: str = "1") -> list[dict[str, Any]]:
+        return [{**PASSING, "num_passing": n, "bib": bib} for n in nums]
+
+    async def post(token: str, items: list[dict[str, Any]]) -> int:
+        return (await call(emu, "POST", "/passings", {"token_session": token, "passings_list": items}))[0]
+
+    assert await post(a, batch(1, 2, 3)) == 201
+    assert await post(a, batch(3, 4)) == 201  # 3 is a duplicate
+    assert await post(bb, batch(1, 2)) == 201
+    emu.set_faults(reject_bib="13")
+    assert await post(bb, [*batch(3), *batch(4, bib="13")]) == 400
+    emu.set_faults(reject_bib=None)
+    assert await post(bb, batch(2)) == 201
+    await call(emu, "POST", "/sessions", {"deviceid": d1})  # closes a
+    assert await post(a, batch(5)) == 404
+    assert await post("F" * 64, batch(1, 2, 3)) == 404  # no such session: global counts only
+    status, state = await admin(emu, "GET", "/state")
+    assert status == 200
+    sessions = state["sessions"]
+    assert sessions[a]["counts"] == {"inserted": 4, "duplicate": 1, "rejected": 1}
+    assert sessions[a]["num_passings"] == [1, 2, 3, 4]
+    assert sessions[bb]["counts"] == {"inserted": 2, "duplicate": 1, "rejected": 2}
+    assert sessions[bb]["num_passings"] == [1, 2]
+    [new] = set(sessions) - {a, bb}
+    assert sessions[new]["counts"] == {"inserted": 0, "duplicate": 0, "rejected": 0}
+    assert state["counts"] == {"requests": 12, "inserted": 6, "duplicate": 2, "rejected": 1 + 2 + 3}
+    assert (await admin(emu, "POST", "/reset"))[0] == 200
+    _, token = await device_and_session(emu)
+    assert await post(token, batch(1)) == 201
+    assert emu.state()["sessions"][token]["counts"] == {"inserted": 1, "duplicate": 0, "rejected": 0}
+    assert set(emu.session_counts) == {token}  # reset forgot the others' counts
