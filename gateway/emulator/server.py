@@ -40,6 +40,10 @@ from gateway.log import get_logger
 _log = get_logger("gateway.emulator")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _WRITES = {"POST", "PATCH", "DELETE"}
+# Every route of the admin port; each is behind the token (see _admin_guard).
+ADMIN_ROUTES: tuple[tuple[str, str], ...] = (
+    ("GET", "/state"), ("GET", "/faults"), ("POST", "/faults"), ("POST", "/reset"),
+)  # fmt: skip
 
 
 class Emulator:
@@ -120,11 +124,17 @@ class Emulator:
                 await self._serve(sock)
             else:
                 sock.close()
-            admin = web.Application()
-            admin.router.add_get("/state", self._admin_state)
-            admin.router.add_get("/faults", self._admin_get_faults)
-            admin.router.add_post("/faults", self._admin_set_faults)
-            admin.router.add_post("/reset", self._admin_reset)
+            # The token is checked once, in front of the router, so a route added later cannot forget it and an
+            # unknown path tells a stranger nothing (401, not 404).
+            admin = web.Application(middlewares=[self._admin_guard])
+            handlers: dict[tuple[str, str], Handler] = {
+                ("GET", "/state"): self._admin_state,
+                ("GET", "/faults"): self._admin_get_faults,
+                ("POST", "/faults"): self._admin_set_faults,
+                ("POST", "/reset"): self._admin_reset,
+            }
+            for method, path in ADMIN_ROUTES:
+                admin.router.add_route(method, path, handlers[method, path])
             self._admin_runner = web.AppRunner(admin, access_log=None, shutdown_timeout=2.0)
             await self._admin_runner.setup()
             site = web.TCPSite(self._admin_runner, self.host, self.config.admin_port)
@@ -577,19 +587,19 @@ class Emulator:
         return web.json_response({"error": "admin token required (Authorization: Bearer T or X-Admin-Token)"},
                                  status=401)  # fmt: skip
 
-    async def _admin_state(self, request: web.Request) -> web.Response:
+    @web.middleware
+    async def _admin_guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if not self._admin_ok(request):
             return self._admin_denied()
+        return await handler(request)
+
+    async def _admin_state(self, request: web.Request) -> web.Response:
         return web.json_response(self.state())
 
     async def _admin_get_faults(self, request: web.Request) -> web.Response:
-        if not self._admin_ok(request):
-            return self._admin_denied()
         return web.json_response(self.faults.as_dict())
 
     async def _admin_set_faults(self, request: web.Request) -> web.Response:
-        if not self._admin_ok(request):
-            return self._admin_denied()
         try:
             body = json.loads(await request.read() or b"{}")
         except (UnicodeDecodeError, json.JSONDecodeError):
@@ -606,7 +616,5 @@ class Emulator:
         return web.json_response(faults.as_dict())
 
     async def _admin_reset(self, request: web.Request) -> web.Response:
-        if not self._admin_ok(request):
-            return self._admin_denied()
         self.reset()
         return web.json_response({"reset": True})

@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 
 from gateway.emulator import Emulator, Faults
+from gateway.emulator.server import ADMIN_ROUTES
 
 PASSING = {"timestamp": "2026-05-01T09:00:01.000Z", "num_passing": 1, "bib": "1"}
 
@@ -149,13 +150,57 @@ async def test_offline_cuts_open_keep_alive_connections(emulator: Emulator) -> N
                 await resp.read()
 
 
-async def test_admin_endpoint_requires_the_token(emulator: Emulator) -> None:
-    assert (await admin(emulator, "GET", "/state", token=None))[0] == 401
-    assert (await admin(emulator, "GET", "/state", token="wrong"))[0] == 401
-    assert (await admin(emulator, "POST", "/faults", {"offline": True}, token="wrong"))[0] == 401
-    assert emulator.faults.offline is False
-    status, state = await admin(emulator, "GET", "/state", token=emulator.admin_token)  # X-Admin-Token form
-    assert status == 200 and state["faults"]["offline"] is False
+DENIED = {"no token": {}, "wrong X-Admin-Token": {"X-Admin-Token": "wrong"},
+          "wrong bearer": {"Authorization": "Bearer wrong"}, "empty bearer": {"Authorization": "Bearer "}}  # fmt: skip
+
+
+@pytest.mark.parametrize(("method", "path"), ADMIN_ROUTES, ids=[f"{m} {p}" for m, p in ADMIN_ROUTES])
+@pytest.mark.parametrize("headers", DENIED.values(), ids=DENIED.keys())
+async def test_every_admin_route_requires_the_token_and_a_refusal_changes_nothing(
+    emulator: Emulator, method: str, path: str, headers: dict[str, str]
+) -> None:
+    _, token = await device_and_session(emulator)
+    await call(emulator, "POST", "/passings", {"token_session": token, "passings_list": [PASSING]})
+    emulator.set_faults(latency_ms=1)
+    before = emulator.state()
+    body = {"offline": True, "error_rate": 1} if path == "/faults" else None
+    async with (
+        aiohttp.ClientSession() as http,
+        http.request(method, emulator.admin_url + path, json=body, headers=headers) as resp,
+    ):
+        assert resp.status == 401
+        text = await resp.text()
+    assert emulator.admin_token not in text and "sessions" not in text and "latency_ms" not in text
+    assert emulator.state() == before  # not reset, no fault switched, nothing counted
+    assert (await call(emulator, "GET", f"/passings/session/{token}"))[0] == 200
+    # the same request with the token does what it says
+    async with (
+        aiohttp.ClientSession() as http,
+        http.request(method, emulator.admin_url + path, json=body, headers={"X-Admin-Token": emulator.admin_token})
+        as resp,
+    ):
+        assert resp.status == 200
+
+
+async def test_an_unknown_admin_path_is_401_without_the_token(emulator: Emulator) -> None:
+    assert (await admin(emulator, "GET", "/secrets", token=None))[0] == 401
+    async with aiohttp.ClientSession() as http:
+        headers = {"X-Admin-Token": emulator.admin_token}
+        async with http.get(emulator.admin_url + "/secrets", headers=headers) as resp:
+            assert resp.status == 404
+
+
+async def test_faults_fired_counts_each_switch_offline(emulator: Emulator) -> None:
+    assert "offline" not in emulator.state()["faults_fired"]
+    assert (await admin(emulator, "POST", "/faults", {"offline": True}))[0] == 200
+    assert (await admin(emulator, "POST", "/faults", {"offline": True}))[0] == 200  # already offline: no switch
+    _, state = await admin(emulator, "GET", "/state")
+    assert state["faults_fired"]["offline"] == 1
+    assert (await admin(emulator, "POST", "/faults", {"offline": False}))[0] == 200
+    emulator.set_offline(True)
+    emulator.set_offline(False)
+    _, state = await admin(emulator, "GET", "/state")
+    assert state["faults_fired"]["offline"] == 2 and state["faults"]["offline"] is False
 
 
 async def test_admin_switches_faults_and_reports_state(any_emulator: Emulator) -> None:
