@@ -25,10 +25,14 @@ KEY = "ror-0123456789abcdef0123"
 
 
 @asynccontextmanager
-async def emulator_process(*args: str) -> AsyncIterator[tuple[asyncio.subprocess.Process, dict[str, str]]]:
+async def emulator_process(
+    *args: str, env: dict[str, str] | None = None
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, dict[str, str]]]:
+    environ = {k: v for k, v in os.environ.items() if k != "RUFUS_EMULATOR_ADMIN_TOKEN"}
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "gateway", "emulator", "--port", "0", "--admin-port", "0", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env={**os.environ, "NO_COLOR": "1"},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**environ, "NO_COLOR": "1", **(env or {})},
     )  # fmt: skip
     assert proc.stdout is not None
     banner: dict[str, str] = {}
@@ -78,6 +82,36 @@ async def test_db_survives_a_restart_and_given_keys_are_not_printed(tmp_path: Pa
         assert proc.returncode == 0
     async with emulator_process(*args) as (proc, banner), RufusClient(banner["api"], KEY) as client:
         assert [x.deviceid for x in await client.list_devices()] == [d]
+
+
+async def _status(url: str, method: str, headers: dict[str, str], body: object = None) -> int:
+    async with aiohttp.ClientSession() as http, http.request(method, url, headers=headers, json=body) as resp:
+        await resp.read()
+        return resp.status
+
+
+async def test_two_api_keys_are_each_honoured_with_their_access_type_and_the_given_admin_token() -> None:
+    read, write = "ror-" + "1" * 20, "ror-" + "2" * 20
+    args = ("--api-key", f"{read}:READ", "--api-key", f"{write}:WRITE", "--admin-token", "tok-given-1")
+    async with emulator_process(*args) as (_proc, banner):
+        assert banner["keys"] == "READ, WRITE" and "admin token" not in banner and "demo key" not in banner
+        api, bind = banner["api"], {"model": "One4All", "serial_number": "CLI-K"}
+        assert await _status(api + "/devices", "GET", {"api_key": read}) == 200
+        assert await _status(api + "/devices", "POST", {"api_key": read}, bind) == 403
+        assert await _status(api + "/devices", "POST", {"api_key": write}, bind) == 201
+        assert await _status(api + "/devices", "GET", {"api_key": write}) == 403
+        assert await _status(api + "/devices", "GET", {"api_key": "ror-" + "3" * 20}) == 401
+        state = banner["admin"] + "/state"
+        assert await _status(state, "GET", {"Authorization": "Bearer tok-given-1"}) == 200
+        assert await _status(state, "GET", {"X-Admin-Token": "tok-given-2"}) == 401
+
+
+async def test_the_admin_token_can_come_from_the_environment() -> None:
+    async with emulator_process(env={"RUFUS_EMULATOR_ADMIN_TOKEN": "tok-from-env"}) as (_proc, banner):
+        assert "admin token" not in banner  # given, so not printed
+        state = banner["admin"] + "/state"
+        assert await _status(state, "GET", {"X-Admin-Token": "tok-from-env"}) == 200
+        assert await _status(state, "GET", {}) == 401
 
 
 async def test_bind_requires_type_option_plays_the_stricter_vendor_page() -> None:
