@@ -110,7 +110,8 @@ async def test_every_call_round_trips(any_emulator: Emulator) -> None:
         assert problem_list == []
 
 
-async def test_session_passings_pages_past_5000(emulator: Emulator) -> None:
+async def test_session_passings_pages_past_5000(any_emulator: Emulator) -> None:
+    emulator = any_emulator
     async with RufusClient(emulator.base_url, emulator.api_key) as client:
         d = await bind(client, "SN-P")
         t = await new_session(client, d)
@@ -181,18 +182,19 @@ def test_schema_validator_catches_what_the_contract_forbids() -> None:
     assert problems == ["token_session 'abc' is not 64 uppercase hex"]
 
 
-async def test_auth_errors(emulator_factory: Callable[..., Any]) -> None:
+async def test_auth_errors(any_dialect: str, emulator_factory: Callable[..., Any]) -> None:
     read, write = make_key(), make_key()
-    emu = await emulator_factory(api_keys=[ApiKey(read, "READ"), ApiKey(write, "WRITE")])
+    emu = await emulator_factory(dialect=any_dialect, api_keys=[ApiKey(read, "READ"), ApiKey(write, "WRITE")])
+    assert emu.dialect == any_dialect
     async with RufusClient(emu.base_url, make_key()) as stranger:
         with pytest.raises(AuthError) as err:
             await stranger.list_devices()
-        assert err.value.status == 401
+        assert err.value.status == 401 and "unknown api key" in (err.value.description or "")
     async with RufusClient(emu.base_url, read) as reader, RufusClient(emu.base_url, write, key_header="x-api-key") as w:
         d = await bind(w, "SN-A")  # the x-api-key header is accepted too
         with pytest.raises(AuthError) as err:
             await bind(reader, "SN-B")
-        assert err.value.status == 403
+        assert err.value.status == 403 and "Forbidden" in (err.value.description or "")
         with pytest.raises(AuthError):
             await w.device_info(d)
         with pytest.raises(AuthError):
