@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -11,8 +12,10 @@ from typing import Any
 import aiohttp
 import pytest
 
+from gateway import log
 from gateway.emulator import Emulator, Faults
 from gateway.emulator.server import ADMIN_ROUTES
+from gateway.emulator.store import Store
 
 PASSING = {"timestamp": "2026-05-01T09:00:01.000Z", "num_passing": 1, "bib": "1"}
 
@@ -392,3 +395,37 @@ async def test_state_reports_counts_per_session(any_emulator: Emulator) -> None:
     assert await post(token, batch(1)) == 201
     assert emu.state()["sessions"][token]["counts"] == {"inserted": 1, "duplicate": 0, "rejected": 0}
     assert set(emu.session_counts) == {token}  # reset forgot the others' counts
+
+
+async def test_a_handler_crash_is_a_500_in_the_dialect_and_is_logged(
+    any_emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    emu = any_emulator
+    _, token = await device_and_session(emu)
+
+    def broken(*_args: Any, **_kwargs: Any) -> Any:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(Store, "devices", broken)
+    monkeypatch.setattr(Store, "insert", broken)
+    stream = io.StringIO()
+    log.configure("debug", stream=stream, json=True)
+    # the OpenAPI's 500 is {"body": null}; the prose pages document no 500 body, so bare says what it is
+    expected = {"body": None} if emu.dialect == "enveloped" else {"description": "Internal server error"}
+    status, payload, headers = await call(emu, "GET", "/devices")
+    assert (status, payload) == (500, expected) and headers["Content-Type"].startswith("application/json")
+    status, payload, _ = await call(emu, "POST", "/passings", {"token_session": token, "passings_list": [PASSING]})
+    assert (status, payload) == (500, expected)
+    events = [json.loads(line) for line in stream.getvalue().splitlines()]
+    failed = [e for e in events if e["event"] == "emulator_handler_failed"]
+    assert [(e["method"], e["path"], e["level"]) for e in failed] == [
+        ("GET", "/v0/devices", "error"), ("POST", "/v0/passings", "error")]  # fmt: skip
+    assert "disk on fire" in json.dumps(failed[0]["exception"])  # the traceback says what broke
+    assert emu.api_key not in stream.getvalue()
+    monkeypatch.undo()
+    state = emu.state()
+    assert [r["status"] for r in state["requests"]][-2:] == [500, 500]
+    # a crash is not the API refusing the passings, nor storing them
+    assert state["counts"]["rejected"] == 0 and state["sessions"][token]["num_passings"] == []
+    assert state["sessions"][token]["counts"] == {"inserted": 0, "duplicate": 0, "rejected": 0}
+    assert (await call(emu, "GET", "/devices"))[0] == 200  # the emulator keeps serving
