@@ -15,6 +15,7 @@ import math
 import random
 import secrets
 import socket
+import traceback
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from types import TracebackType
@@ -35,7 +36,7 @@ from gateway.emulator.validate import (
     query_int,
     query_ts,
 )
-from gateway.log import get_logger
+from gateway.log import get_logger, register_secret
 
 _log = get_logger("gateway.emulator")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -53,6 +54,9 @@ class Emulator:
         self.generated_key = not self.config.api_keys
         self.admin_token = self.config.admin_token or secrets.token_urlsafe(18)
         self.generated_admin_token = self.config.admin_token is None
+        # In a rehearsal the emulator's key is the gateway's real key: no log line of either may show it.
+        for secret in (*(k.key for k in self.keys), self.admin_token):
+            register_secret(secret)
         self.dialect = self.config.dialect
         self.faults = self.config.faults
         self._rng = random.Random(self.config.seed)
@@ -361,8 +365,16 @@ class Emulator:
             response = self._too_large()
         except web.HTTPException as exc:  # unknown path, wrong method
             response = self._error(exc.status, exc.reason)
-        except Exception:
-            _log.exception("emulator_handler_failed", method=request.method, path=request.path)
+        except Exception as exc:
+            # The stack as text, without the frames' locals that an exception event would render: a crash in
+            # _authorize would otherwise print the presented key, which may be one we never registered.
+            _log.error(
+                "emulator_handler_failed",
+                method=request.method,
+                path=request.path,
+                error=f"{type(exc).__name__}: {exc}",
+                traceback="".join(traceback.format_exception(exc)),
+            )
             response = self._reply(500, None)
         entry["status"] = response.status
         if "body" in entry and 400 <= response.status < 500:

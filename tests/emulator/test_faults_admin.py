@@ -7,15 +7,18 @@ import io
 import json
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
 import pytest
 
 from gateway import log
-from gateway.emulator import Emulator, Faults
+from gateway.emulator import Emulator, Faults, server
 from gateway.emulator.server import ADMIN_ROUTES
 from gateway.emulator.store import Store
+from gateway.log import get_logger
+from tests.fixtures.emulator import make_key
 
 PASSING = {"timestamp": "2026-05-01T09:00:01.000Z", "num_passing": 1, "bib": "1"}
 
@@ -420,7 +423,7 @@ async def test_a_handler_crash_is_a_500_in_the_dialect_and_is_logged(
     failed = [e for e in events if e["event"] == "emulator_handler_failed"]
     assert [(e["method"], e["path"], e["level"]) for e in failed] == [
         ("GET", "/v0/devices", "error"), ("POST", "/v0/passings", "error")]  # fmt: skip
-    assert "disk on fire" in json.dumps(failed[0]["exception"])  # the traceback says what broke
+    assert failed[0]["error"] == "RuntimeError: disk on fire" and "in _list_devices" in failed[0]["traceback"]
     assert emu.api_key not in stream.getvalue()
     monkeypatch.undo()
     state = emu.state()
@@ -429,3 +432,32 @@ async def test_a_handler_crash_is_a_500_in_the_dialect_and_is_logged(
     assert state["counts"]["rejected"] == 0 and state["sessions"][token]["num_passings"] == []
     assert state["sessions"][token]["counts"] == {"inserted": 0, "duplicate": 0, "rejected": 0}
     assert (await call(emu, "GET", "/devices"))[0] == 200  # the emulator keeps serving
+
+
+@pytest.mark.parametrize("presented", ["configured", "stranger"])
+async def test_a_crash_while_checking_the_key_logs_no_key(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch, presented: str
+) -> None:
+    """A crash inside the key check, where the presented key is a local, logs the stack but no key: neither the
+    configured one nor a stranger's (the emulator never registered that one as a secret)."""
+    key = emulator.api_key if presented == "configured" else make_key()
+
+    def broken(*_args: Any) -> bool:
+        raise RuntimeError("digest unavailable")
+
+    monkeypatch.setattr(server, "hmac", SimpleNamespace(compare_digest=broken))  # the server module's only
+    stream = io.StringIO()
+    log.configure("debug", stream=stream, json=True)
+    status, _, _ = await call(emulator, "GET", "/devices", key=key)
+    assert status == 500
+    [event] = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert event["event"] == "emulator_handler_failed" and "in _authorize" in event["traceback"]
+    assert key not in stream.getvalue() and emulator.admin_token not in stream.getvalue()
+
+
+async def test_the_emulator_keys_and_admin_token_are_scrubbed_from_log_lines(emulator: Emulator) -> None:
+    stream = io.StringIO()
+    log.configure("debug", stream=stream, json=True)
+    get_logger("test").info("careless", note=f"key {emulator.api_key} token {emulator.admin_token}")
+    assert emulator.api_key not in stream.getvalue() and emulator.admin_token not in stream.getvalue()
+    assert "key *** token ***" in stream.getvalue()
