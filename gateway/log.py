@@ -12,6 +12,7 @@ from collections.abc import MutableMapping
 from typing import Any, TextIO
 
 import structlog
+import structlog.tracebacks
 
 _SECRETS: set[str] = set()
 _SECRET_KEYS = {"api_key", "x-api-key", "apikey", "token", "admin_token", "authorization", "password"}
@@ -62,8 +63,17 @@ def configure(level: str = "info", stream: TextIO | None = None, json: bool | No
     stream = stream or sys.stderr
     if json is None:
         json = not stream.isatty()
+    # Tracebacks without frame locals: a local can hold anything (a request's headers, a config, a token that
+    # was never registered), and structlog prints them by default in both renderers.
     renderer: Any = (
-        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=stream.isatty())
+        structlog.processors.JSONRenderer()
+        if json
+        else structlog.dev.ConsoleRenderer(
+            colors=stream.isatty(),
+            exception_formatter=structlog.dev.RichTracebackFormatter(
+                show_locals=False, width=120, color_system="truecolor" if stream.isatty() else None
+            ),
+        )
     )
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
@@ -72,7 +82,9 @@ def configure(level: str = "info", stream: TextIO | None = None, json: bool | No
         _redact_processor,
     ]
     if json:
-        processors.append(structlog.processors.dict_tracebacks)
+        processors.append(
+            structlog.processors.ExceptionRenderer(structlog.tracebacks.ExceptionDictTransformer(show_locals=False))
+        )
     processors += [renderer, _final_redact]
     structlog.configure(
         processors=processors,
