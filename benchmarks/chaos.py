@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = ChaosSettings(
             workdir=workdir / "run", kills=6, runners=30, fmt=args.fmt, seed=args.seed,
             network_faults=not args.no_network_faults, outage_s=4.0, flap_s=3.0, phase_s=1.0, phase_max_s=8.0,
-            calm_s=(0.2, 0.5), reader_reboots=1, race_s=15.0, drain_timeout_s=90.0, status_every_s=1.0,
+            calm_s=(0.2, 0.5), reader_reboots=1, race_s=35.0, drain_timeout_s=90.0, status_every_s=1.0,
             up_s=(0.3, 1.5), profile="quick", log=log,
         )  # fmt: skip
     else:

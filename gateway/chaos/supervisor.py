@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.chaos.checker import Claim, Report, check, cloud_from_rows, load_truth, snapshot_db, wal_size
+from gateway.chaos.evidence import Window, met_per_phase, refused_at
 from gateway.chaos.processes import GatewayProcess, Killed, ReaderProcess, quiet_port, write_gateway_config
 from gateway.emulator.config import ApiKey, EmulatorConfig
 from gateway.emulator.server import Emulator
@@ -42,10 +43,15 @@ PHASES = ("5xx", "poison", "429", "slow", "drop_after_commit", "hang", "401", "o
 ONCE = ("rollover", "poison", "outage")  # run once per run
 # what each fault phase must have made the cloud do at least once (see _fault_counts)
 PHASE_FAULT = {"5xx": "error_503", "429": "error_429", "401": "error_401", "slow": "slow", "hang": "hang",
-               "drop_after_commit": "drop", "offline": "offline"}  # fmt: skip
+               "drop_after_commit": "drop"}  # fmt: skip
+# Phases in which the cloud refuses connections. The emulator's own switches to offline prove nothing: what
+# each must show is the gateway meeting a refused connect during it, in the daemons' logs (chaos/evidence.py).
+OFFLINE = ("offline", "flap", "outage")
+HELD = ("offline", "flap")  # held on (bounded) until the gateway met the refusal, run again if it never did
 NO_2XX = ("offline", "outage", "401", "drop_after_commit", "poison")  # phases in which no write gets a 2xx
 # faults the cloud can only do to a request: they fire only if a live daemon sends something during the phase
 TRAFFIC = ("5xx", "429", "401", "slow", "drop_after_commit", "hang")
+# what the gateway met, each at least once; all but offline counted in the cloud's request log
 FAULT_KINDS = ("error_503", "error_429", "error_401", "slow", "hang", "drop", "offline")
 ACKING_FORMATS = ("mylaps",)
 API_KEY = "ror-" + "c4a05" * 4  # a key of the real shape, so a leak of it is greppable
@@ -64,7 +70,7 @@ class ChaosSettings:
     network_faults: bool = True
     reader_reboots: int = 0  # simulator SIGKILLed and restarted (its unacked memory lost), spread over the kills
     phase_s: float = 3.0
-    phase_max_s: float = 15.0  # a fault phase is held longer (up to this) until its fault has fired once
+    phase_max_s: float = 15.0  # a fault phase (and offline, flap) is held longer (up to this) until it met a gateway
     phase_attempts: int = 3  # a phase whose fault never met the gateway runs again after the calm, up to this
     backlog_s: float = 8.0  # before a traffic phase, the cloud is held offline (up to this) until a passing waits
     starved_up_s: float = 6.0  # while a phase's fault has not fired yet, a daemon lives up to this before its kill
@@ -98,6 +104,8 @@ class _Tally:
     phase_retries: Counter[str] = field(default_factory=Counter)  # runs again because the fault never fired
     failpoints_deferred: int = 0  # failpoint kills put off while a phase waited for its fault to fire
     outage_held_s: float = 0.0
+    outage_pending: int = 0  # passings Pending as the long outage ended: what it held back
+    phase_windows: list[Window] = field(default_factory=list)  # (phase, began, ended), time.time()
     poisoned_bib: str | None = None
     reader_reboots: int = 0
     status_snapshots: int = 0
@@ -141,6 +149,8 @@ class Supervisor:
         self._phase = "calm"
         self._phase_first = 0
         self._pending_at_fault: int | None = None
+        self._phase_began = 0.0  # time.time() at the phase's start
+        self._phase_first_log = 1  # the daemon log that was being written when the phase began
         self._t0 = time.monotonic()
 
     # -- the run ----------------------------------------------------------------------------------------
@@ -372,22 +382,32 @@ class Supervisor:
             self._pending_at_fault = None
             self.tally.phases[name] += 1
             began = time.monotonic()
+            self._phase_began = began_at = time.time()
+            self._phase_first_log = max(1, self.gateway.starts if self.gateway is not None else 1)
             try:
                 await self._run_phase(name)
             finally:
                 self._clear_faults()
                 self._phase = "calm"
                 self.tally.phase_requests.append((name, first, self._requests_seen()))
+                ended_at = time.time()
+                self.tally.phase_windows.append((name, began_at, ended_at))
                 fired = {k: n for k, n in self._fault_counts(first).items() if n and k != "offline"}
+                record: dict[str, Any] = {
+                    "phase": name, "at_s": round(began - self._t0, 1), "held_s": round(time.monotonic() - began, 1),
+                    "requests": self._requests_seen() - first, "fired": fired,
+                    "pending_at_fault": self._pending_at_fault, "window": [round(began_at, 3), round(ended_at, 3)],
+                }  # fmt: skip
+                if name in OFFLINE:  # refused connects the gateway logged during this run of the phase
+                    record["met"] = self._met_since(began_at, self._phase_first_log)
                 with (s.workdir / "phases.jsonl").open("a") as f:  # forensics: what the cloud did, when
-                    f.write(json.dumps({"phase": name, "at_s": round(began - self._t0, 1),
-                                        "held_s": round(time.monotonic() - began, 1),
-                                        "requests": self._requests_seen() - first, "fired": fired,
-                                        "pending_at_fault": self._pending_at_fault}) + "\n")
-            if (name in TRAFFIC and not self._fault_counts()[PHASE_FAULT[name]]
-                    and self.tally.phase_retries[name] < s.phase_attempts - 1):
+                    f.write(json.dumps(record) + "\n")
+            unmet = (name in TRAFFIC and not self._fault_counts()[PHASE_FAULT[name]]) or (
+                name in HELD and not self._offline_met()[name]
+            )
+            if unmet and self.tally.phase_retries[name] < s.phase_attempts - 1:
                 # Not a pass and not a failure yet: the dice or the kills kept the fault from the gateway.
-                # Run it again (the coverage check still fails a run in which it never fired).
+                # Run it again (the coverage check still fails a run in which it never met the gateway).
                 self.tally.phase_retries[name] += 1
                 again.append(name)
             if not self._kills_done.is_set():
@@ -408,16 +428,20 @@ class Supervisor:
             self._rollover()
         elif name == "poison":
             await self._poison()
-        elif name == "flap":
-            end = time.monotonic() + s.flap_s
-            while time.monotonic() < end:
-                self.emulator.set_offline(not self.emulator.faults.offline)
-                await asyncio.sleep(self.rng.uniform(0.5, 1.5))
+        elif name in HELD:
+            await self._refuse(flap=name == "flap")
         elif name == "outage":
             self.emulator.set_offline(True)
             started = time.monotonic()
             s.log(f"cloud offline for {s.outage_s:g}s")
-            await asyncio.sleep(s.outage_s)
+            self._pending_at_fault = pending = self._pending_or_none() or 0
+            end = started + s.outage_s
+            while (left := end - time.monotonic()) > 0:
+                await asyncio.sleep(min(0.5, left))
+                n = self._pending_or_none()
+                pending = pending if n is None else n  # the last count read (a query can meet a checkpoint)
+            # Read while still offline: nothing can have left Pending since, so this is what the outage held.
+            self.tally.outage_pending = pending
             self.emulator.set_offline(False)
             self.tally.outage_held_s = round(time.monotonic() - started, 1)
         else:
@@ -442,12 +466,62 @@ class Supervisor:
                 self._starved.clear()
                 self._fired.set()
 
-    def _pending_now(self) -> int:
+    async def _refuse(self, *, flap: bool) -> None:
+        """The cloud refuses connections (offline; flap: on and off every 0.5-1.5 s) for phase_s (flap_s) at
+        least, and on, up to phase_max_s, until a daemon has logged a refused connect. A gateway with nothing
+        Pending sends nothing, so the phase is its own backlog: offline, what the timer sends piles up until
+        there is something to try. The kill loop is not held back: a daemon that starts with a backlog tries
+        it at once, while one kept alive may be one that stopped sending (a 401 just before: auth_failed)."""
+        s = self.s
+        began, first_log = self._phase_began, self._phase_first_log
+        least = s.flap_s if flap else s.phase_s
+        self._pending_at_fault = self._pending_or_none()
+        if not flap:
+            self.emulator.set_offline(True)
+        start = time.monotonic()
+        while True:
+            held = time.monotonic() - start
+            if self._met_since(began, first_log):
+                if held >= least:
+                    return
+            elif held >= max(least, s.phase_max_s):
+                return  # never met: the phase may run again, and coverage says so if it never does
+            if flap:  # the first switch takes it offline
+                self.emulator.set_offline(not self.emulator.faults.offline)
+                await asyncio.sleep(self.rng.uniform(0.5, 1.5))
+            else:
+                await asyncio.sleep(0.2)
+
+    def _refusals(self, first_log: int = 1) -> list[float]:
+        """When the daemons (from start number `first_log` on) logged a cloud call refused at connect."""
+        gw = self.gateway
+        if gw is None:
+            return []
+        times: list[float] = []
+        for n in range(max(1, first_log), gw.starts + 1):
+            try:
+                text = gw.log_path(n).read_text(errors="replace")
+            except OSError:
+                continue
+            times += refused_at(text.splitlines())
+        return times
+
+    def _met_since(self, began: float, first_log: int) -> int:
+        return sum(1 for t in self._refusals(first_log) if t >= began)
+
+    def _offline_met(self) -> Counter[str]:
+        """Per offline phase, the refused connects the gateway logged within its runs' windows."""
+        return met_per_phase(self.tally.phase_windows, self._refusals(), OFFLINE)
+
+    def _pending_or_none(self) -> int | None:
         assert self.gateway is not None
         try:
             return int(self.gateway.query("SELECT COUNT(*) FROM passings WHERE state = 'Pending'")[0][0])
         except Exception:  # no database yet, or a checkpoint in progress
-            return 0
+            return None
+
+    def _pending_now(self) -> int:
+        return self._pending_or_none() or 0
 
     async def _backlog(self, budget: float) -> int:
         """Hold the cloud offline until at least one passing waits in Pending (at most `budget` s), so the fault
@@ -473,8 +547,9 @@ class Supervisor:
     def _fault_counts(self, first: int = 0) -> Counter[str]:
         """The cloud's misbehaviour as the gateway met it (from request number `first` on), from the emulator's
         own request log: requests answered 503 / 429 / 401 by an injected error, held past the timeout (hang),
-        stored then left unanswered (drop), served during a `slow` phase (the latency applies to every request);
-        `offline` as the emulator counts its switches to offline."""
+        stored then left unanswered (drop), served during a `slow` phase (the latency applies to every request).
+        `offline` stays 0 here: a refused connect leaves no request in the cloud's log, so the verdict counts
+        it from the gateway's side (_offline_met)."""
         total = self._requests_seen()
         log = list(self.emulator.requests)
         base = total - len(log)  # number of log[0] among all requests: the log is a bounded deque
@@ -491,7 +566,6 @@ class Supervisor:
         if self._phase == "slow":
             spans.append(("slow", self._phase_first, total))
         counts["slow"] = sum(max(0, b - max(a, first)) for phase, a, b in spans if phase == "slow")
-        counts["offline"] = int(self.emulator.faults_fired["offline"])
         return counts
 
     def _rollover(self) -> None:
@@ -538,6 +612,9 @@ class Supervisor:
         leaks = secret_leaks(s.workdir, API_KEY)
         state = self.emulator.state()
         t = self.tally
+        faults = self._fault_counts()
+        met = self._offline_met()
+        faults["offline"] = sum(met.values())  # met by the gateway, not switched by the emulator
         extra = {
             "profile": s.profile,
             "format": s.fmt,
@@ -552,8 +629,10 @@ class Supervisor:
             "network_phases": dict(sorted(t.phases.items())),
             "network_phase_retries": dict(sorted(t.phase_retries.items())),
             "failpoints_deferred": t.failpoints_deferred,
-            "network_faults": dict(sorted(self._fault_counts().items())),
+            "network_faults": dict(sorted(faults.items())),
+            "offline_met": dict(sorted(met.items())),
             "outage_held_s": t.outage_held_s,
+            "outage_pending": t.outage_pending,
             "pending_max": t.pending_max,
             "cloud_faults_fired": dict(sorted(state["faults_fired"].items())),
             "cloud_requests": state["counts"]["requests"],
@@ -596,8 +675,13 @@ def coverage_gaps(figures: Mapping[str, Any], s: ChaosSettings) -> list[str]:
         faults = figures["network_faults"]
         gaps += [f"phase {p}: the cloud never did {PHASE_FAULT[p]}" for p in s.phases
                  if p in PHASE_FAULT and not faults.get(PHASE_FAULT[p])]  # fmt: skip
+        met = figures["offline_met"]
+        gaps += [f"phase {p}: the gateway never met a refused connection" for p in s.phases
+                 if p in OFFLINE and not met.get(p)]  # fmt: skip
         if "outage" in s.phases and figures["outage_held_s"] < s.outage_s:
             gaps.append(f"the outage held {figures['outage_held_s']}s, not {s.outage_s:g}s")
+        if "outage" in s.phases and not figures["outage_pending"]:
+            gaps.append("the outage ended with nothing Pending: it held no reads back")
         if not figures["pending_max"]:
             gaps.append("no passing ever waited in Pending: the faults never held anything back")
     if not figures["status_snapshots"]:
