@@ -224,10 +224,10 @@ class Supervisor:
             elif deferred and not self._starved.is_set():
                 kind = deferred.pop(0)
             else:
-                missing = [p for p in FAILPOINTS if not self.tally.failpoint[p] and extra[p] < s.extra_failpoint_tries]
+                missing = [p for p in FAILPOINTS if not self.tally.failpoint[p] and extra[p] < s.extra_failpoint_tries
+                           and p not in deferred]  # fmt: skip
                 if missing:
-                    kind = missing[0]
-                    extra[kind] += 1
+                    kind = missing[0]  # counted as a try below, once it is made (not turned into a random kill)
                 elif faults is not None and not faults.done():
                     self._kills_done.set()  # the faults finish their cycle; kills go on meanwhile
                     kind = "random"
@@ -268,6 +268,8 @@ class Supervisor:
                 self._killed(gw, await gw.kill())
                 self.tally.random += 1
             else:
+                if i >= s.kills:
+                    extra[kind] += 1
                 # the cloud's 2xx come a few per second at best: its failpoint on one of the first two
                 await gw.start(failpoint=f"{kind}:{self.rng.randint(1, 2 if kind == FAILPOINTS[2] else 4)}")
                 rc = await gw.wait(s.failpoint_timeout_s)

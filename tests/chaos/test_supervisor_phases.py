@@ -59,3 +59,57 @@ async def test_a_phase_whose_fault_fired_runs_once_and_frees_the_kill_loop(tmp_p
         await sup.emulator.stop()
     assert seen == ["starved", "fired"]
     assert sup.tally.phases["drop_after_commit"] == 1 and not sup.tally.phase_retries
+
+
+class _Dice:
+    """The supervisor's dice, loaded for speed: every random kill is a start-up kill 0.05 s in."""
+
+    def random(self) -> float:
+        return 0.0
+
+    def uniform(self, a: float, b: float) -> float:
+        return a
+
+    def randint(self, a: int, b: int) -> int:
+        return a
+
+
+# a "daemon" that dies by SIGKILL at once when given a failpoint (as if it reached it), else just runs
+_FAILPOINT_DAEMON = (
+    "import os, signal, time\n"
+    "if os.environ.get('RUFUS_FAILPOINT'):\n"
+    "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    "time.sleep(30)\n"
+)
+
+
+async def test_a_failpoint_try_made_a_random_kill_in_an_outage_is_not_used_up(tmp_path: Path) -> None:
+    """No 2xx can come while the cloud is offline, so an extra try of after_cloud_2xx_before_mark_sent is
+    turned into a random kill then; that must not count as one of its tries, or a run whose extra tries all
+    fall in an outage ends with the failpoint never hit (seen in benchmarks/chaos.py --quick)."""
+    import sys
+
+    from gateway.chaos.supervisor import FAILPOINTS
+
+    s = ChaosSettings(workdir=tmp_path, kills=0, startup_kill_rate=1.0, network_faults=False)
+    sup = Supervisor(s)
+    sup.rng = _Dice()  # type: ignore[assignment]
+    gw = GatewayProcess(tmp_path / "gw.toml", tmp_path / "gw.db", argv=[sys.executable, "-c", _FAILPOINT_DAEMON])
+    sup.gateway = gw
+
+    async def outage_then_calm() -> None:
+        sup._phase = "outage"
+        for _ in range(1000):  # the kill loop counts its kills in a plain attribute: looked at, 10 s at most
+            if sup.tally.random > s.extra_failpoint_tries:  # more turned random than it has tries
+                break
+            await asyncio.sleep(0.01)
+        sup._phase = "calm"
+
+    faults = asyncio.create_task(outage_then_calm())
+    try:
+        await asyncio.wait_for(sup._kill_loop(gw, faults), 10)
+    finally:
+        await gw.kill()
+        await faults
+    assert {p: sup.tally.failpoint[p] for p in FAILPOINTS} == {p: 1 for p in FAILPOINTS}
+    assert sup.tally.random >= s.extra_failpoint_tries + 1
