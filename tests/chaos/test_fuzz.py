@@ -393,3 +393,108 @@ def test_csv_timestamps_at_the_ends_of_the_calendar(when: datetime, offset_min: 
     if isinstance(result, Read):
         stored = format_ts(result.timestamp)
         assert parse_ts(stored) == result.timestamp == datetime.fromisoformat(stored), stored
+
+
+# -- the capture file: `record` writes it; `replay`, `parse` and file:// read it with read_capture ------------
+CAPTURE_AT = datetime(2026, 11, 22, 9, 0, 1, 250000, tzinfo=UTC)
+
+
+def _capture_files() -> st.SearchStrategy[bytes]:
+    """A header (right, wrong, cut, absent) and lines shaped like entries: a stamp that is right, nearly right or
+    anything; a tab or not; the data escaped, half-escaped or raw; LF, CRLF or nothing at the end."""
+    from gateway.links.capture import MAGIC, escape
+
+    magic = MAGIC.encode()
+    header = st.sampled_from([
+        magic + b" format=csv from=tcp://10.0.0.5:3601 started=2026-11-22T09:00:00.000Z\n", magic + b"\n", magic,
+        magic + b" =x y= a=b=c\xff\n", b"\xef\xbb\xbf" + magic + b"\n", magic[:-3] + b"\n", b"", b"#\n",
+    ])  # fmt: skip
+    stamp = st.one_of(
+        st.sampled_from(["2026-11-22T09:00:01.250Z", "2026-13-01T00:00:00.000Z", "0000-01-01T00:00:00.000Z",
+                         "2026-02-30T09:00:01.250Z", "9999-12-31T23:59:59.999Z", "2026-11-22T09:00:01Z",
+                         "2026-11-22T09:00:01.250+01:00", ""]),
+        st.text(max_size=24),
+    ).map(lambda t: t.encode("utf-8", "surrogatepass"))  # fmt: skip
+    data = st.one_of(
+        st.binary(max_size=40).map(lambda b: escape(b).encode()),
+        st.sampled_from([b"\\x", b"\\xZZ", b"\\", b"\\q", b"\\x0", b"\\\\\\"]),
+        st.binary(max_size=40),
+    )
+    entry = st.tuples(stamp, st.sampled_from([b"\t", b"", b" ", b"\t\t"]), data,
+                      st.sampled_from([b"\n", b"\r\n", b""])).map(b"".join)  # fmt: skip
+    line = st.one_of(entry, st.sampled_from([b"\n", b"# a comment\n", b"\x00\xff\n", b"\r\n"]))
+    return st.tuples(header, st.lists(line, max_size=8).map(b"".join)).map(b"".join)
+
+
+@st.composite
+def _damaged_capture(draw: st.DrawFn) -> bytes:
+    """A capture exactly as `record` writes it, then a few bytes flipped, inserted, deleted or repeated."""
+    import io
+
+    from gateway.links.capture import CaptureWriter
+
+    out = io.StringIO()
+    writer = CaptureWriter(out, format="csv", started="2026-11-22T09:00:00.000Z")
+    for chunk in draw(st.lists(st.binary(max_size=40), min_size=1, max_size=4)):
+        writer.write(chunk, CAPTURE_AT)
+    data = bytearray(out.getvalue().encode("ascii"))
+    for _ in range(draw(st.integers(1, 6))):
+        op = draw(st.sampled_from(["flip", "insert", "delete", "dup"]))
+        pos = draw(st.integers(0, len(data) - 1))
+        if op == "flip":
+            data[pos] = draw(st.integers(0, 255))
+        elif op == "insert":
+            data[pos:pos] = draw(st.binary(min_size=1, max_size=8))
+        elif op == "delete":
+            del data[pos : pos + draw(st.integers(1, 5))]
+        else:
+            data[pos:pos] = data[pos : pos + draw(st.integers(1, 10))]
+        if not data:
+            break
+    return bytes(data)
+
+
+@FUZZ
+@given(content=st.one_of(_capture_files(), _damaged_capture(), st.binary(max_size=300)))
+def test_capture_reader_raises_only_one_line_reader_errors(content: bytes) -> None:
+    """Whatever bytes a capture file holds, reading it (header and every entry) yields well-formed entries or
+    raises ReaderError, one line naming the file (and the line, for an entry); nothing else escapes."""
+    from gateway.errors import ReaderError
+    from gateway.links.capture import read_capture
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "race.capture"
+        path.write_bytes(content)
+        try:
+            header, entries = read_capture(path)
+            got = list(entries)
+        except ReaderError as exc:
+            assert one_line(str(exc)), repr(str(exc))
+            assert str(exc).startswith(f"{path}:"), str(exc)
+            return
+    assert all(isinstance(k, str) and isinstance(v, str) for k, v in header.fields.items())
+    for entry in got:
+        assert entry.arrival.tzinfo is not None and entry.arrival.microsecond % 1000 == 0
+        assert isinstance(entry.data, bytes)
+
+
+@FUZZ
+@given(chunks=st.lists(st.binary(max_size=80), max_size=6))
+def test_capture_reader_gives_back_what_record_wrote(chunks: list[bytes]) -> None:
+    """The other half of the contract: a capture as `record` writes it is read back byte for byte."""
+    import io
+
+    from gateway.links.capture import CaptureWriter, read_capture
+
+    out = io.StringIO()
+    writer = CaptureWriter(out, format="mylaps", **{"from": "tcp://10.0.0.5:3097"})
+    for chunk in chunks:
+        writer.write(chunk, CAPTURE_AT)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "race.capture"
+        path.write_text(out.getvalue(), encoding="ascii")
+        header, entries = read_capture(path)
+        got = list(entries)
+    assert header.fields == {"format": "mylaps", "from": "tcp://10.0.0.5:3097"}
+    assert b"".join(e.data for e in got) == b"".join(chunks) and len(got) == writer.entries
+    assert all(e.arrival == CAPTURE_AT for e in got)
