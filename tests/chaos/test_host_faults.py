@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,12 +147,74 @@ async def test_disk_full_loses_nothing_committed_and_recovers(tmp_path: Path, di
             assert report.figures["reads_journaled"] == len(before.reads) == report.figures["passings_cloud"]
 
 
-async def test_read_only_database_is_one_clear_line_and_left_alone(tmp_path: Path) -> None:
+# Root ignores file modes, so to root a chmod'ed database is no read-only database at all: as root, the daemon
+# of the chmod case runs without the capabilities that override them (setpriv drops CAP_DAC_OVERRIDE and
+# CAP_DAC_READ_SEARCH from its bounding set), and meets the modes like any user; without root it needs nothing.
+_NO_DAC_OVERRIDE = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
+
+
+def _obeys_file_modes() -> list[str]:
+    """The argv prefix under which a process started by this one obeys file modes (none without root)."""
+    if os.geteuid() != 0:
+        return []
+    try:
+        done = subprocess.run([*_NO_DAC_OVERRIDE, "true"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        pytest.skip(f"root, and cannot drop CAP_DAC_OVERRIDE to make file modes count: {exc}")
+    if done.returncode != 0:
+        pytest.skip(f"root, and cannot drop CAP_DAC_OVERRIDE to make file modes count: {done.stderr.strip()}")
+    return _NO_DAC_OVERRIDE
+
+
+@contextlib.contextmanager
+def read_only_database(how: str, tmp_path: Path) -> Iterator[tuple[Path, Callable[[], list[str]], Callable[[], None]]]:
+    """A directory for the database; a function that makes the database read-only and returns the argv prefix
+    the daemon must start under to see it so; and one that makes it writable again.
+
+    tmpfs (root): the filesystem remounted read-only, as an SD card that went read-only. chmod (any user): the
+    database file and its directory made read-only. The lock file beside it stays writable, so the daemon gets
+    past it and SQLite itself meets the read-only database ("attempt to write a readonly database"); on the
+    read-only tmpfs the lock file is refused first, with the filesystem's own words."""
+    if how == "tmpfs":
+        with small_fs(tmp_path / "sd", "4m") as sd:
+
+            def ro_tmpfs() -> list[str]:
+                remount(sd, "ro")
+                return []
+
+            yield sd, ro_tmpfs, lambda: remount(sd, "rw")
+        return
+    sd = tmp_path / "sd"
+    sd.mkdir()
+    prefix = _obeys_file_modes()
+
+    def ro_modes() -> list[str]:
+        for p in sd.iterdir():
+            if not p.name.endswith(".lock"):
+                p.chmod(0o444)
+        sd.chmod(0o555)
+        return prefix
+
+    def rw_modes() -> None:
+        sd.chmod(0o755)
+        for p in sd.iterdir():
+            p.chmod(0o644)
+
+    try:
+        yield sd, ro_modes, rw_modes
+    finally:
+        rw_modes()  # or the tmp_path cannot be cleaned up (without root)
+
+
+@pytest.mark.parametrize("how", ["tmpfs", "chmod"])
+async def test_read_only_database_is_one_clear_line_and_left_alone(tmp_path: Path, how: str) -> None:
+    """The tmpfs remount needs root; the chmod case runs for any user (as root, under setpriv), so the test
+    never skips as a whole."""
     port = free_port()
-    with small_fs(tmp_path / "sd", "4m") as sd:
-        async with cloud(tmp_path) as emu, daemon(
-            tmp_path, emu, [{"name": "mat", "url": f"tcp-listen://127.0.0.1:{port}", "format": "csv"}], db=sd / "gw.db"
-        ) as gw:
+    # a short duplicate window: the three reads' passings are out (settled) in half a second, not three
+    mat = {"name": "mat", "url": f"tcp-listen://127.0.0.1:{port}", "format": "csv", "dedup_window_s": 0.5}
+    with read_only_database(how, tmp_path) as (sd, make_read_only, make_writable):
+        async with cloud(tmp_path) as emu, daemon(tmp_path, emu, [mat], db=sd / "gw.db") as gw:
             await gw.start()
             await gw.wait_ready()
             _r, w = await asyncio.open_connection("127.0.0.1", port)
@@ -160,15 +224,24 @@ async def test_read_only_database_is_one_clear_line_and_left_alone(tmp_path: Pat
             w.close()
             assert await gw.terminate() == 0, gw.tail()
             files = sorted(os.listdir(sd))
-            remount(sd, "ro")
-            await gw.start()
-            rc = await gw.wait(20)
-            output = gw.tail(100_000)
-            assert rc == 73, output[-2000:]
-            line = one_clear_line(output, "rufus-gateway:")
-            assert "gw.db" in line and "read-only" in line.lower(), line
-            assert sorted(os.listdir(sd)) == files, "a healthy read-only database must not be moved aside"
-            remount(sd, "rw")
+            data = gw.db.read_bytes()
+            prefix = make_read_only()
+            gw.argv = [*prefix, sys.executable, "-m", "gateway", "run", "--config", str(gw.config)]
+            for _start in range(2):  # every start says the same and stops: exit 73 is no restart loop
+                await gw.start()
+                rc = await gw.wait(20)
+                output = gw.tail(100_000)
+                assert rc == 73, output[-2000:]
+                line = one_clear_line(output, "rufus-gateway:")
+                assert "database error" in line and "gw.db" in line, line
+                if how == "tmpfs":
+                    assert "read-only" in line.lower(), line
+                else:  # SQLite's own words
+                    assert re.search(r"read-?only", line.lower()), line
+                assert sorted(os.listdir(sd)) == files, "a healthy read-only database must not be moved aside"
+                assert gw.db.read_bytes() == data, "a read-only database must be left as it was"
+            make_writable()
+            gw.argv = None
             await gw.start()
             await gw.wait_ready()
             assert gw.query("SELECT COUNT(*) FROM reads")[0][0] == 3
