@@ -192,5 +192,12 @@ async def call(path: str, method: str, route: str, body: dict[str, Any] | None =
                 if resp.status >= 400:
                     raise GatewayError(str(data.get("error", f"daemon answered {resp.status}")))
                 return data
-    except aiohttp.ClientConnectionError:
+    except aiohttp.ClientConnectorError:  # nobody listens on the socket: a stale file of a stopped daemon
         raise DaemonNotRunning(path) from None
+    except aiohttp.ClientConnectionError:
+        # The daemon took the request and the connection broke before its answer (it stopped, or crashed).
+        # It may have done what was asked: doing it again here, without it, could mark a bib twice.
+        raise GatewayError(
+            f"the running daemon dropped the connection before answering {method} {route}: it may have done it; "
+            "check with `rufus-gateway outbox stats` or `outbox list` before running the command again"
+        ) from None
