@@ -2,13 +2,15 @@ from __future__ import annotations
 
 import io
 import json
+import random
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 
 import pytest
 from click.testing import CliRunner
 
 from gateway import errors, log
-from gateway.backoff import Backoff, Streak
+from gateway.backoff import MAX_RETRY_AFTER, Backoff, Streak
 from gateway.cli import cli
 from gateway.model import format_ts, parse_ts, to_utc_ms
 
@@ -47,6 +49,54 @@ def test_backoff_full_jitter_is_capped_and_honours_retry_after() -> None:
     assert b.next_delay(retry_after=7.0) >= 7.0
     b.reset()
     assert b.attempts == 0
+
+
+@pytest.fixture
+def seeded() -> Iterator[None]:
+    """The jitter comes from the process-wide `random` (tenacity's): seed it, and put it back afterwards."""
+    state = random.getstate()
+    random.seed(20261122)
+    yield
+    random.setstate(state)
+
+
+@pytest.mark.usefixtures("seeded")
+@pytest.mark.parametrize("attempt", [1, 2, 3, 4, 5, 6, 12, 40])
+def test_backoff_is_full_jitter_over_the_whole_window(attempt: int) -> None:
+    """The n-th delay of a streak (n from 1) is uniform(0, min(cap, base * 2**(n-1))): the first retry waits at
+    most `base`, each later window doubles until the cap. Full jitter, not a fixed or half-jittered wait."""
+    base, cap = 0.5, 10.0
+    bound = min(cap, base * 2 ** (attempt - 1))
+    b = Backoff(base=base, cap=cap)
+    samples = []
+    for _ in range(300):
+        b.attempts = attempt - 1  # the next call is the attempt-th of its streak
+        samples.append(b.next_delay())
+        assert b.attempts == attempt
+    assert all(0 <= d <= bound for d in samples), (bound, max(samples))
+    assert len(set(samples)) > 250  # they vary
+    assert sum(d < bound / 2 for d in samples) > 100  # the bottom half of the window is used...
+    assert sum(d > bound / 2 for d in samples) > 100  # ...and so is the top half, up to the bound
+    assert max(samples) > 0.95 * bound and min(samples) < 0.05 * bound
+
+
+@pytest.mark.usefixtures("seeded")
+def test_backoff_streak_grows_to_the_cap_and_starts_again_after_reset() -> None:
+    b = Backoff(base=0.1, cap=1.0)
+    delays = [b.next_delay() for _ in range(200)]
+    assert all(0 <= d <= 1.0 for d in delays)
+    assert all(d <= 0.1 * 2**i for i, d in enumerate(delays[:4]))  # 0.1, 0.2, 0.4, 0.8
+    assert max(delays[10:]) > 0.9  # long after the cap is reached the window is the whole cap
+    b.reset()
+    assert b.attempts == 0
+    after_reset = []
+    for _ in range(50):
+        b.reset()
+        after_reset.append(b.next_delay())
+    assert all(d <= 0.1 for d in after_reset) and b.attempts == 1  # back to the first window, every time
+    # Retry-After is a floor over the jitter, itself capped: a server cannot park us for hours
+    assert b.next_delay(retry_after=3.0) >= 3.0
+    assert b.next_delay(retry_after=10 * MAX_RETRY_AFTER) == MAX_RETRY_AFTER
 
 
 def test_streak_warns_once_then_reports_recovery() -> None:
