@@ -115,7 +115,10 @@ async def serve_connection(
     try:
         while True:
             try:
-                chunk = await asyncio.wait_for(conn.read(), timeout)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that lands as the read
+                # completes, so a reader that keeps sending would never let shutdown stop this task.
+                async with asyncio.timeout(timeout):
+                    chunk = await conn.read()
             except TimeoutError:
                 counters.silence_drops += 1
                 log.warning("reader silent: dropping the connection", link=link_name, peer=conn.peer, silence_s=timeout)

@@ -99,8 +99,11 @@ class TcpLink(ClientLink):
         self.port = port
 
     async def _open(self) -> Connection:
+        # asyncio.timeout, not wait_for: on 3.11 a cancel that lands as the connect completes is swallowed by
+        # wait_for (it returns the result, or raises the refusal), and a link being shut down reconnects forever.
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), CONNECT_TIMEOUT_S)
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                reader, writer = await asyncio.open_connection(self.host, self.port)
         except TimeoutError as exc:
             raise ReaderError(f"connect to {self.host}:{self.port} timed out") from exc
         enable_keepalive(writer.get_extra_info("socket"))
