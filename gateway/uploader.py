@@ -290,6 +290,11 @@ class Uploader:
                     verdict = await self._probe(token, reason)
                     if verdict == "later":
                         return  # the row stays Pending; the next step tries again
+                    if verdict == "closed":
+                        # The cloud judged the poison row before the session: the session is what to handle
+                        # (the row moves with the rest, or is held), not a refusal to retry at once.
+                        await self._session_closed(rec)
+                        return
                     if verdict == "everything":
                         await self._refused_everywhere(token, reason)
                         return
@@ -322,7 +327,8 @@ class Uploader:
     async def _probe(self, token: str, reason: str) -> str:
         """Does the cloud still take a passing it took before? Re-sends the session's last Sent passing (a
         duplicate: harmless, the cloud dedups on num_passing). 'row' = yes, so the refusal is about the
-        row; 'everything' = refused too; 'unknown' = nothing to probe with; 'later' = no answer now."""
+        row; 'everything' = refused too; 'unknown' = nothing to probe with; 'closed' = the session is closed;
+        'later' = no answer now."""
         known = await self.outbox.last_sent(token)
         if known is None:
             return "unknown"
@@ -333,7 +339,7 @@ class Uploader:
                      num_passing=known.passing.num_passing)
             return "everything"
         except SessionClosedError:
-            return "later"  # the next step meets the closed session and handles it
+            return "closed"
         except CloudError as exc:
             await self._failed(exc, token)
             return "later"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from gateway import lifecycle
@@ -128,3 +129,53 @@ async def test_held_session_moves_at_once_when_the_crew_opens_a_new_one(env: Env
         # Not the 60 s look-again: the change of current session is noticed by the next idle look.
         await eventually(await all_sent(env, 2, rec.token_session), timeout=5, what="moved and Sent")
     assert cloud_nums(env.emu, rec.token_session) == [1, 2]
+
+
+def _posts(env: Env) -> int:
+    return sum(r["method"] == "POST" and r["path"].startswith("/v0/passings") for r in env.emu.requests)
+
+
+async def test_a_poison_bib_in_a_closed_session_is_moved_and_set_aside_not_retried_for_ever(env: Env) -> None:
+    """The cloud answers 400 for the poison bib before it says the session is closed: the bisection ends on the
+    poison row, whose probe then meets the closed session. That must be handled as the closed session it is
+    (read back, moved to the active session, the poison row refused there), not retried at once, for ever
+    (seen in the chaos harness: 43,864 requests, 28 passings left Pending)."""
+    await env.add(3)
+    up = Uploader(env.outbox, env.client, fast(follow_active_session=True))
+    async with running(up):
+        await eventually(await all_sent(env, 3), what="3 Sent")  # the probe has a passing to re-send
+    await env.add(4)  # bibs 4..7, numbered 4..7 in our session
+    env.emu.set_faults(reject_bib="4")
+    other = (await env.client.create_session(SessionCreate(env.deviceid, "wave 2"))).token_session
+    before = _posts(env)
+    up = Uploader(env.outbox, env.client, fast(follow_active_session=True))
+    async with running(up):
+        await eventually(await all_sent(env, 3, other), what="the 3 good ones Sent in the active session")
+        await eventually(lambda: _is(up.status.rejected == 1), what="the poison row set aside")
+    assert _posts(env) - before < 20, f"{_posts(env) - before} requests: the uploader looped on the closed session"
+    rejected = await env.outbox.rows(other, state="Rejected")
+    assert [r.passing.bib for r in rejected] == ["4"]
+    assert [r.passing.bib for r in await env.outbox.rows(other, state="Sent")] == ["5", "6", "7"]
+    assert cloud_nums(env.emu, env.token) == [1, 2, 3]
+    assert (await env.states(env.token)) == {"Sent": 3, "Moved": 4}
+
+
+async def test_a_poison_bib_in_a_closed_session_without_follow_is_held_quietly(env: Env) -> None:
+    await env.add(2)
+    up = Uploader(env.outbox, env.client, fast())
+    async with running(up):
+        await eventually(await all_sent(env, 2), what="2 Sent")
+    await env.add(3)  # bibs 3..5
+    env.emu.set_faults(reject_bib="3")
+    await env.client.close_session(env.token)
+    before = _posts(env)
+    up = Uploader(env.outbox, env.client, fast())
+    async with running(up):
+        await eventually(lambda: _is(up.status.state == "session_closed"), what="session_closed")
+        await asyncio.sleep(0.5)  # held: no request after that
+        settled = _posts(env)
+        await asyncio.sleep(0.5)
+        assert _posts(env) == settled, "a held session is not tried again and again"
+    assert settled - before < 20
+    assert (await env.states()) == {"Sent": 2, "Pending": 3}  # nothing dropped, nothing set aside yet
+    assert up.status.held_sessions == [env.token]
