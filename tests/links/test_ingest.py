@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 
@@ -146,7 +146,11 @@ async def test_resent_reads_are_not_journaled_twice_but_acked_again() -> None:
         await _stop(peer, task)
 
 
-async def test_gap_in_sequence_numbers_is_counted_and_refetched() -> None:
+def _gap_warnings(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [e for e in logs if e["event"] == "reads missing from the reader"]
+
+
+async def test_gap_in_sequence_numbers_is_counted_logged_and_refetched(link_logs: list[dict[str, Any]]) -> None:
     sink = MemorySink()
     peer, task, counters = await _start(AckFormat(), sink)
     try:
@@ -157,9 +161,17 @@ async def test_gap_in_sequence_numbers_is_counted_and_refetched() -> None:
         assert b"AGAIN 2 3\n" in got
         assert counters.gaps == 3
         assert counters.refetches == 1
+        # the crew sees which reader lost which reads, once
+        assert _gap_warnings(link_logs) == [
+            {"event": "reads missing from the reader", "log_level": "warning", "link": "test", "reader": "r1",
+             "first": 2, "count": 3}
+        ]
         await peer.send(b"2,B,2\n3,C,3\n4,D,4\n")  # the re-fetched reads fill the hole: no new gap
         await eventually(lambda: len(sink.reads) == 5, what="the re-fetched reads")
         assert counters.gaps == 3
+        await peer.send(b"6,F,6\n")
+        await eventually(lambda: len(sink.reads) == 6, what="a read after the hole")
+        assert len(_gap_warnings(link_logs)) == 1  # answers to the re-fetch and the next read are no new gap
     finally:
         await _stop(peer, task)
 

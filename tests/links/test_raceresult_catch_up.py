@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from gateway import formats
 from gateway.formats.base import ParseContext, ReaderHolds
@@ -69,7 +70,7 @@ def test_passings_answer_is_parsed_as_what_the_decoder_holds() -> None:
     assert not isinstance(fmt.parse(b"PASSINGS", CTX), ReaderHolds)  # an echo without figures: just an answer
 
 
-async def test_passing_lost_just_before_a_hang_up_is_fetched_on_reconnect() -> None:
+async def test_passing_lost_just_before_a_hang_up_is_fetched_on_reconnect(link_logs: list[dict[str, Any]]) -> None:
     decoder = formats.get("raceresult").reader_conversation(CTX)
     assert isinstance(decoder, RaceResultReader)
     fake = FakeDecoder(decoder)
@@ -88,6 +89,11 @@ async def test_passing_lost_just_before_a_hang_up_is_fetched_on_reconnect() -> N
         assert sorted(r.seq for r in sink.reads if r.seq is not None) == [1, 2, 3, 4, 5]
         assert decoder.refetches == [(5, 1)]
         assert counters.gaps == 1 and counters.last_seq == {"D-1": 5}
+        # the gap the decoder's count revealed is logged like one between two reads
+        assert [e for e in link_logs if e["event"] == "reads missing from the reader"] == [
+            {"event": "reads missing from the reader", "log_level": "warning", "link": "rr", "reader": "D-1",
+             "first": 5, "count": 1}
+        ]
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
