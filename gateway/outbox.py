@@ -30,6 +30,7 @@ from typing import Any
 import aiosqlite
 
 from gateway import failpoints
+from gateway.aio import wait_event
 from gateway.errors import DatabaseCorruptError, StorageError
 from gateway.log import get_logger
 from gateway.model import Passing, Read, format_ts
@@ -1095,8 +1096,7 @@ class JournalWriter:
                 await self._wake.wait()
                 if self._queued_rows < self.max_rows and self.max_delay > 0:
                     # linger so that concurrent links share the fsync
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._full.wait(), self.max_delay)
+                    await wait_event(self._full, self.max_delay)
                 flush = asyncio.ensure_future(self._flush_once())
                 try:
                     await asyncio.shield(flush)

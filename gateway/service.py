@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 
 from gateway import config as config_mod
 from gateway import failpoints, formats
+from gateway.aio import wait_event
 from gateway.backoff import Backoff
 from gateway.cloud.client import RufusClient, Timeouts
 from gateway.control import ControlServer
@@ -347,8 +348,7 @@ class Gateway:
     async def _pipeline_loop(self) -> None:
         assert self.pipeline is not None
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._work.wait(), PIPELINE_TICK_S)
+            await wait_event(self._work, PIPELINE_TICK_S)
             self._work.clear()
             if await self.pipeline.step() and self.uploader is not None:
                 self.uploader.notify()

@@ -11,7 +11,6 @@ until a new key is loaded.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from datetime import datetime
 from typing import TypeVar
 
 from gateway import failpoints, lifecycle
+from gateway.aio import wait_event
 from gateway.backoff import Backoff, Streak
 from gateway.cloud.client import RufusClient
 from gateway.errors import (
@@ -172,8 +172,7 @@ class Uploader:
                 log.info("new API key loaded: resuming uploads")
             if self.status.state == "refused":
                 # Not on notify(): every new read would otherwise cost a round of refused requests.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._retry.wait(), self.settings.backoff_cap)
+                await wait_event(self._retry, self.settings.backoff_cap)
                 self.status.state = "idle"
                 log.info("trying again after the cloud refused every passing")
             self._retry.clear()
@@ -194,8 +193,7 @@ class Uploader:
                 continue
             was_idle = not worked
             if not worked:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), IDLE_POLL_S)
+                await wait_event(self._wake, IDLE_POLL_S)
 
     async def _step(self, *, linger: bool) -> bool:
         """Send one batch of the oldest session with work; False when there is nothing to send."""

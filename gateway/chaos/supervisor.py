@@ -32,6 +32,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from gateway.aio import wait_event
 from gateway.chaos.checker import Claim, Report, check, cloud_from_rows, load_truth, snapshot_db, wal_size
 from gateway.chaos.evidence import Window, met_per_phase, refused_at
 from gateway.chaos.processes import GatewayProcess, Killed, ReaderProcess, quiet_port, write_gateway_config
@@ -262,8 +263,7 @@ class Supervisor:
                     if self._starved.is_set():
                         # The phase's fault has not met a gateway yet: this one lives until it has (bounded),
                         # then dies at a random instant with the fault still on.
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(self._fired.wait(), s.starved_up_s)
+                        await wait_event(self._fired, s.starved_up_s)
                         await asyncio.sleep(self.rng.uniform(0.0, s.up_s[1]))
                 self._killed(gw, await gw.kill())
                 self.tally.random += 1

@@ -23,6 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.aio import wait_event
 from gateway.emulator.config import ApiKey, EmulatorConfig, Faults, demo_key
 from gateway.emulator.page import render_page
 from gateway.emulator.store import PAGE, Store
@@ -410,10 +411,7 @@ class Emulator:
         return self._error(413, f"body: larger than {self.config.max_body_bytes} bytes")
 
     async def _pause(self, seconds: float) -> None:
-        try:
-            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
-        except TimeoutError:
-            pass
+        await wait_event(self._stopping, seconds)
 
     @staticmethod
     def _drop(request: web.Request) -> web.Response:

@@ -195,3 +195,16 @@ def _posts(env: Env) -> int:
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_an_idle_uploader_cancelled_as_work_arrives_stops(env: Env) -> None:
+    """A SIGTERM in the same loop turn as a new passing: the uploader stops (a lost cancel would keep it
+    looping and hold the shutdown)."""
+    for _ in range(10):
+        up = Uploader(env.outbox, env.client, fast())
+        task = asyncio.create_task(up.run())
+        await asyncio.sleep(0.05)  # idle: waiting for work
+        up.notify()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(asyncio.shield(task), 2.0)
