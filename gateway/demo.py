@@ -55,6 +55,20 @@ class Check:
         return bool(self.expected == self.actual)
 
 
+def drained(cursor: int | None, open_windows: int | None, stats: OutboxStats | None, token: str | None) -> bool:
+    """The race is over in the outbox: every journaled read had been through the pipeline and no duplicate
+    window held a passing back (`cursor` and `open_windows`, both read before `stats` was taken), and every
+    passing it made is Sent."""
+    return (
+        stats is not None
+        and cursor is not None
+        and cursor >= stats.reads  # read ids are 1..n: the cursor is the last one processed
+        and open_windows == 0
+        and stats.pending == 0
+        and token is not None
+    )
+
+
 def _free_port() -> int:
     import socket
 
@@ -138,10 +152,13 @@ class Demo:
                             await gw_task
                             raise click.ClickException("the gateway stopped unexpectedly")
                         sent_all = drive_task.done()
+                        # The pipeline's progress first, then the stats: a window closing in between made
+                        # passings the stats may not hold yet, so its count must be the one from before.
                         cursor = gw.pipeline.cursor if gw.pipeline is not None else None
+                        windows = gw.pipeline.open_windows if gw.pipeline is not None else None
                         await self._refresh()  # taken after the cursor: it includes what those reads made
                         live.update(self._view())
-                        if sent_all and self._drained(cursor):
+                        if sent_all and drained(cursor, windows, self.stats, self.gateway.state.token_session):
                             break
                         if time.monotonic() - self.t0 > o.duration_s * 3 + 60:
                             break  # never hang: the checks below will say what is missing
@@ -162,20 +179,6 @@ class Demo:
             return await self._checks(work, drive_stats, runners_seen=len({r.chip for r in reads}))
         finally:
             await emu.stop()
-
-    def _drained(self, cursor: int | None) -> bool:
-        """Every journaled read had been through the pipeline (`cursor`, read before the stats were taken), no
-        duplicate window still holds a passing back, and every passing it made is Sent."""
-        pipeline = self.gateway.pipeline
-        return (
-            self.stats is not None
-            and cursor is not None
-            and cursor >= self.stats.reads  # read ids are 1..n: the cursor is the last one processed
-            and pipeline is not None
-            and pipeline.open_windows == 0
-            and self.stats.pending == 0
-            and self.gateway.state.token_session is not None
-        )
 
     async def _outage(self) -> None:
         """The 4G drops mid-race and comes back: the backlog waits in the outbox and drains after. It drops
