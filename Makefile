@@ -15,8 +15,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/rufus-gateway demo $(ARGS)
 
+# Two workers: most tests wait on sockets, subprocesses and fsync, not the CPU (a serial run keeps one core a
+# third busy), so the suite takes about half as long. Ports are per worker (tests/fixtures/ports.py).
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(ARGS)
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check gateway tests benchmarks

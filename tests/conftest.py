@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 pytest_plugins: list[str] = [
+    "tests.chaos.report",  # the closing JSON line of a run with chaos tests (the xdist controller prints it too)
     "tests.fixtures.daemon",
     "tests.fixtures.emulator",
     "tests.fixtures.links",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -14,15 +13,11 @@ from gateway.chaos.processes import GatewayProcess, write_gateway_config
 from gateway.chaos.supervisor import API_KEY, secret_leaks
 from gateway.emulator.config import ApiKey, EmulatorConfig
 from gateway.emulator.server import Emulator
+from tests.fixtures.ports import free_port  # noqa: F401 - re-exported for the tests here
 
 ADMIN_TOKEN = "chaos-admin-token-0001"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @asynccontextmanager

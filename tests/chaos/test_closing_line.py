@@ -15,6 +15,7 @@ pytest_plugins = ["pytester"]
 pytestmark = pytest.mark.chaos
 
 CONFTEST = Path(__file__).with_name("conftest.py")
+REPORT = Path(__file__).with_name("report.py")
 
 CHAOS_TESTS = f'''
 import json, logging
@@ -39,6 +40,8 @@ def test_key_logged():
 
 def _tree(pytester: pytest.Pytester) -> None:
     pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    (pytester.path / "chaos_report.py").write_text(REPORT.read_text())
+    pytester.makeconftest('pytest_plugins = ["chaos_report"]\n')  # as tests/conftest.py loads it
     chaos = pytester.mkpydir("chaos")
     (chaos / "conftest.py").write_text(CONFTEST.read_text())
     (chaos / "test_inner.py").write_text(CHAOS_TESTS)
@@ -46,11 +49,13 @@ def _tree(pytester: pytest.Pytester) -> None:
     (other / "test_other.py").write_text("def test_plain():\n    pass\n")
 
 
+@pytest.mark.parametrize("workers", [None, 2], ids=["serial", "xdist"])
 def test_a_run_with_chaos_tests_ends_with_one_json_line(
-    pytester: pytest.Pytester, capfd: pytest.CaptureFixture[str]
+    pytester: pytest.Pytester, capfd: pytest.CaptureFixture[str], workers: int | None
 ) -> None:
     _tree(pytester)
-    result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider")
+    xdist = ["-n", str(workers)] if workers else []  # the controller prints the line from its workers' reports
+    result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider", *xdist)
     capfd.readouterr()  # the inner run's report, echoed here, holds the key on purpose: not a leak of ours
     lines = [line for line in result.outlines if line.strip()]
     figures = json.loads(lines[-1])
