@@ -39,6 +39,7 @@ from gateway.uploader import Uploader, UploaderSettings
 log = get_logger("gateway.service")
 
 PIPELINE_TICK_S = 0.5  # 'strongest' windows close on the clock too, not only on the next read
+LINK_FIRST_TRY_S = 2.0  # at start, how long 'running' waits for the reader links' first attempt
 JOURNAL_STALL_S = 10.0  # reads queued this long without a commit: the disk or the writer is stuck
 
 
@@ -272,6 +273,7 @@ class Gateway:
                 self.status_server = StatusServer(self, s.status.listen, s.status.token)
                 core.append(tg.create_task(self._guard("status", self.status_server.serve()), name="status"))
             readers = [self._start_reader(tg, r, sink, await outbox.last_seqs(r.name)) for r in s.readers]
+            await self._links_tried()
             self.state.phase = "running"
             self.running.set()
             self.notifier.ready(self._status_line())
@@ -311,6 +313,26 @@ class Gateway:
             tg.create_task(self._guard("lifecycle", self._lifecycle(s)), name="lifecycle"),
             tg.create_task(self._guard("uploader", self._upload()), name="uploader"),
         ]
+
+    async def _links_tried(self) -> None:
+        """Until every reader link has made its first attempt (at most LINK_FIRST_TRY_S, or a stop): a listener
+        is then bound, so 'running' (and systemd's READY) means a reader can connect. A port that is taken, a
+        reader that is not there yet, is retried by the link meanwhile, not waited for."""
+
+        async def all_tried() -> None:
+            for link in self.links.values():
+                await link.first_attempt.wait()
+
+        tried = asyncio.ensure_future(all_tried())
+        stop = asyncio.ensure_future(self._stop.wait())
+        try:
+            done, _ = await asyncio.wait({tried, stop}, timeout=LINK_FIRST_TRY_S, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            tried.cancel()
+            stop.cancel()
+        if not done:
+            slow = [name for name, link in self.links.items() if not link.first_attempt.is_set()]
+            log.info("reader links still opening: running without waiting for them", links=slow)
 
     def _start_reader(
         self, tg: asyncio.TaskGroup, r: config_mod.ReaderSettings, sink: _Sink, last_seqs: dict[str, int]

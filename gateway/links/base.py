@@ -110,6 +110,10 @@ class Link(ABC):
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self._streak = Streak(f"link {self.name}", log)
+        # Set once the link has made its first attempt (a listener bound or refused its port, a connect or an
+        # open succeeded or failed): the daemon says it is ready only after that, so a reader told to connect
+        # to a gateway that says ready is not refused by a listener still being set up.
+        self.first_attempt = asyncio.Event()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} {self.url}>"
@@ -138,9 +142,11 @@ class ClientLink(Link):
             try:
                 conn = await self._open()
             except LINK_ERRORS as exc:
+                self.first_attempt.set()
                 self._failed(exc)
                 await asyncio.sleep(backoff.next_delay())
                 continue
+            self.first_attempt.set()
             if not first:
                 self.state.reconnects += 1
             first = False

@@ -62,6 +62,7 @@ class FileLink(Link):
 
     async def run(self, handler: Handler) -> None:
         """Once through the file, then return (a capture has no reconnect)."""
+        self.first_attempt.set()
         if not self.path.is_file():
             raise ReaderError(f"{self.url}: no such file {self.path}")
         conn = FileConnection(self.path, self.state)

@@ -130,6 +130,7 @@ class TcpListenLink(Link):
                 # except*: a bind error raised inside _serve's TaskGroup arrives wrapped in an ExceptionGroup
                 failure = group.exceptions[0]
             if failure is not None:
+                self.first_attempt.set()
                 self.listening.clear()
                 self.state.listening = None
                 self._failed(failure)
@@ -150,6 +151,7 @@ class TcpListenLink(Link):
                 self.state.listening = f"{self.address[0]}:{self.address[1]}"
                 self._streak.succeeded(link=self.name)
                 self.listening.set()
+                self.first_attempt.set()
                 log.info("link listening", link=self.name, address=self.state.listening)
                 await asyncio.Future()  # until cancelled; client tasks live in the task group
             finally:
