@@ -64,7 +64,6 @@ def quiet_port() -> int:
     and restarted again and again must not be taken meanwhile by some outgoing connection, which a port
     from bind(0) (itself ephemeral) can be."""
     import random
-    import socket
 
     try:
         low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
@@ -73,13 +72,21 @@ def quiet_port() -> int:
     rng = random.Random()
     for _ in range(200):
         port = rng.randint(max(1024, low - 12000), low - 1)
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
+        if bindable(port):
             return port
     raise RuntimeError(f"no free port below {low}")
+
+
+def bindable(port: int) -> bool:
+    """Nobody holds `port` on the loopback right now."""
+    import socket
+
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 @dataclass(frozen=True)

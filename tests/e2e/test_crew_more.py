@@ -24,22 +24,13 @@ def _carried(emu: Emulator) -> list[int]:
     ]
 
 
-def _events(d: Daemon, event: str) -> list[dict[str, object]]:
-    found = []
-    for line in d.output().splitlines():
-        if line.startswith("{"):
-            entry = json.loads(line)
-            if entry.get("event") == event:
-                found.append(entry)
-    return found
-
 
 async def _reload_with_key(d: Daemon, old: str, new: str) -> None:
-    before = len(_events(d, "config reloaded"))
+    before = len(d.events("config reloaded"))
     d.config.write_text(d.config.read_text().replace(old, new))
     assert d.proc is not None
     d.proc.send_signal(signal.SIGHUP)
-    await until(lambda: len(_events(d, "config reloaded")) > before, what="config reloaded")
+    await until(lambda: len(d.events("config reloaded")) > before, what="config reloaded")
 
 
 async def test_void_through_the_running_daemon_and_the_passing_never_reaches_the_cloud(
@@ -64,7 +55,7 @@ async def test_void_through_the_running_daemon_and_the_passing_never_reaches_the
         code, out, err = await cli("mark", "--void", "4", "--config", str(d.config))
         assert code == 0 and out.strip() == "voided num_passing 4", out + err
         # the daemon did it (the one writer): its own log says so; the command could not have taken the lock
-        [voided] = _events(d, "manual passing voided")
+        [voided] = d.events("manual passing voided")
         assert voided["num_passing"] == 4
         assert d.query("select state, reason, attempts from passings where num_passing=4") == [
             ("Rejected", "voided by operator", 0)
@@ -108,7 +99,7 @@ async def test_reconcile_requeues_through_the_running_daemon_then_says_yes(
         )
         assert "yes" not in out
         # requeued by the daemon (the one writer), which sends them again at once
-        [requeued] = _events(d, "passings requeued")
+        [requeued] = d.events("passings requeued")
         assert requeued["count"] == 2 and requeued["token_session"] == token
         await until(lambda: cloud_nums(enveloped) == {token: [1, 2, 3, 4, 5]}, what="2 and 4 back in the cloud")
         await until(lambda: d.query("select count(*) from passings where state != 'Sent'")[0][0] == 0, what="Sent")

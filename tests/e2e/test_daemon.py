@@ -591,15 +591,6 @@ async def test_sigterm_during_start_up_exits_zero_and_loses_nothing(tmp_path: Pa
         await d.kill()
 
 
-def _log_events(d: Daemon, event: str) -> list[dict[str, Any]]:
-    found = []
-    for line in d.output().splitlines():
-        if line.startswith("{"):
-            entry = json.loads(line)
-            if entry.get("event") == event:
-                found.append(entry)
-    return found
-
 
 async def test_a_daemon_started_without_a_key_uploads_once_sighup_brings_one(tmp_path: Path, cloud: Emulator) -> None:
     port = free_port()
@@ -615,10 +606,10 @@ async def test_a_daemon_started_without_a_key_uploads_once_sighup_brings_one(tmp
         assert d.proc is not None
         d.proc.send_signal(signal.SIGHUP)
         await until(
-            lambda: len(_log_events(d, "reload refused: config invalid, keeping the running one")) == 1,
+            lambda: len(d.events("reload refused: config invalid, keeping the running one")) == 1,
             what="the refusal",
         )
-        [refused] = _log_events(d, "reload refused: config invalid, keeping the running one")
+        [refused] = d.events("reload refused: config invalid, keeping the running one")
         line = next(i for i, x in enumerate(cfg.read_text().splitlines(), 1) if x.startswith("batch_size"))
         assert f"gw.toml:{line}: [cloud] batch_size: must be between 1 and 5000" in refused["error"]
         await asyncio.sleep(0.5)
@@ -669,9 +660,9 @@ async def test_sighup_switching_follow_active_session_on_releases_held_passings(
         posts = [r for r in enveloped.requests if r["method"] == "POST" and r["path"].startswith("/v0/passings")]
         to_second = [r for r in posts if isinstance(r.get("body"), dict) and r["body"].get("token_session") == second]
         assert to_second and max(len(r["body"]["passings_list"]) for r in to_second) <= 2
-        [reloaded] = _log_events(d, "config reloaded")
+        [reloaded] = d.events("config reloaded")
         assert {"[session] follow_active_session", "[cloud] batch_size"} <= set(reloaded["applied"])
-        [warned] = _log_events(d, "config reloaded, but these changes take effect only after a restart")
+        [warned] = d.events("config reloaded, but these changes take effect only after a restart")
         assert warned["keys"] == ["[log] level"]
     finally:
         await d.kill()
