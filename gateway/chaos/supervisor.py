@@ -149,6 +149,7 @@ class Supervisor:
         self._fired = asyncio.Event()
         self._phase = "calm"
         self._phase_first = 0
+        self._poison_wait_s = 8.0  # how long the poison phase looks for a queued passing (cloud offline)
         self._pending_at_fault: int | None = None
         self._phase_began = 0.0  # time.time() at the phase's start
         self._phase_first_log = 1  # the daemon log that was being written when the phase began
@@ -404,8 +405,10 @@ class Supervisor:
                     record["met"] = self._met_since(began_at, self._phase_first_log)
                 with (s.workdir / "phases.jsonl").open("a") as f:  # forensics: what the cloud did, when
                     f.write(json.dumps(record) + "\n")
-            unmet = (name in TRAFFIC and not self._fault_counts()[PHASE_FAULT[name]]) or (
-                name in HELD and not self._offline_met()[name]
+            unmet = (
+                (name in TRAFFIC and not self._fault_counts()[PHASE_FAULT[name]])
+                or (name in HELD and not self._offline_met()[name])
+                or (name == "poison" and self.tally.poisoned_bib is None)  # nothing queued to poison then
             )
             if unmet and self.tally.phase_retries[name] < s.phase_attempts - 1:
                 # Not a pass and not a failure yet: the dice or the kills kept the fault from the gateway.
@@ -580,22 +583,29 @@ class Supervisor:
                 return
 
     async def _poison(self) -> None:
-        """Pick a passing still queued (the cloud is offline meanwhile, so it stays queued) and make the cloud
-        refuse its bib: the gateway must set that one aside as Rejected and send the rest."""
-        assert self.gateway is not None
+        """Pick a passing still queued that the cloud does not hold (the cloud is offline meanwhile, so it stays
+        queued) and make the cloud refuse its bib: the gateway must set that one aside as Rejected and send the
+        rest. Not one the cloud holds already (its batch stored, the 2xx lost to a kill): that one is rightly
+        found in the cloud and Sent, and nothing would be set aside."""
+        assert self.gateway is not None and self.emulator.store is not None
         self.emulator.set_offline(True)
-        end = time.monotonic() + 8.0
+        end = time.monotonic() + self._poison_wait_s
         while time.monotonic() < end:
             await asyncio.sleep(0.25)
             try:
                 rows = self.gateway.query(
-                    "SELECT bib FROM passings WHERE state = 'Pending' ORDER BY id DESC LIMIT 1"
+                    "SELECT token_session, num_passing, bib FROM passings WHERE state = 'Pending' "
+                    "ORDER BY id DESC LIMIT 50"
                 )
             except Exception:  # no database yet, or a checkpoint in progress: look again
                 continue
-            if rows:
-                self.tally.poisoned_bib = str(rows[0][0])
-                self.emulator.set_faults(reject_bib=self.tally.poisoned_bib)
+            held: dict[str, set[int]] = {}
+            for token, num, bib in rows:
+                if num not in held.setdefault(token, set(self.emulator.store.num_passings(token))):
+                    self.tally.poisoned_bib = str(bib)
+                    self.emulator.set_faults(reject_bib=self.tally.poisoned_bib)
+                    break
+            if self.tally.poisoned_bib is not None:
                 break
         self.emulator.set_offline(False)
 

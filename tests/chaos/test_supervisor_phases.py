@@ -113,3 +113,47 @@ async def test_a_failpoint_try_made_a_random_kill_in_an_outage_is_not_used_up(tm
         await faults
     assert {p: sup.tally.failpoint[p] for p in FAILPOINTS} == {p: 1 for p in FAILPOINTS}
     assert sup.tally.random >= s.extra_failpoint_tries + 1
+
+
+def _gateway_db(path: Path, rows: list[tuple[int, str, int, str]]) -> None:
+    """A database with just what _poison looks at: passings (id, token_session, num_passing, bib), Pending."""
+    import sqlite3
+
+    con = sqlite3.connect(path)
+    with con:
+        con.execute("CREATE TABLE passings (id INTEGER PRIMARY KEY, token_session TEXT, num_passing INT, "
+                    "bib TEXT, state TEXT)")  # fmt: skip
+        con.executemany("INSERT INTO passings VALUES (?, ?, ?, ?, 'Pending')", rows)
+    con.close()
+
+
+async def test_poison_picks_a_queued_passing_the_cloud_does_not_hold(tmp_path: Path) -> None:
+    sup = Supervisor(ChaosSettings(workdir=tmp_path))
+    await sup.emulator.start()
+    try:
+        store = sup.emulator.store
+        assert store is not None
+        device = store.bind("One4All", "SN-1", None, None, None)
+        token = store.create_session(device, "race")
+        # num 2 (bib B): its batch was stored, the 2xx lost to a kill: still Pending here, but in the cloud
+        store.insert(token, device, [{"num_passing": 2, "timestamp": "2026-05-03T09:00:02.000Z", "bib": "B"}])
+        _gateway_db(tmp_path / "gw.db", [(1, token, 1, "A"), (2, token, 2, "B")])
+        sup.gateway = GatewayProcess(tmp_path / "gw.toml", tmp_path / "gw.db")
+        await asyncio.wait_for(sup._poison(), 5)
+    finally:
+        await sup.emulator.stop()
+    assert sup.tally.poisoned_bib == "A"  # the newest Pending one (B) is held by the cloud: not poisoned
+    assert sup.emulator.faults.reject_bib == "A" and sup.emulator.faults.offline is False
+
+
+async def test_poison_with_nothing_queued_is_tried_again(tmp_path: Path) -> None:
+    sup = supervisor(tmp_path)
+    sup.s.phases = ("poison",)
+    sup._poison_wait_s = 0.3
+    await sup.emulator.start()
+    try:
+        await asyncio.wait_for(sup._faults(), 60)
+    finally:
+        await sup.emulator.stop()
+    assert sup.tally.poisoned_bib is None
+    assert sup.tally.phases["poison"] == 3 and sup.tally.phase_retries["poison"] == 2
