@@ -117,9 +117,12 @@ async def serve_connection(
             try:
                 # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that lands as the read
                 # completes, so a reader that keeps sending would never let shutdown stop this task.
-                async with asyncio.timeout(timeout):
+                async with asyncio.timeout(timeout) as silence:
                     chunk = await conn.read()
             except TimeoutError:
+                if not silence.expired():  # the socket's own timeout (a dead peer, ETIMEDOUT): a broken link
+                    await _flush(framer, fmt, ctx, sink, link_name, counters)
+                    raise
                 counters.silence_drops += 1
                 log.warning("reader silent: dropping the connection", link=link_name, peer=conn.peer, silence_s=timeout)
                 await _flush(framer, fmt, ctx, sink, link_name, counters)

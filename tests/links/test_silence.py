@@ -79,3 +79,33 @@ async def test_heartbeat_comments_keep_a_csv_reader_alive() -> None:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await peer.close()
+
+
+async def test_a_socket_timing_out_is_a_broken_link_not_a_silent_reader() -> None:
+    """TCP keepalive gives up on a dead peer with ETIMEDOUT, a TimeoutError like the silence watchdog's own:
+    it must not be counted (or logged) as the reader going quiet."""
+    import errno
+
+    from gateway.ingest import serve_connection
+    from gateway.links.base import Connection, LinkState
+
+    class DeadPeer(Connection):
+        async def _read(self) -> bytes:
+            raise TimeoutError(errno.ETIMEDOUT, "Connection timed out")
+
+        def _write(self, data: bytes) -> None:
+            pass
+
+        async def close(self) -> None:
+            pass
+
+    counters = ReaderCounters()
+    conn = DeadPeer("192.0.2.7:23", LinkState(since=0.0))
+    try:
+        await serve_connection(conn, formats.get("csv"), CTX, MemorySink(), link_name="mat", counters=counters,
+                               silence_s=30.0)  # fmt: skip
+    except TimeoutError as exc:
+        assert exc.errno == errno.ETIMEDOUT  # the socket's error, handed to the link, which reconnects
+    else:
+        raise AssertionError("a dead socket must end the connection")
+    assert counters.silence_drops == 0
