@@ -3,7 +3,7 @@ figures and a positive ratio. No timing is asserted (speed belongs to the figure
 asserted are facts the scripts report that do not depend on the machine: all formats measured, requests
 counted, transactions fewer than reads when submissions are concurrent.
 
-benchmarks/chaos.py is the exception: its --quick run (a real crash loop, ~25 s) prints no table, only the
+benchmarks/chaos.py is the exception: its --quick run (a real crash loop, ~40 s) prints no table, only the
 JSON line, and the run must be ok: nothing lost or doubled, every failpoint hit, every network phase run."""
 
 from __future__ import annotations
