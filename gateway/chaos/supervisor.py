@@ -329,9 +329,9 @@ class Supervisor:
         assert self.gateway is not None
         while True:
             self.tally.wal_max = max(self.tally.wal_max, wal_size(self.db))
-            with contextlib.suppress(Exception):  # no database yet, or mid-recovery: next time
-                pending = self.gateway.query("SELECT COUNT(*) FROM passings WHERE state = 'Pending'")[0][0]
-                self.tally.pending_max = max(self.tally.pending_max, int(pending))
+            pending = self._pending_or_none()  # None: no database yet, or mid-recovery: next time
+            if pending is not None:
+                self.tally.pending_max = max(self.tally.pending_max, pending)
             await asyncio.sleep(0.25)
 
     async def _snapshot_status(self) -> None:
@@ -525,9 +525,6 @@ class Supervisor:
         except Exception:  # no database yet, or a checkpoint in progress
             return None
 
-    def _pending_now(self) -> int:
-        return self._pending_or_none() or 0
-
     async def _backlog(self, budget: float) -> int:
         """Hold the cloud offline until at least one passing waits in Pending (at most `budget` s), so the fault
         switched on next meets a gateway that has something to send as soon as it is up, instead of whatever
@@ -539,7 +536,7 @@ class Supervisor:
             end = time.monotonic() + budget
             while True:
                 await asyncio.sleep(0.25)
-                n = self._pending_now()
+                n = self._pending_or_none() or 0
                 race_over = self.reader is not None and not self.reader.running  # nothing more will come
                 if n or race_over or time.monotonic() >= end:
                     return n
@@ -599,9 +596,11 @@ class Supervisor:
                 )
             except Exception:  # no database yet, or a checkpoint in progress: look again
                 continue
-            held: dict[str, set[int]] = {}
+            held: dict[str, set[int]] = {}  # per session, what the cloud holds: looked up once per look
             for token, num, bib in rows:
-                if num not in held.setdefault(token, set(self.emulator.store.num_passings(token))):
+                if token not in held:
+                    held[token] = set(self.emulator.store.num_passings(token))
+                if num not in held[token]:
                     self.tally.poisoned_bib = str(bib)
                     self.emulator.set_faults(reject_bib=self.tally.poisoned_bib)
                     break
