@@ -42,10 +42,14 @@ from gateway.log import get_logger, register_secret
 _log = get_logger("gateway.emulator")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _WRITES = {"POST", "PATCH", "DELETE"}
-# Every route of the admin port; each is behind the token (see _admin_guard).
-ADMIN_ROUTES: tuple[tuple[str, str], ...] = (
-    ("GET", "/state"), ("GET", "/faults"), ("POST", "/faults"), ("POST", "/reset"),
-)  # fmt: skip
+# Every route of the admin port and the Emulator method serving it; each is behind the token (_admin_guard).
+ADMIN_HANDLERS: dict[tuple[str, str], str] = {
+    ("GET", "/state"): "_admin_state",
+    ("GET", "/faults"): "_admin_get_faults",
+    ("POST", "/faults"): "_admin_set_faults",
+    ("POST", "/reset"): "_admin_reset",
+}
+ADMIN_ROUTES: tuple[tuple[str, str], ...] = tuple(ADMIN_HANDLERS)
 
 
 class Emulator:
@@ -132,14 +136,8 @@ class Emulator:
             # The token is checked once, in front of the router, so a route added later cannot forget it and an
             # unknown path tells a stranger nothing (401, not 404).
             admin = web.Application(middlewares=[self._admin_guard])
-            handlers: dict[tuple[str, str], Handler] = {
-                ("GET", "/state"): self._admin_state,
-                ("GET", "/faults"): self._admin_get_faults,
-                ("POST", "/faults"): self._admin_set_faults,
-                ("POST", "/reset"): self._admin_reset,
-            }
-            for method, path in ADMIN_ROUTES:
-                admin.router.add_route(method, path, handlers[method, path])
+            for (method, path), name in ADMIN_HANDLERS.items():
+                admin.router.add_route(method, path, getattr(self, name))
             self._admin_runner = web.AppRunner(admin, access_log=None, shutdown_timeout=2.0)
             await self._admin_runner.setup()
             site = web.TCPSite(self._admin_runner, self.host, self.config.admin_port)
