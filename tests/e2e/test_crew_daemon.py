@@ -17,7 +17,7 @@ async def test_outbox_prune_goes_through_the_running_daemon(tmp_path: Path, enve
     await d.start()
     try:
         await send(port, csv_lines(3))
-        await until(lambda: d.query("select count(*) from passings where state='Sent'")[0][0] == 3, what="3 Sent")
+        await until(lambda: d.count("Sent") == 3, what="3 Sent")
         code, out, err = await cli("outbox", "prune", "--config", str(d.config), "--older-than", "0")
         assert code == 0, out + err
         assert out.startswith("pruned 3 Sent passings")

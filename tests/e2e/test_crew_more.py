@@ -41,7 +41,7 @@ async def test_void_through_the_running_daemon_and_the_passing_never_reaches_the
     await d.start()
     try:
         await send(port, csv_lines(2))
-        await until(lambda: d.query("select count(*) from passings where state='Sent'")[0][0] == 2, what="2 Sent")
+        await until(lambda: d.count("Sent") == 2, what="2 Sent")
         # The key is revoked mid-race: the next passing is refused (401) and the uploader stops, so a manual
         # passing numbered now is carried by no request: still voidable.
         await _reload_with_key(d, KEY, WRONG)
@@ -62,7 +62,7 @@ async def test_void_through_the_running_daemon_and_the_passing_never_reaches_the
         ]
         # the key is fixed: everything else flows, the voided one never goes
         await _reload_with_key(d, WRONG, KEY)
-        await until(lambda: d.query("select count(*) from passings where state='Pending'")[0][0] == 0, what="sent")
+        await until(lambda: d.count("Pending") == 0, what="sent")
         code, out, err = await cli("mark", "778", "--config", str(d.config))
         assert code == 0 and "bib 778 -> num_passing 5" in out, out + err
         await until(lambda: d.query("select state from passings where num_passing=5") == [("Sent",)], what="5 Sent")
@@ -84,7 +84,7 @@ async def test_reconcile_requeues_through_the_running_daemon_then_says_yes(
     await d.start()
     try:
         await send(port, csv_lines(5))
-        await until(lambda: d.query("select count(*) from passings where state='Sent'")[0][0] == 5, what="5 Sent")
+        await until(lambda: d.count("Sent") == 5, what="5 Sent")
         [token] = cloud_nums(enveloped)
         inserted = enveloped.state()["counts"]["inserted"]
         assert inserted == 5

@@ -20,7 +20,7 @@ async def test_a_rejected_passing_is_not_in_the_cloud(tmp_path: Path, cloud: Emu
     try:
         await send(port, csv_lines(30))
         await until(lambda: sum(len(v) for v in cloud_nums(cloud).values()) == 29, what="29 good passings")
-        await until(lambda: d.query("select count(*) from passings where state='Rejected'")[0][0] == 1, what="poison")
+        await until(lambda: d.count("Rejected") == 1, what="poison")
         [(num, reason)] = d.query("select num_passing, reason from passings where state='Rejected'")
         code, out, err = await cli("reconcile", "--config", str(d.config))
         assert code == 1, out + err
@@ -52,7 +52,7 @@ async def test_passings_held_in_an_older_closed_session_are_not_in_the_cloud(
         async with RufusClient(enveloped.base_url, KEY) as c:
             await c.close_session(first)  # the organiser closes it from the web app
         await send(port, csv_lines(2, start=3))
-        await until(lambda: d.query("select count(*) from passings where state='Pending'")[0][0] == 2, what="held")
+        await until(lambda: d.count("Pending") == 2, what="held")
         code, out, err = await cli("session", "new", "--config", str(d.config))
         assert code == 0, out + err
         second = out.split()[-1]
@@ -76,7 +76,7 @@ async def test_the_same_bib_at_another_time_is_not_our_passing(tmp_path: Path, e
     await d.start()
     try:
         await send(port, csv_lines(3))
-        await until(lambda: d.query("select count(*) from passings where state='Sent'")[0][0] == 3, what="3 Sent")
+        await until(lambda: d.count("Sent") == 3, what="3 Sent")
     finally:
         assert await d.terminate() == 0
     # the cloud's copy of passing 2 changed time (an edit in the web app, a restore gone wrong): same bib
@@ -98,7 +98,7 @@ async def test_passings_sent_without_verification_are_named_and_checked(tmp_path
     await d.start()
     try:
         await send(port, csv_lines(3))
-        await until(lambda: d.query("select count(*) from passings where state='Sent'")[0][0] == 3, what="3 Sent")
+        await until(lambda: d.count("Sent") == 3, what="3 Sent")
     finally:
         assert await d.terminate() == 0
     # as a WRITE-only key leaves them: Sent on the 2xx's word, duplicates it could not read back

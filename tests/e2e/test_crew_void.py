@@ -16,7 +16,7 @@ async def test_void_is_refused_while_the_uploader_retries_the_passing(tmp_path: 
     await d.start()
     try:
         await send(port, csv_lines(2))
-        await until(lambda: d.query("select count(*) from passings where state='Sent'")[0][0] == 2, what="2 Sent")
+        await until(lambda: d.count("Sent") == 2, what="2 Sent")
         enveloped.set_offline(True)
         code, out, err = await cli("mark", "777", "--config", str(d.config))
         assert code == 0 and "bib 777 -> num_passing 3" in out, out + err
