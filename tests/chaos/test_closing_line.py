@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.chaos.supervisor import API_KEY
+from tests.chaos.harness.supervisor import API_KEY
 
 pytest_plugins = ["pytester"]
 pytestmark = pytest.mark.chaos

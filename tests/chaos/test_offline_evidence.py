@@ -21,9 +21,9 @@ from typing import Any
 
 import pytest
 
-from gateway.chaos.evidence import Window, met_per_phase, refused_at
-from gateway.chaos.processes import GatewayProcess
-from gateway.chaos.supervisor import OFFLINE, ChaosSettings, Supervisor, coverage_gaps
+from tests.chaos.harness.evidence import Window, met_per_phase, refused_at
+from tests.chaos.harness.processes import GatewayProcess
+from tests.chaos.harness.supervisor import OFFLINE, ChaosSettings, Supervisor, coverage_gaps
 from tests.chaos.test_coverage import covered
 
 pytestmark = [pytest.mark.chaos]

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from gateway.chaos.processes import GatewayProcess
-from gateway.chaos.supervisor import ChaosSettings, Supervisor
+from tests.chaos.harness.processes import GatewayProcess
+from tests.chaos.harness.supervisor import ChaosSettings, Supervisor
 
 pytestmark = [pytest.mark.chaos]
 
@@ -89,7 +89,7 @@ async def test_a_failpoint_try_made_a_random_kill_in_an_outage_is_not_used_up(tm
     fall in an outage ends with the failpoint never hit (seen in benchmarks/chaos.py --quick)."""
     import sys
 
-    from gateway.chaos.supervisor import FAILPOINTS
+    from tests.chaos.harness.supervisor import FAILPOINTS
 
     s = ChaosSettings(workdir=tmp_path, kills=0, startup_kill_rate=1.0, network_faults=False)
     sup = Supervisor(s)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway import control
+from tests.fixtures.ports import bindable
 
 
 def toml_value(v: Any) -> str:
@@ -75,18 +76,6 @@ def quiet_port() -> int:
         if bindable(port):
             return port
     raise RuntimeError(f"no free port below {low}")
-
-
-def bindable(port: int) -> bool:
-    """Nobody holds `port` on the loopback right now."""
-    import socket
-
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 @dataclass(frozen=True)
