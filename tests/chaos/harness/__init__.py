@@ -8,8 +8,7 @@ as a subprocess, a wait, and the verdict."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -20,10 +19,9 @@ from tests.chaos.harness.checker import Report, Truth, check, cloud_from_rows, s
 from tests.chaos.harness.processes import GatewayProcess, write_gateway_config
 from tests.chaos.harness.supervisor import API_KEY, secret_leaks
 from tests.fixtures.ports import free_port  # noqa: F401 - re-exported for the tests here
+from tests.fixtures.wait import until  # noqa: F401 - re-exported for the tests here
 
 ADMIN_TOKEN = "chaos-admin-token-0001"
-
-
 
 
 @asynccontextmanager
@@ -52,20 +50,6 @@ async def daemon(
         yield gw
     finally:
         await gw.kill()
-
-
-async def until(pred: Callable[[], bool], timeout: float, what: str, tail: Callable[[], str] = lambda: "") -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        try:
-            if pred():
-                return
-        except Exception:  # the database may not exist yet, or be mid-checkpoint
-            pass
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}\n{tail()}")
-        await asyncio.sleep(0.1)
 
 
 def settled(gw: GatewayProcess) -> bool:
