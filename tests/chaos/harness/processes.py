@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import sqlite3
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway import control
+from tests.fixtures.daemon import read_only_query
 from tests.fixtures.ports import bindable
 
 
@@ -188,11 +188,7 @@ class GatewayProcess:
 
     def query(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
         """Look at the database as an operator's read-only command would, while the daemon runs."""
-        con = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=5)
-        try:
-            return con.execute(sql, args).fetchall()
-        finally:
-            con.close()
+        return read_only_query(self.db, sql, *args)
 
 
 @dataclass
