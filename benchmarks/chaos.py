@@ -25,8 +25,11 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from gateway.chaos.supervisor import API_KEY, ChaosSettings, run_chaos
+# The harness is test code (tests/chaos/harness/), not part of the installed package: import it from the checkout.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from gateway.log import configure
+from tests.chaos.harness.supervisor import API_KEY, ChaosSettings, run_chaos
 
 
 class _Kept(io.TextIOBase):

@@ -23,8 +23,8 @@ COMMANDS: dict[str, str] = {
     "emulator": "gateway.emulator.cli:emulator_cmd",
     "parse": "gateway.formats.cli:parse_cmd",
     "simulate": "gateway.simulator.cli:simulate_cmd",
-    "record": "gateway.links.record:record_cmd",
-    "replay": "gateway.links.record:replay_cmd",
+    "record": "gateway.recorder:record_cmd",
+    "replay": "gateway.recorder:replay_cmd",
 }
 
 

@@ -15,6 +15,7 @@ pytest_plugins: list[str] = [
     "tests.fixtures.daemon",
     "tests.fixtures.emulator",
     "tests.fixtures.links",
+    "tests.fixtures.tls",  # future_cert: a test CA and a not-yet-valid server certificate
 ]
 
 

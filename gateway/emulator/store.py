@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway.model import format_ts
+from gateway.emulator.timestamps import contract_now
 
 PAGE = 5000
 
@@ -52,7 +52,7 @@ _PASSING_COLS = (
 
 
 def now_ts() -> str:
-    return format_ts(datetime.now(UTC))
+    return contract_now()
 
 
 def new_id() -> str:

@@ -1,12 +1,13 @@
 """Strict request validation, as the contract page describes the vendor's schema: unknown keys, wrong
-types and missing required fields are a 400 whose description names the field."""
+types and missing required fields are a 400 whose description names the field. Timestamps are checked by
+the emulator's own reading of the contract (timestamps.py), never by the gateway's helper."""
 
 from __future__ import annotations
 
 import re
 from typing import Any
 
-from gateway.model import is_cloud_ts
+from gateway.emulator.timestamps import FORM, is_contract_ts
 
 MAX_PASSINGS = 5000
 
@@ -95,8 +96,8 @@ def check_passing(item: Any, where: str) -> None:
         if item.get(key) is None:
             raise Invalid(f"{where}.{key}: required field missing")
     ts = item["timestamp"]
-    if not isinstance(ts, str) or not is_cloud_ts(ts):
-        raise Invalid(f"{where}.timestamp: must be a YYYY-MM-DDTHH:mm:ss.sssZ string")
+    if not is_contract_ts(ts):
+        raise Invalid(f"{where}.timestamp: must be a {FORM} string (UTC)")
     num = item["num_passing"]
     if isinstance(num, bool) or not isinstance(num, int) or num < 0:
         raise Invalid(f"{where}.num_passing: must be an integer >= 0")
@@ -128,8 +129,8 @@ def query_ts(query: Any, name: str) -> str | None:
     text = query.get(name)
     if text is None or text == "":
         return None
-    if not is_cloud_ts(text):
-        raise Invalid(f"{name}: must be a YYYY-MM-DDTHH:mm:ss.sssZ timestamp")
+    if not is_contract_ts(text):
+        raise Invalid(f"{name}: must be a {FORM} timestamp (UTC)")
     return str(text)
 
 

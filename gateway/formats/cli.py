@@ -23,9 +23,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import click
 
 from gateway import formats
+from gateway.capture import MAGIC, unescape
 from gateway.errors import ReaderError
 from gateway.formats.base import Format, ParseContext, Record, Rejected
-from gateway.links.capture import MAGIC, unescape
 from gateway.model import Read, format_ts, parse_ts
 
 CHUNK = 65536

@@ -10,9 +10,9 @@ import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
+from gateway.capture import is_capture, read_capture
 from gateway.errors import ReaderError
 from gateway.links.base import Connection, Handler, Link, LinkState
-from gateway.links.capture import is_capture, read_capture
 
 CHUNK = 65536
 

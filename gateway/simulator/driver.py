@@ -17,10 +17,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from gateway.capture import CaptureWriter
 from gateway.errors import ReaderError
 from gateway.formats.base import Format, ParseContext, ReaderConversation
 from gateway.links import Connection, open_link
-from gateway.links.capture import CaptureWriter
 from gateway.log import get_logger
 from gateway.model import Read
 from gateway.simulator.truth import TruthWriter, read_key

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from gateway.links.capture import escape
+from gateway.capture import escape
 from gateway.model import Read, format_ts, parse_ts
 
 

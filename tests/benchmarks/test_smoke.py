@@ -85,7 +85,7 @@ def test_upload_counts_requests(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_chaos_quick_run_is_ok_and_one_json_line(tmp_path: Path) -> None:
-    from gateway.chaos.supervisor import FAILPOINTS, PHASES
+    from tests.chaos.harness.supervisor import FAILPOINTS, PHASES
 
     proc = subprocess.run(
         [sys.executable, str(BENCHMARKS / "chaos.py"), "--quick"],

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from gateway.chaos.supervisor import API_KEY, secret_leaks
+from tests.chaos.harness.supervisor import API_KEY, secret_leaks
 
 FIGURES = "chaos_figures"  # tests/chaos/report.py reads this user property of the test's reports
 

@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.chaos.checker import (
+from gateway.emulator.store import Store
+from gateway.model import Read, format_ts
+from gateway.outbox import NewPassing, Outbox
+from tests.chaos.harness.checker import (
     CloudPassing,
     JournalRow,
     LocalPassing,
@@ -21,9 +24,6 @@ from gateway.chaos.checker import (
     load_truth,
     snapshot_db,
 )
-from gateway.emulator.store import Store
-from gateway.model import Read, format_ts
-from gateway.outbox import NewPassing, Outbox
 
 pytestmark = pytest.mark.chaos
 
@@ -262,7 +262,7 @@ async def test_snapshots_of_real_databases(tmp_path: Path) -> None:
 
 
 def test_secret_leaks_names_file_and_line(tmp_path: Path) -> None:
-    from gateway.chaos.supervisor import secret_leaks
+    from tests.chaos.harness.supervisor import secret_leaks
 
     (tmp_path / "logs").mkdir()
     (tmp_path / "logs" / "daemon-001.log").write_text('{"event": "ok"}\n{"key": "ror-abc"}\n')

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from gateway.chaos.supervisor import API_KEY
+from tests.chaos.harness.supervisor import API_KEY
 
 pytest_plugins = ["pytester"]
 pytestmark = pytest.mark.chaos
 
+ROOT = Path(__file__).resolve().parents[2]
 CONFTEST = Path(__file__).with_name("conftest.py")
 REPORT = Path(__file__).with_name("report.py")
 
@@ -51,9 +52,10 @@ def _tree(pytester: pytest.Pytester) -> None:
 
 @pytest.mark.parametrize("workers", [None, 2], ids=["serial", "xdist"])
 def test_a_run_with_chaos_tests_ends_with_one_json_line(
-    pytester: pytest.Pytester, capfd: pytest.CaptureFixture[str], workers: int | None
+    pytester: pytest.Pytester, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, workers: int | None
 ) -> None:
     _tree(pytester)
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the chaos conftest imports the harness from tests/chaos/harness
     xdist = ["-n", str(workers)] if workers else []  # the controller prints the line from its workers' reports
     result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider", *xdist)
     capfd.readouterr()  # the inner run's report, echoed here, holds the key on purpose: not a leak of ours

@@ -12,7 +12,15 @@ from typing import Any
 
 import pytest
 
-from gateway.chaos.supervisor import FAILPOINTS, FAULT_KINDS, OFFLINE, PHASE_FAULT, PHASES, ChaosSettings, coverage_gaps
+from tests.chaos.harness.supervisor import (
+    FAILPOINTS,
+    FAULT_KINDS,
+    OFFLINE,
+    PHASE_FAULT,
+    PHASES,
+    ChaosSettings,
+    coverage_gaps,
+)
 
 pytestmark = pytest.mark.chaos
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.chaos.processes import GatewayProcess
-from gateway.chaos.supervisor import FAILPOINTS, FAULT_KINDS, PHASES, ChaosSettings, Supervisor, run_chaos
+from tests.chaos.harness.processes import GatewayProcess
+from tests.chaos.harness.supervisor import FAILPOINTS, FAULT_KINDS, PHASES, ChaosSettings, Supervisor, run_chaos
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 

@@ -402,7 +402,7 @@ CAPTURE_AT = datetime(2026, 11, 22, 9, 0, 1, 250000, tzinfo=UTC)
 def _capture_files() -> st.SearchStrategy[bytes]:
     """A header (right, wrong, cut, absent) and lines shaped like entries: a stamp that is right, nearly right or
     anything; a tab or not; the data escaped, half-escaped or raw; LF, CRLF or nothing at the end."""
-    from gateway.links.capture import MAGIC, escape
+    from gateway.capture import MAGIC, escape
 
     magic = MAGIC.encode()
     header = st.sampled_from([
@@ -431,7 +431,7 @@ def _damaged_capture(draw: st.DrawFn) -> bytes:
     """A capture exactly as `record` writes it, then a few bytes flipped, inserted, deleted or repeated."""
     import io
 
-    from gateway.links.capture import CaptureWriter
+    from gateway.capture import CaptureWriter
 
     out = io.StringIO()
     writer = CaptureWriter(out, format="csv", started="2026-11-22T09:00:00.000Z")
@@ -459,8 +459,8 @@ def _damaged_capture(draw: st.DrawFn) -> bytes:
 def test_capture_reader_raises_only_one_line_reader_errors(content: bytes) -> None:
     """Whatever bytes a capture file holds, reading it (header and every entry) yields well-formed entries or
     raises ReaderError, one line naming the file (and the line, for an entry); nothing else escapes."""
+    from gateway.capture import read_capture
     from gateway.errors import ReaderError
-    from gateway.links.capture import read_capture
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "race.capture"
@@ -484,7 +484,7 @@ def test_capture_reader_gives_back_what_record_wrote(chunks: list[bytes]) -> Non
     """The other half of the contract: a capture as `record` writes it is read back byte for byte."""
     import io
 
-    from gateway.links.capture import CaptureWriter, read_capture
+    from gateway.capture import CaptureWriter, read_capture
 
     out = io.StringIO()
     writer = CaptureWriter(out, format="mylaps", **{"from": "tcp://10.0.0.5:3097"})

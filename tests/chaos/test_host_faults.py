@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.chaos.checker import load_truth, snapshot_db
-from gateway.chaos.processes import ReaderProcess
 from tests.chaos.harness import cloud, daemon, free_port, settled, until, verdict
+from tests.chaos.harness.checker import load_truth, snapshot_db
+from tests.chaos.harness.processes import ReaderProcess
 
 pytestmark = pytest.mark.chaos
 

@@ -21,10 +21,11 @@ from typing import Any
 
 import pytest
 
-from gateway.chaos.evidence import Window, met_per_phase, refused_at
-from gateway.chaos.processes import GatewayProcess
-from gateway.chaos.supervisor import OFFLINE, ChaosSettings, Supervisor, coverage_gaps
+from tests.chaos.harness.evidence import Window, met_per_phase, refused_at
+from tests.chaos.harness.processes import GatewayProcess
+from tests.chaos.harness.supervisor import OFFLINE, ChaosSettings, Supervisor, coverage_gaps
 from tests.chaos.test_coverage import covered
+from tests.fixtures.wait import until
 
 pytestmark = [pytest.mark.chaos]
 
@@ -160,10 +161,7 @@ async def test_an_offline_phase_a_daemon_met_runs_once(tmp_path: Path, phase: st
     assert log is not None
 
     async def daemon_refused() -> None:
-        for _ in range(500):  # until the phase takes the cloud offline (a plain flag: looked at)
-            if sup.emulator.faults.offline:
-                break
-            await asyncio.sleep(0.01)
+        await until(lambda: sup.emulator.faults.offline, 5, "the phase to take the cloud offline")
         log.write_text(a_refused_upload(datetime.now(UTC)) + "\n")
 
     await sup.emulator.start()
@@ -191,10 +189,7 @@ async def test_the_outage_records_what_was_pending_as_it_ended(tmp_path: Path) -
     sup._kills_done.set()
 
     async def reads_pile_up() -> None:
-        for _ in range(500):
-            if sup.emulator.faults.offline:
-                break
-            await asyncio.sleep(0.01)
+        await until(lambda: sup.emulator.faults.offline, 5, "the phase to take the cloud offline")
         await asyncio.sleep(0.1)
         con.executemany("INSERT INTO passings (state) VALUES (?)", [("Pending",)] * 3 + [("Sent",)])
         con.commit()

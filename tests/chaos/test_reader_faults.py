@@ -9,7 +9,6 @@ import contextlib
 import os
 import random
 import re
-import shutil
 import signal
 import socket
 from datetime import UTC, datetime, timedelta
@@ -22,6 +21,7 @@ from gateway import formats
 from gateway.formats.base import ParseContext
 from gateway.model import Read
 from tests.chaos.harness import cloud, daemon, free_port, settled, until, verdict
+from tests.fixtures.links import cable_command
 
 pytestmark = pytest.mark.chaos
 
@@ -229,18 +229,16 @@ async def test_decoder_gap_resend_and_reboot_journal_each_read_once(tmp_path: Pa
         await server.wait_closed()
 
 
-@pytest.mark.skipif(shutil.which("socat") is None, reason="socat is needed for a pty pair (.ci/run installs it)")
 async def test_serial_cable_pulled_and_replugged(tmp_path: Path) -> None:
-    """A csv reader on a serial line (a socat pty pair with stable names, as udev gives /dev/serial/by-id):
-    killing socat is the USB adapter pulled out; a new socat is it plugged back in."""
+    """A csv reader on a serial line (a pty pair with stable names, as udev gives /dev/serial/by-id):
+    killing the cable's relay is the USB adapter pulled out; a new one is it plugged back in."""
     dev, peer = tmp_path / "ttyGW", tmp_path / "ttyREADER"
 
     async def plug() -> asyncio.subprocess.Process:
         proc = await asyncio.create_subprocess_exec(
-            "socat", f"pty,raw,echo=0,link={dev}", f"pty,raw,echo=0,link={peer}",
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-        )  # fmt: skip
-        await until(lambda: dev.exists() and peer.exists(), 10, "socat's pty links")
+            *cable_command(dev, peer), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+        )
+        await until(lambda: dev.exists() and peer.exists(), 10, "the cable's pty links")
         return proc
 
     def send(data: bytes) -> None:
@@ -250,7 +248,7 @@ async def test_serial_cable_pulled_and_replugged(tmp_path: Path) -> None:
         finally:
             os.close(fd)
 
-    socat = await plug()
+    cable = await plug()
     try:
         async with cloud(tmp_path) as emu, daemon(
             tmp_path, emu, [{"name": "mat", "url": f"serial://{dev}?baudrate=115200", "format": "csv"}]
@@ -260,12 +258,12 @@ async def test_serial_cable_pulled_and_replugged(tmp_path: Path) -> None:
             await until(lambda: "link connected" in gw.tail(100000), 10, "the serial link open", gw.tail)
             send(b"".join(good(i) for i in range(1, 4)))
             await until(lambda: gw.query("SELECT COUNT(*) FROM reads")[0][0] == 3, 15, "3 reads", gw.tail)
-            socat.send_signal(signal.SIGKILL)  # pulled
-            await socat.wait()
+            cable.send_signal(signal.SIGKILL)  # pulled
+            await cable.wait()
             await asyncio.sleep(1.0)
             assert gw.running and await gw.ready(), "the daemon must survive a vanished serial device"
             opened = gw.tail(100000).count("link connected")
-            socat = await plug()  # plugged back in
+            cable = await plug()  # plugged back in
             await until(lambda: gw.tail(100000).count("link connected") > opened, 30, "the link reopened", gw.tail)
             send(b"".join(good(i) for i in range(4, 7)))
             await until(lambda: gw.query("SELECT COUNT(*) FROM reads")[0][0] >= 6, 15, "reads after replug", gw.tail)
@@ -279,9 +277,9 @@ async def test_serial_cable_pulled_and_replugged(tmp_path: Path) -> None:
             assert report.ok, report.problems()
             assert report.figures["passings_cloud"] == 6
     finally:
-        if socat.returncode is None:
-            socat.send_signal(signal.SIGKILL)
-            await socat.wait()
+        if cable.returncode is None:
+            cable.send_signal(signal.SIGKILL)
+            await cable.wait()
 
 
 async def test_listen_port_taken_at_start_is_retried_not_fatal(tmp_path: Path) -> None:

@@ -12,8 +12,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from gateway.chaos.supervisor import API_KEY, secret_leaks
 from tests.chaos.harness import ADMIN_TOKEN, cloud, daemon, free_port, settled, until
+from tests.chaos.harness.supervisor import API_KEY, secret_leaks
 
 pytestmark = pytest.mark.chaos
 

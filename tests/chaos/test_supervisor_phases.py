@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from gateway.chaos.processes import GatewayProcess
-from gateway.chaos.supervisor import ChaosSettings, Supervisor
+from tests.chaos.harness.processes import GatewayProcess
+from tests.chaos.harness.supervisor import ChaosSettings, Supervisor
+from tests.fixtures.wait import until
 
 pytestmark = [pytest.mark.chaos]
 
@@ -89,7 +90,7 @@ async def test_a_failpoint_try_made_a_random_kill_in_an_outage_is_not_used_up(tm
     fall in an outage ends with the failpoint never hit (seen in benchmarks/chaos.py --quick)."""
     import sys
 
-    from gateway.chaos.supervisor import FAILPOINTS
+    from tests.chaos.harness.supervisor import FAILPOINTS
 
     s = ChaosSettings(workdir=tmp_path, kills=0, startup_kill_rate=1.0, network_faults=False)
     sup = Supervisor(s)
@@ -99,10 +100,8 @@ async def test_a_failpoint_try_made_a_random_kill_in_an_outage_is_not_used_up(tm
 
     async def outage_then_calm() -> None:
         sup._phase = "outage"
-        for _ in range(1000):  # the kill loop counts its kills in a plain attribute: looked at, 10 s at most
-            if sup.tally.random > s.extra_failpoint_tries:  # more turned random than it has tries
-                break
-            await asyncio.sleep(0.01)
+        # the kill loop counts its kills in a plain attribute: more turned random than it has tries
+        await until(lambda: sup.tally.random > s.extra_failpoint_tries, 10, "random kills past the tries")
         sup._phase = "calm"
 
     faults = asyncio.create_task(outage_then_calm())

@@ -9,12 +9,10 @@ import contextlib
 import io
 import json
 import select
-import shutil
 import socket
 import ssl
-import subprocess
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from email.utils import formatdate
 from pathlib import Path
 from typing import Any
@@ -217,43 +215,6 @@ async def test_connection_reset_and_refused_are_retryable() -> None:
 
 # -- TLS ---------------------------------------------------------------------------------------------
 
-_CA_CONF = """[ca]
-default_ca = test_ca
-[test_ca]
-dir = {dir}
-database = {dir}/index.txt
-new_certs_dir = {dir}
-serial = {dir}/serial
-default_md = sha256
-policy = any
-copy_extensions = copy
-[any]
-commonName = supplied
-"""
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A test CA, and a server certificate for 127.0.0.1 signed by it that only becomes valid in 2099."""
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl not installed")
-    d = tmp_path_factory.mktemp("tls")
-    (d / "index.txt").write_text("")
-    (d / "serial").write_text("01\n")
-    (d / "ca.cnf").write_text(_CA_CONF.format(dir=d))
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-
-    def run(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
-
-    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=test ca", "-days", "3650")
-    run("req", *ec, "-keyout", "srv.key", "-out", "srv.csr", "-subj", "/CN=127.0.0.1",
-        "-addext", "subjectAltName=IP:127.0.0.1")  # fmt: skip
-    run("ca", "-batch", "-config", "ca.cnf", "-cert", "ca.pem", "-keyfile", "ca.key", "-in", "srv.csr",
-        "-out", "future.pem", "-startdate", "20990101000000Z", "-enddate", "20991231000000Z", "-notext")  # fmt: skip
-    yield d
-
-
 async def _tls_server(certs: Path) -> tuple[asyncio.Server, int]:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(certs / "future.pem", certs / "srv.key")
@@ -269,9 +230,11 @@ async def _tls_server(certs: Path) -> tuple[asyncio.Server, int]:
     return server, server.sockets[0].getsockname()[1]
 
 
-async def test_tls_certificate_not_yet_valid_flags_the_clock(certs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SSL_CERT_FILE", str(certs / "ca.pem"))  # trust our CA, as a real CA is trusted
-    server, port = await _tls_server(certs)
+async def test_tls_certificate_not_yet_valid_flags_the_clock(
+    future_cert: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SSL_CERT_FILE", str(future_cert / "ca.pem"))  # trust our CA, as a real CA is trusted
+    server, port = await _tls_server(future_cert)
     try:
         async with RufusClient(f"https://127.0.0.1:{port}/v0", make_key()) as client:
             with pytest.raises(RetryableError) as err:
@@ -283,11 +246,11 @@ async def test_tls_certificate_not_yet_valid_flags_the_clock(certs: Path, monkey
 
 
 async def test_tls_untrusted_certificate_is_retryable_without_clock_flag(
-    certs: Path, monkeypatch: pytest.MonkeyPatch
+    future_cert: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("SSL_CERT_FILE", str(certs / "nothing.pem"))  # verification stays on: nothing trusted
+    monkeypatch.setenv("SSL_CERT_FILE", str(future_cert / "nothing.pem"))  # verification stays on: nothing trusted
     monkeypatch.delenv("SSL_CERT_DIR", raising=False)
-    server, port = await _tls_server(certs)
+    server, port = await _tls_server(future_cert)
     try:
         async with RufusClient(f"https://127.0.0.1:{port}/v0", make_key()) as client:
             with pytest.raises(RetryableError, match="TLS") as err:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from gateway.emulator import Emulator
 from tests.fixtures.daemon import Daemon, write_config
+from tests.fixtures.emulator import cloud_nums  # noqa: F401 - re-exported for the e2e tests
+from tests.fixtures.wait import until  # noqa: F401 - re-exported for the e2e tests
 
 KEY = "ror-00112233445566778899"
 
@@ -39,18 +40,6 @@ async def send(port: int, lines: list[str]) -> None:
     await w.drain()
     w.close()
     await w.wait_closed()
-
-
-def cloud_nums(emu: Emulator) -> dict[str, list[int]]:
-    return {tok: s["num_passings"] for tok, s in emu.state()["sessions"].items()}
-
-
-async def until(cond: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not cond():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def make(tmp_path: Path, emu: Emulator, port: int, **kw: Any) -> Daemon:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -35,13 +34,16 @@ async def test_status_json_metrics_healthz_and_page_show_the_run_without_the_key
         await until(lambda: sum(len(v) for v in cloud_nums(enveloped).values()) == 12, what="12 in the cloud")
         base = f"http://127.0.0.1:{status_port}"
         async with aiohttp.ClientSession() as http:
-            for _ in range(50):  # outbox figures are cached for up to 2 s
+            status: dict[str, Any] = {}
+
+            async def all_sent_shown() -> bool:  # outbox figures are cached for up to 2 s
+                nonlocal status
                 async with http.get(f"{base}/status.json") as r:
                     assert r.status == 200
-                    status: dict[str, Any] = await r.json()
-                if status["outbox"] and status["outbox"]["sent"] == 12:
-                    break
-                await asyncio.sleep(0.1)
+                    status = await r.json()
+                return bool(status["outbox"]) and status["outbox"]["sent"] == 12
+
+            await until(all_sent_shown, 10, "12 sent on /status.json", lambda: str(status))
             assert status["phase"] == "running"
             assert status["outbox"]["sent"] == 12 and status["outbox"]["pending"] == 0
             [reader] = status["readers"]

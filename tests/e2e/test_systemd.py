@@ -8,7 +8,7 @@ import socket
 from pathlib import Path
 
 from gateway.emulator import Emulator
-from tests.e2e.support import make
+from tests.e2e.support import make, until
 
 
 async def _receive(sock: socket.socket, into: list[str]) -> None:
@@ -30,13 +30,10 @@ async def test_ready_watchdog_through_a_cloud_outage_and_stopping(tmp_path: Path
     d.env.update({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "600000"})  # a ping every 0.3 s
     try:
         await d.start()
-        await asyncio.sleep(2.0)
-        assert any(m.startswith("READY=1") for m in got), got
-        pings = sum(m == "WATCHDOG=1" for m in got)
-        assert pings >= 3, got
+        await until(lambda: any(m.startswith("READY=1") for m in got), 15, "READY=1", lambda: str(got))
+        await until(lambda: got.count("WATCHDOG=1") >= 3, 15, "3 watchdog pings while offline", lambda: str(got))
         assert await d.terminate() == 0
-        await asyncio.sleep(0.2)
-        assert "STOPPING=1" in got
+        await until(lambda: "STOPPING=1" in got, 5, "STOPPING=1", lambda: str(got))
         assert got.index("STOPPING=1") > max(i for i, m in enumerate(got) if m.startswith("READY=1"))
     finally:
         listener.cancel()

@@ -109,7 +109,7 @@ def test_a_record_capture_is_parsed_as_the_bytes_the_reader_sent(tmp_path: Path)
     import io
     from datetime import UTC, datetime
 
-    from gateway.links.capture import CaptureWriter
+    from gateway.capture import CaptureWriter
 
     text = io.StringIO()
     writer = CaptureWriter(text, format="ultra", source="test")

@@ -12,10 +12,10 @@ from zoneinfo import ZoneInfo
 from click.testing import CliRunner
 
 from gateway import formats
+from gateway.capture import CaptureWriter
 from gateway.cli import cli
 from gateway.formats.base import ParseContext
 from gateway.formats.cli import run_parse
-from gateway.links.capture import CaptureWriter
 
 BERLIN = ZoneInfo("Europe/Berlin")
 RECORDED = datetime(2026, 5, 17, 9, 15, 2, 400_000, tzinfo=UTC)  # 11:15 in Berlin

@@ -16,13 +16,13 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from gateway import formats
+from gateway.capture import read_capture
 from gateway.formats.base import ParseContext
 from gateway.formats.cli import run_parse
 from gateway.ingest import ReaderCounters, run_reader
 from gateway.links import open_link
-from gateway.links.capture import read_capture
-from gateway.links.record import load_entries, record, replay
 from gateway.model import Read, format_ts
+from gateway.recorder import load_entries, record, replay
 from gateway.simulator import Race, drive
 from gateway.simulator.race import chip_style_for
 from tests.fixtures.links import MemorySink, TcpServerPeer, eventually, free_port

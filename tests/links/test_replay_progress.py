@@ -11,10 +11,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from gateway import formats
+from gateway.capture import CaptureWriter, Entry
 from gateway.formats.base import ParseContext
-from gateway.links.capture import CaptureWriter, Entry
-from gateway.links.record import load_entries, replay
 from gateway.model import Read
+from gateway.recorder import load_entries, replay
 
 CSV = formats.get("csv")
 CTX = ParseContext(reader="rec")

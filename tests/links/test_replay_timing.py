@@ -7,8 +7,8 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 
-from gateway.links.capture import Entry
-from gateway.links.record import replay
+from gateway.capture import Entry
+from gateway.recorder import replay
 
 T0 = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from gateway import formats
+from gateway.capture import CaptureWriter, escape, read_capture, unescape
 from gateway.errors import ReaderError
 from gateway.formats.base import ParseContext
 from gateway.ingest import ReaderCounters, run_reader
 from gateway.links import open_link
-from gateway.links.capture import CaptureWriter, escape, read_capture, unescape
 from gateway.links.file import FileLink
 from gateway.links.serial import SerialLink
 from gateway.links.tcp import TcpLink, TcpListenLink

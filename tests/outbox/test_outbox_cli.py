@@ -19,6 +19,7 @@ from gateway.cli import cli
 from gateway.outbox import NewPassing, Outbox
 from gateway.outbox_cli import PASSING_FIELDS
 from tests.fixtures.outbox import T0, read_at
+from tests.fixtures.wait import until
 
 STATS_KEYS = ["pending", "sent", "rejected", "reads", "oldest_pending_age_s", "token_session"]
 
@@ -175,10 +176,7 @@ async def test_requeue_goes_through_the_running_daemon(db_path: Path) -> None:
     server = ControlServer(gateway, str(db_path.with_suffix(".ctl")))  # type: ignore[arg-type]
     task = asyncio.create_task(server.serve())
     try:
-        for _ in range(200):
-            if db_path.with_suffix(".ctl").exists():
-                break
-            await asyncio.sleep(0.01)
+        await until(lambda: db_path.with_suffix(".ctl").exists(), 10, "the control socket")
         code, out, err = await asyncio.to_thread(_invoke, "requeue", "--db", str(db_path), "1")
         assert code == 0, err
         assert out.startswith("requeued 1 of 1")

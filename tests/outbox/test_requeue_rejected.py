@@ -15,6 +15,7 @@ from gateway.cli import cli
 from gateway.control import ControlServer
 from gateway.outbox import NewPassing, Outbox
 from tests.fixtures.outbox import T0
+from tests.fixtures.wait import until
 
 
 async def _fill(db: Path) -> None:
@@ -80,10 +81,7 @@ async def test_requeue_rejected_goes_through_the_running_daemon_and_wakes_the_up
     server = ControlServer(gateway, str(db_path.with_suffix(".ctl")))  # type: ignore[arg-type]
     task = asyncio.create_task(server.serve())
     try:
-        for _ in range(200):
-            if db_path.with_suffix(".ctl").exists():
-                break
-            await asyncio.sleep(0.01)
+        await until(lambda: db_path.with_suffix(".ctl").exists(), 10, "the control socket")
         code, out, err = await asyncio.to_thread(_invoke, "requeue", "--db", str(db_path), "--rejected")
         assert code == 0, err
         assert out.startswith("requeued 2 Rejected")

@@ -119,7 +119,7 @@ async def test_simulator_paces_reads_by_race_time() -> None:
     link = open_link(f"tcp-listen://127.0.0.1:{port}", name="p")
     gateway = asyncio.create_task(run_reader(link, fmt, ParseContext(), sink, ReaderCounters()))
     try:
-        await asyncio.sleep(0.05)
+        await eventually(lambda: link.listening.is_set(), what="the gateway listening")
         await asyncio.wait_for(drive(fmt, f"tcp://127.0.0.1:{port}", reads, speed=10, backoff_base=0.05), 10)
         await eventually(lambda: len(sink.reads) == 4, what="four paced reads")
     finally:

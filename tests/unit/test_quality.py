@@ -1,24 +1,10 @@
-"""The style the project promises (design.md): ruff clean, `mypy --strict` clean on gateway/."""
+"""What the package must never contain (ruff and `mypy --strict` run in `make lint`, not here)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def test_ruff_is_clean() -> None:
-    dirs = [d for d in ("gateway", "tests", "benchmarks") if (ROOT / d).is_dir()]
-    proc = subprocess.run([sys.executable, "-m", "ruff", "check", *dirs],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-
-
-def test_mypy_strict_is_clean_on_the_package() -> None:
-    proc = subprocess.run([sys.executable, "-m", "mypy"], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_nothing_disables_tls_verification() -> None:

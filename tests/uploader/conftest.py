@@ -4,14 +4,10 @@ key (one the cloud refuses every upload with 403)."""
 
 from __future__ import annotations
 
-import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-import structlog
-from structlog.testing import capture_logs
 
 from gateway.emulator import ApiKey, Emulator, EmulatorConfig
 from tests.uploader.helpers import R_KEY, RW_KEY, W_KEY, Env, make_env
@@ -34,12 +30,3 @@ async def env(cloud: Emulator, tmp_path: Path) -> AsyncIterator[Env]:
         await e.client.close()
         await e.outbox.close()
 
-
-@pytest.fixture
-def logs() -> Iterator[list[dict[str, Any]]]:
-    """Every log event at every level, whatever another test configured structlog to print, and where."""
-    saved = structlog.get_config()
-    with capture_logs() as events:
-        structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
-        yield events
-    structlog.configure(**saved)

@@ -15,6 +15,8 @@ from gateway.cloud.models import DeviceBind, SessionCreate
 from gateway.emulator import Emulator
 from gateway.outbox import NewPassing, Outbox
 from gateway.uploader import Uploader, UploaderSettings
+from tests.fixtures.emulator import cloud_nums  # noqa: F401 - re-exported for the uploader tests
+from tests.fixtures.wait import until as eventually  # noqa: F401 - this area's name for the one wait
 
 T0 = datetime(2026, 5, 3, 9, 0, 0, tzinfo=UTC)
 RW_KEY = "ror-0123456789abcdef0123"
@@ -65,12 +67,6 @@ class Env:
         return counts
 
 
-def cloud_nums(emu: Emulator, token: str) -> list[int]:
-    """The num_passings the emulator holds for a session, as it stores them (a duplicate would show twice)."""
-    state = emu.state()
-    return list(state["sessions"][token]["num_passings"])
-
-
 async def make_env(emu: Emulator, tmp_path: Path, *, client: RufusClient | None = None) -> Env:
     outbox = await Outbox.open(tmp_path / "outbox.db")
     client = client or client_for(emu)
@@ -79,14 +75,6 @@ async def make_env(emu: Emulator, tmp_path: Path, *, client: RufusClient | None 
     await outbox.set_meta("deviceid", deviceid)
     await outbox.set_current_session(token, alias="race", deviceid=deviceid, created_by_us=True, floor=0)
     return Env(emu, outbox, client, deviceid, token)
-
-
-async def eventually(cond: Callable[[], Awaitable[bool]], timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await cond():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 @contextlib.asynccontextmanager

@@ -4,10 +4,7 @@ every passing, and tell the operator it is the clock, not the cloud."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 import ssl
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,42 +12,6 @@ import pytest
 from gateway.cloud.client import RufusClient, Timeouts
 from gateway.uploader import Uploader
 from tests.uploader.helpers import RW_KEY, Env, eventually, fast, running
-
-_CA_CONF = """[ca]
-default_ca = test
-[test]
-dir = {dir}
-database = $dir/index.txt
-serial = $dir/serial
-new_certs_dir = $dir
-default_md = sha256
-policy = any
-copy_extensions = copy
-[any]
-commonName = supplied
-"""
-
-
-@pytest.fixture(scope="module")
-def future_cert(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A test CA, and a certificate for 127.0.0.1 signed by it that only becomes valid in 2099."""
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl not installed")
-    d = tmp_path_factory.mktemp("tls")
-    (d / "index.txt").write_text("")
-    (d / "serial").write_text("01\n")
-    (d / "ca.cnf").write_text(_CA_CONF.format(dir=d))
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-
-    def run(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
-
-    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=test ca", "-days", "3650")
-    run("req", *ec, "-keyout", "srv.key", "-out", "srv.csr", "-subj", "/CN=127.0.0.1",
-        "-addext", "subjectAltName=IP:127.0.0.1")  # fmt: skip
-    run("ca", "-batch", "-config", "ca.cnf", "-cert", "ca.pem", "-keyfile", "ca.key", "-in", "srv.csr",
-        "-out", "future.pem", "-startdate", "20990101000000Z", "-enddate", "20991231000000Z", "-notext")  # fmt: skip
-    yield d
 
 
 async def test_certificate_not_yet_valid_alerts_about_the_clock(

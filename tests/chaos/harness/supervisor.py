@@ -33,11 +33,11 @@ from pathlib import Path
 from typing import Any
 
 from gateway.aio import wait_event
-from gateway.chaos.checker import Claim, Report, check, cloud_from_rows, load_truth, snapshot_db, wal_size
-from gateway.chaos.evidence import Window, met_per_phase, refused_at
-from gateway.chaos.processes import GatewayProcess, Killed, ReaderProcess, quiet_port, write_gateway_config
 from gateway.emulator.config import ApiKey, EmulatorConfig
 from gateway.emulator.server import Emulator
+from tests.chaos.harness.checker import Claim, Report, check, cloud_from_rows, load_truth, snapshot_db, wal_size
+from tests.chaos.harness.evidence import Window, met_per_phase, refused_at
+from tests.chaos.harness.processes import GatewayProcess, Killed, ReaderProcess, quiet_port, write_gateway_config
 
 FAILPOINTS = ("after_journal_commit", "mid_batch_commit", "after_cloud_2xx_before_mark_sent")
 PHASES = ("5xx", "poison", "429", "slow", "drop_after_commit", "hang", "401", "offline", "rollover", "flap", "outage")

@@ -7,6 +7,10 @@ One entry per line: the arrival time (UTC, ms), a tab, the bytes escaped (backsl
 CR, LF and any non-printable byte as \\xNN), so the file is readable and any byte survives. Bytes are split
 after each LF so a line-based reader's capture reads one record per line; concatenating the entries gives
 back the stream exactly.
+
+A leaf: it knows bytes, timestamps and this file layout, nothing of links, formats or SQLite, so the file://
+link, the `parse` command, the simulator and `record`/`replay` (gateway/recorder.py) all read or write it
+without importing each other.
 """
 
 from __future__ import annotations

@@ -1,23 +1,27 @@
-"""Small helpers the chaos tests share: an emulated cloud in this process, the real daemon as a subprocess."""
+"""The reliability harness: a set checker over (reader truth, gateway database, cloud) (checker.py, evidence.py),
+the real daemon and timer as subprocesses (processes.py), and the supervisor that crash-loops them
+(supervisor.py). Shared by tests/chaos (bounded CI profile) and benchmarks/chaos.py (the long profile); it is
+test code, so it lives here and not in the package every Pi installs.
+
+This module holds the small helpers the chaos tests share: an emulated cloud in this process, the real daemon
+as a subprocess, a wait, and the verdict."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from gateway.chaos.checker import Report, Truth, check, cloud_from_rows, snapshot_db
-from gateway.chaos.processes import GatewayProcess, write_gateway_config
-from gateway.chaos.supervisor import API_KEY, secret_leaks
 from gateway.emulator.config import ApiKey, EmulatorConfig
 from gateway.emulator.server import Emulator
+from tests.chaos.harness.checker import Report, Truth, check, cloud_from_rows, snapshot_db
+from tests.chaos.harness.processes import GatewayProcess, write_gateway_config
+from tests.chaos.harness.supervisor import API_KEY, secret_leaks
 from tests.fixtures.ports import free_port  # noqa: F401 - re-exported for the tests here
+from tests.fixtures.wait import until  # noqa: F401 - re-exported for the tests here
 
 ADMIN_TOKEN = "chaos-admin-token-0001"
-
-
 
 
 @asynccontextmanager
@@ -46,20 +50,6 @@ async def daemon(
         yield gw
     finally:
         await gw.kill()
-
-
-async def until(pred: Callable[[], bool], timeout: float, what: str, tail: Callable[[], str] = lambda: "") -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        try:
-            if pred():
-                return
-        except Exception:  # the database may not exist yet, or be mid-checkpoint
-            pass
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}\n{tail()}")
-        await asyncio.sleep(0.1)
 
 
 def settled(gw: GatewayProcess) -> bool:

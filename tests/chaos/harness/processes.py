@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import sqlite3
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -15,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway import control
+from tests.fixtures.daemon import read_only_query
+from tests.fixtures.ports import bindable
 
 
 def toml_value(v: Any) -> str:
@@ -75,18 +76,6 @@ def quiet_port() -> int:
         if bindable(port):
             return port
     raise RuntimeError(f"no free port below {low}")
-
-
-def bindable(port: int) -> bool:
-    """Nobody holds `port` on the loopback right now."""
-    import socket
-
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 @dataclass(frozen=True)
@@ -199,11 +188,7 @@ class GatewayProcess:
 
     def query(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
         """Look at the database as an operator's read-only command would, while the daemon runs."""
-        con = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=5)
-        try:
-            return con.execute(sql, args).fetchall()
-        finally:
-            con.close()
+        return read_only_query(self.db, sql, *args)
 
 
 @dataclass

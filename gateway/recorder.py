@@ -4,6 +4,9 @@ record speaks the format's gateway-side conversation (greeting, answers, acknowl
 push mode starts sending and an acknowledging reader moves on; every chunk is written and flushed to the
 capture before anything is acknowledged. replay reproduces the original spacing (scaled by --speed, or none
 with --speed 0) and resumes where it stopped when the gateway reconnects.
+
+It sits above links, formats and the ingest (it drives a format's conversation over a link), beside the other
+commands, so links/ stays a byte mover and formats/ never reaches up into a link.
 """
 
 from __future__ import annotations
@@ -20,11 +23,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import click
 
+from gateway.capture import CaptureWriter, Entry, is_capture, read_capture, split_lines
 from gateway.errors import GatewayError, ReaderError
 from gateway.formats.base import Format, ParseContext
 from gateway.ingest import ReaderCounters, serve_connection
 from gateway.links import Connection, LinkState, open_link
-from gateway.links.capture import CaptureWriter, Entry, is_capture, read_capture, split_lines
 from gateway.model import Read, format_ts
 
 

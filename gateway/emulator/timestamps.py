@@ -1,0 +1,43 @@
+"""Timestamps as the vendor's contract states them (rufus-api.md): UTC, `YYYY-MM-DDTHH:mm:ss.sssZ`, always
+milliseconds, always `Z`.
+
+Written from the contract, not from the gateway: the emulator is the gateway's stand-in for the cloud, and a
+stand-in that validated with the gateway's own helper (gateway.model) would drift with it and could never
+catch the drift. So nothing here imports the gateway's timestamp code, and the check is by position and
+range rather than by a regular expression (a `\\d` also matches non-ASCII digits, a `$` a trailing newline).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+FORM = "YYYY-MM-DDTHH:mm:ss.sssZ"
+_DIGIT_AT = frozenset(i for i, c in enumerate(FORM) if c.isalpha() and c not in "TZ")
+_DIGITS = frozenset("0123456789")
+
+
+def is_contract_ts(value: object) -> bool:
+    """The exact form, ASCII digits in every digit place, and a real UTC instant (no month 13, no Feb 30,
+    no hour 24, no second 60)."""
+    if not isinstance(value, str) or len(value) != len(FORM):
+        return False
+    for i, (got, want) in enumerate(zip(value, FORM, strict=True)):
+        if i in _DIGIT_AT:
+            if got not in _DIGITS:
+                return False
+        elif got != want:
+            return False
+    try:
+        datetime(int(value[0:4]), int(value[5:7]), int(value[8:10]), int(value[11:13]), int(value[14:16]),
+                 int(value[17:19]), tzinfo=UTC)  # fmt: skip
+    except ValueError:
+        return False
+    return True
+
+
+def contract_now() -> str:
+    """The current instant in the contract's form (the cloud's own `created`-style stamps)."""
+    now = datetime.now(UTC)
+    return f"{now.year:04d}-{now.month:02d}-{now.day:02d}T{now.hour:02d}:{now.minute:02d}:{now.second:02d}." + (
+        f"{now.microsecond // 1000:03d}Z"
+    )
