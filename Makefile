@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint clean
+.PHONY: demo test lint clean wheelhouse
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -19,6 +19,22 @@ demo: $(STAMP)
 # third busy), so the suite takes about half as long. Ports are per worker (tests/fixtures/ports.py).
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 --dist worksteal $(ARGS)
+
+# Offline install: every wheel the Pi needs, built on a laptop that reaches PyPI, for the Pi's Python and
+# architecture (not the laptop's). Defaults: Raspberry Pi OS bookworm 64-bit = CPython 3.11 on aarch64, glibc
+# 2.36 (pip also takes the older manylinux wheels that fit it). For another target, e.g. a 32-bit Pi OS:
+#   make wheelhouse PI_PLATFORM=manylinux_2_36_armv7l     or an x86 box: PI_PLATFORM=manylinux_2_36_x86_64
+# Copy the folder to the Pi and install with: pip install --no-index --find-links wheelhouse rufus-gateway
+WHEELHOUSE ?= wheelhouse
+PI_PYTHON ?= 3.11
+PI_PLATFORM ?= manylinux_2_36_aarch64
+
+wheelhouse: $(STAMP)
+	rm -rf $(WHEELHOUSE)
+	$(BIN)/pip wheel -q --no-deps --wheel-dir $(WHEELHOUSE) .
+	$(BIN)/pip download -q --dest $(WHEELHOUSE) --only-binary=:all: --python-version $(PI_PYTHON) \
+	  --implementation cp --platform $(PI_PLATFORM) $(WHEELHOUSE)/rufus_gateway-*.whl
+	@echo "$(WHEELHOUSE): $$(ls $(WHEELHOUSE) | wc -l) wheels for CPython $(PI_PYTHON) on $(PI_PLATFORM)"
 
 # Style checks live here, not in pytest: they judge the source, not what the gateway does, and a test run
 # should not fail (or take a minute longer) over a line length. .ci/run calls this after `make test`.

@@ -78,6 +78,13 @@ class ReaderSettings:
 @dataclass(frozen=True)
 class OutboxSettings:
     path: str = "rufus-gateway.db"
+    min_free_mb: float = 200.0  # below this much free space on the database's filesystem, every surface warns
+
+
+@dataclass(frozen=True)
+class ClockSettings:
+    hold_uploads_until_synced: bool = False
+    max_skew_s: float = 2.0  # reader clock vs the gateway's, beyond which a reader is warned about
 
 
 @dataclass(frozen=True)
@@ -94,6 +101,7 @@ class Settings:
     readers: tuple[ReaderSettings, ...] = ()
     outbox: OutboxSettings = OutboxSettings()
     status: StatusSettings = StatusSettings()
+    clock: ClockSettings = ClockSettings()
     log_level: str = "info"
     source: str = "<defaults>"
 
@@ -302,7 +310,7 @@ def load(path: str | Path | None, environ: Mapping[str, str] | None = None) -> S
             reason = re.sub(r"\s*\(at line.*\)", "", str(exc))
             raise ConfigError(f"{where}: TOML syntax error: {reason}") from None
     ld = _Loader(data, shown, text)
-    allowed_top = {"cloud", "device", "session", "reader", "outbox", "status", "log"}
+    allowed_top = {"cloud", "device", "session", "reader", "outbox", "status", "clock", "log"}
     for key in data:
         if key not in allowed_top:
             known = ", ".join(sorted(allowed_top))
@@ -397,6 +405,12 @@ def load(path: str | Path | None, environ: Mapping[str, str] | None = None) -> S
     outbox_path = ld.get(o, "outbox", "path", _str, OutboxSettings().path, check=_nonempty)
     if path is not None and not Path(outbox_path).is_absolute():
         outbox_path = str(Path(path).parent / outbox_path)
+    min_free_mb = ld.get(o, "outbox", "min_free_mb", _float, OutboxSettings().min_free_mb, check=_range(0, 1e7))
+    ck = ld.table("clock", set(ClockSettings.__dataclass_fields__))
+    clock = ClockSettings(
+        hold_uploads_until_synced=ld.get(ck, "clock", "hold_uploads_until_synced", _bool, False),
+        max_skew_s=ld.get(ck, "clock", "max_skew_s", _float, ClockSettings().max_skew_s, check=_range(0.001, 86400)),
+    )
     st = ld.table("status", set(StatusSettings.__dataclass_fields__))
     status = StatusSettings(
         listen=ld.get(st, "status", "listen", _opt_str, StatusSettings().listen, check=_listen),
@@ -412,8 +426,9 @@ def load(path: str | Path | None, environ: Mapping[str, str] | None = None) -> S
         device=device,
         session=session,
         readers=tuple(readers),
-        outbox=OutboxSettings(path=outbox_path),
+        outbox=OutboxSettings(path=outbox_path, min_free_mb=min_free_mb),
         status=status,
+        clock=clock,
         log_level=level,
         source=shown,
     )

@@ -18,13 +18,14 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from gateway import config as config_mod
-from gateway import failpoints, formats
+from gateway import failpoints, formats, guards
 from gateway.aio import wait_event
 from gateway.backoff import Backoff
 from gateway.cloud.client import RufusClient, Timeouts
 from gateway.control import ControlServer
 from gateway.errors import ConfigError, DatabaseCorruptError, GatewayError
 from gateway.formats.base import ParseContext
+from gateway.guards import ClockGuard, DiskGuard
 from gateway.ingest import ReaderCounters, run_reader
 from gateway.lifecycle import LifecycleSettings, resolve_device, resolve_session
 from gateway.lifecycle import can_read as lifecycle_can_read
@@ -90,7 +91,7 @@ def restart_needed(old: config_mod.Settings, new: config_mod.Settings, *, cloud_
     keys: list[str] = []
     if old.readers != new.readers:
         keys.append("[[reader]]")
-    if old.outbox != new.outbox:
+    if old.outbox.path != new.outbox.path:
         keys.append("[outbox] path")
     for k in ("listen", "token"):
         if getattr(old.status, k) != getattr(new.status, k):
@@ -114,15 +115,24 @@ def make_client(c: config_mod.CloudSettings) -> RufusClient:
 
 
 class _Sink:
-    """The links' ReadSink: the group-commit journal, plus a nudge to the pipeline after each commit."""
+    """The links' ReadSink: the group-commit journal, plus a nudge to the pipeline after each commit, and
+    what was journaled to the clock guard (the readers' clocks against ours)."""
 
-    def __init__(self, writer: JournalWriter, on_commit: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        writer: JournalWriter,
+        on_commit: Callable[[], None],
+        observe: Callable[[str, Sequence[Read], Sequence[bool]], None] | None = None,
+    ) -> None:
         self._writer = writer
         self._on_commit = on_commit
+        self._observe = observe
 
     async def journal(self, link: str, reads: Sequence[Read]) -> Sequence[bool]:
         result = await self._writer.journal(link, reads)
         self._on_commit()
+        if self._observe is not None:
+            self._observe(link, reads, result)
         return result
 
     async def reject(self, link: str, offset: int, reason: str, raw: str) -> None:
@@ -150,12 +160,19 @@ class Gateway:
         *,
         notifier: Notifier | None = None,
         stop_requested: Callable[[], bool] | None = None,
+        clock: ClockGuard | None = None,
+        disk: DiskGuard | None = None,
     ) -> None:
         self.settings = settings
         # A stop asked for before this loop's handlers existed (the daemon's early signal handler remembers it)
         self._stop_requested = stop_requested or (lambda: False)
         self.notifier = notifier or Notifier()
         self.state = GatewayState()
+        # Guards with the real probes unless a test gives its own (an unsynchronised clock, a full disk)
+        self.clock = clock or ClockGuard(
+            hold_uploads_until_synced=settings.clock.hold_uploads_until_synced, max_skew_s=settings.clock.max_skew_s
+        )
+        self.disk = disk or DiskGuard(settings.outbox.path, min_free_mb=settings.outbox.min_free_mb)
         self.outbox: Outbox | None = None
         self.writer: JournalWriter | None = None
         self.pipeline: Pipeline | None = None
@@ -250,28 +267,36 @@ class Gateway:
         s = self.settings
         self.writer = JournalWriter(outbox)
         self.pipeline = Pipeline(outbox, rules, stamp_of(s))
-        sink = _Sink(self.writer, self.kick)
+        replays = {r.name for r in s.readers if r.url.startswith("file:")}  # old timestamps by design
+        sink = _Sink(
+            self.writer,
+            self.kick,
+            lambda link, reads, fresh: None if link in replays else self.clock.observe(link, reads, fresh, time.time()),
+        )
         control = ControlServer(self, s.control_socket)
+        self._check_guards()
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
             core = self._core
             core += [
                 tg.create_task(self._guard("journal", self.writer.run()), name="journal"),
-                tg.create_task(self._guard("pipeline", self._pipeline_loop()), name="pipeline"),
                 tg.create_task(self._guard("control", control.serve()), name="control"),
                 tg.create_task(self._guard("watchdog", self._watchdog()), name="watchdog"),
                 tg.create_task(self._guard("reload", self._reload_loop()), name="reload"),
+                tg.create_task(self._guard("guards", self._guards_loop()), name="guards"),
             ]
+            if s.status.listen:  # before the disk wait: the page is where the crew sees that the disk is full
+                from gateway.status.server import StatusServer
+
+                self.status_server = StatusServer(self, s.status.listen, s.status.token)
+                core.append(tg.create_task(self._guard("status", self.status_server.serve()), name="status"))
+            await self._wait_for_room()
+            core.append(tg.create_task(self._guard("pipeline", self._pipeline_loop()), name="pipeline"))
             if s.cloud.api_key:
                 self._start_cloud(s)
             else:
                 log.warning(NO_KEY)
                 self.state.alerts.append(NO_KEY)
-            if s.status.listen:
-                from gateway.status.server import StatusServer
-
-                self.status_server = StatusServer(self, s.status.listen, s.status.token)
-                core.append(tg.create_task(self._guard("status", self.status_server.serve()), name="status"))
             readers = [self._start_reader(tg, r, sink, await outbox.last_seqs(r.name)) for r in s.readers]
             await self._links_tried()
             self.state.phase = "running"
@@ -290,7 +315,8 @@ class Gateway:
             for t in rest:
                 t.cancel()
             await asyncio.gather(*rest, return_exceptions=True)
-            await self.pipeline.step()  # derive what the last reads make, so a restart has less to do
+            if not self.disk.status.full:  # derive what the last reads make, so a restart has less to do
+                await self.pipeline.step()
             core[0].cancel()  # the journal writer flushes what it holds when cancelled
 
     def _start_cloud(self, s: config_mod.Settings) -> None:
@@ -307,6 +333,7 @@ class Gateway:
                 deviceid=s.device.deviceid,
                 backoff_cap=s.cloud.backoff_cap_s,
             ),
+            hold=lambda: self.clock.hold_reason,  # [clock] hold_uploads_until_synced
         )
         tg = self._tg
         self._core += [
@@ -435,7 +462,7 @@ class Gateway:
             fresh,
             cloud=cloud,
             readers=old.readers,
-            outbox=old.outbox,
+            outbox=dataclasses.replace(old.outbox, min_free_mb=fresh.outbox.min_free_mb),
             status=old.status,
             log_level=old.log_level,
             device=device,
@@ -451,6 +478,16 @@ class Gateway:
                 for k in ("timezone", "latitude", "longitude")
                 if getattr(old.session, k) != getattr(running.session, k)
             ]
+        guard_keys = [f"[clock] {f.name}" for f in dataclasses.fields(old.clock)
+                      if getattr(old.clock, f.name) != getattr(running.clock, f.name)]
+        if old.outbox.min_free_mb != running.outbox.min_free_mb:
+            guard_keys.append("[outbox] min_free_mb")
+        if guard_keys:
+            self.clock.hold_until_synced = running.clock.hold_uploads_until_synced
+            self.clock.max_skew_s = running.clock.max_skew_s
+            self.disk.status.min_free_mb = running.outbox.min_free_mb
+            self._check_guards()
+            applied += guard_keys
         if not cloud_started:
             if running.cloud.api_key:
                 self._start_cloud(running)
@@ -509,7 +546,47 @@ class Gateway:
         pending = "?"
         if self.uploader is not None:
             pending = str(self.uploader.status.state)
-        return f"phase={self.state.phase} uploader={pending}"
+        line = f"phase={self.state.phase} uploader={pending}"
+        # what `systemctl status` shows: the guards' warnings first-hand, not only on the page
+        warnings = [m for m in (self.disk.status.message, self.clock.status.message) if m]
+        return "; ".join([line, *warnings])
+
+    def _check_guards(self) -> None:
+        """The clock and the disk, now: a change is told to systemd at once and wakes the uploader (a hold
+        that ends must not wait for its next poll)."""
+        changed = self.clock.check()
+        changed = self.disk.check() or changed
+        if changed:
+            self.notifier.status(self._status_line())
+            if self.uploader is not None:
+                self.uploader.notify()
+
+    async def _guards_loop(self) -> None:
+        while True:
+            await asyncio.sleep(guards.CHECK_INTERVAL_S)
+            self._check_guards()
+
+    async def _wait_for_room(self) -> None:
+        """At start, before anything writes: a database that cannot grow (the last run ended on a full disk,
+        exit 75) is waited on, alive, rather than crashed on again and again. systemd hears READY and the
+        watchdog (the process is fine), STATUS= and the page say DISK FULL, and every FULL_RETRY_S the room
+        is looked for again; once there is some, the readers start. Reads already taken stay where they are."""
+        reason = await asyncio.to_thread(self.disk.room)
+        if reason is None:
+            return
+        self.disk.check()
+        self.disk.set_full(reason)
+        alert = self.disk.status.message
+        self.state.alerts.append(alert)
+        self.notifier.ready(self._status_line())
+        while reason is not None:
+            if await wait_event(self._stop, guards.FULL_RETRY_S):
+                return  # stopping while full: the shutdown path skips the writes it can skip
+            reason = await asyncio.to_thread(self.disk.room)
+        self.disk.check()
+        self.disk.set_full(None)
+        self.state.alerts.remove(alert)
+        self.notifier.status(self._status_line())
 
     def progress_problem(self, now: float | None = None) -> str | None:
         """Why the gateway is NOT making progress, or None. Progress = this loop turns (we are running it),

@@ -44,7 +44,7 @@ MAX_ALERTS = 50
 LINGER_MAX = 5  # a linger ends after this many linger_s even while passings keep arriving
 ALL = 1_000_000_000  # "every pending row" for the rare full-session operations (closed-session handling)
 
-STATES = ("idle", "sending", "backoff", "auth_failed", "refused", "session_closed", "no_session")
+STATES = ("idle", "sending", "backoff", "auth_failed", "refused", "session_closed", "no_session", "held")
 REFUSAL_STREAK = 8  # rows refused alone for one reason, nothing to probe with, no 2xx: the cloud refuses everything
 
 
@@ -81,6 +81,7 @@ class UploaderStatus:
     batch_limit: int = 0  # the batch size in use (halved on 413)
     can_read: bool = True
     held_sessions: list[str] = field(default_factory=list)  # closed sessions whose passings wait for the crew
+    held_reason: str | None = None  # uploads held ([clock] hold_uploads_until_synced): why
     alerts: list[str] = field(default_factory=list)
 
 
@@ -112,8 +113,10 @@ class Uploader:
         *,
         wake: asyncio.Event | None = None,
         can_read: bool = True,
+        hold: Callable[[], str | None] | None = None,
     ) -> None:
         self.outbox = outbox
+        self._hold_uploads = hold  # a reason to send nothing for now (the clock guard's), or None
         self.settings = settings
         self._client = client
         self._wake = wake or asyncio.Event()
@@ -175,6 +178,10 @@ class Uploader:
                 await wait_event(self._retry, self.settings.backoff_cap)
                 self.status.state = "idle"
                 log.info("trying again after the cloud refused every passing")
+            if self._held_back():
+                self._wake.clear()
+                await wait_event(self._wake, IDLE_POLL_S)
+                continue
             self._retry.clear()
             self._wake.clear()  # before looking, so a notify() during the look is not lost
             client = self._client
@@ -194,6 +201,19 @@ class Uploader:
             was_idle = not worked
             if not worked:
                 await wait_event(self._wake, IDLE_POLL_S)
+
+    def _held_back(self) -> bool:
+        """Whether uploads wait (the passings stay Pending, nothing is lost); a change is logged once."""
+        reason = self._hold_uploads() if self._hold_uploads is not None else None
+        if reason is not None and self.status.held_reason is None:
+            log.warning("uploads held", reason=reason)
+        elif reason is None and self.status.held_reason is not None:
+            log.info("uploads resumed")
+            self.status.state = "idle"
+        self.status.held_reason = reason
+        if reason is not None:
+            self.status.state = "held"
+        return reason is not None
 
     async def _step(self, *, linger: bool) -> bool:
         """Send one batch of the oldest session with work; False when there is nothing to send."""

@@ -133,6 +133,8 @@ class StatusServer:
             "uploader": None if up is None else {k: v for k, v in _plain(up).items() if k != "alerts"},
             "alerts": alerts[-50:],
             "watchdog_at": gw.state.last_watchdog_at,
+            "clock": asdict(gw.clock.status),
+            "disk": asdict(gw.disk.status),
         }
         # Belt and braces: whatever a future field carries, a registered secret never leaves this process.
         result: dict[str, Any] = json.loads(redact(json.dumps(data, default=str)))
@@ -219,6 +221,7 @@ class _Collector(Collector):
         yield rejected
         yield last_byte
         yield since
+        yield from _guard_metrics(gw)
         unmapped = len(gw.pipeline.unmapped_chips) if gw.pipeline is not None else 0
         yield GaugeMetricFamily("rufus_gateway_unmapped_chips",
                                 "Distinct chips read that are not in the chip map (sent with bib = chip)",
@@ -235,3 +238,26 @@ class _Collector(Collector):
             last = s.last_success_at
             yield GaugeMetricFamily("rufus_gateway_last_upload_timestamp_seconds", "Unix time of the last 2xx",
                                     value=float(last or 0.0))
+
+
+def _guard_metrics(gw: Gateway) -> Iterator[Metric]:
+    """The clock and disk guards (gateway/guards.py), as the page and status.json show them."""
+    clock, disk = gw.clock.status, gw.disk.status
+    yield GaugeMetricFamily("rufus_gateway_clock_ok", "1 when the system clock is synchronised (or cannot tell) "
+                            "and not before the release date", value=1.0 if clock.ok else 0.0)
+    if clock.synced is not None:
+        yield GaugeMetricFamily("rufus_gateway_clock_synced", "1 when the kernel says the clock is synchronised",
+                                value=1.0 if clock.synced else 0.0)
+    yield GaugeMetricFamily("rufus_gateway_clock_uploads_held", "1 while uploads wait for a trusted clock",
+                            value=1.0 if clock.hold_uploads else 0.0)
+    skew = GaugeMetricFamily("rufus_gateway_reader_clock_skew_seconds",
+                             "Reader clock minus gateway clock, from its freshest read of the last minute",
+                             labels=["reader"])
+    for reader, value in sorted(clock.reader_skew_s.items()):
+        skew.add_metric([reader], float(value))
+    yield skew
+    yield GaugeMetricFamily("rufus_gateway_disk_free_bytes", "Free space on the database's filesystem",
+                            value=disk.free_mb * 1e6)
+    yield GaugeMetricFamily("rufus_gateway_disk_low", "1 below [outbox] min_free_mb", value=1.0 if disk.low else 0.0)
+    yield GaugeMetricFamily("rufus_gateway_disk_full", "1 while the database cannot grow (no read is taken)",
+                            value=1.0 if disk.full else 0.0)

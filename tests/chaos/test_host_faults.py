@@ -12,9 +12,11 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from gateway import control
 from tests.chaos.harness import cloud, daemon, free_port, settled, until, verdict
 from tests.chaos.harness.checker import load_truth, snapshot_db
 from tests.chaos.harness.processes import ReaderProcess
@@ -40,7 +42,7 @@ def small_fs(where: Path, size: str) -> Iterator[Path]:
 # `PRAGMA max_page_count` a write that would grow the file past it fails with SQLITE_FULL, "database or disk
 # is full", exactly what a full SD card gives. The pragma is per connection, so the daemon gets it from a
 # sitecustomize on its PYTHONPATH that sets it on every connection it opens (the gateway's code untouched);
-# "freeing space" is raising the limit the next start reads.
+# "freeing space" is raising the limit, which every connection reads again before its next statement.
 _SITECUSTOMIZE = """
 import os
 import sqlite3
@@ -49,13 +51,40 @@ _limit_file = os.environ.get("RUFUS_CHAOS_MAX_PAGES_FILE")
 if _limit_file:
     _connect = sqlite3.connect
 
+    class _Limited(sqlite3.Connection):
+        # The limit is looked at again before each statement: freeing space (raising it) reaches connections
+        # already open, as freed space on a real disk does.
+        def _limit(self):
+            with open(_limit_file) as f:
+                pages = int(f.read())
+            if pages != getattr(self, "_pages", None):
+                self._pages = pages
+                sqlite3.Connection.execute(self, f"PRAGMA max_page_count = {pages}")
+
+        def execute(self, *args, **kwargs):
+            self._limit()
+            return super().execute(*args, **kwargs)
+
+        def executemany(self, *args, **kwargs):
+            self._limit()
+            return super().executemany(*args, **kwargs)
+
+        def cursor(self, *args, **kwargs):
+            self._limit()
+            return super().cursor(*args, **kwargs)
+
     def connect(*args, **kwargs):
+        kwargs.setdefault("factory", _Limited)
         con = _connect(*args, **kwargs)
-        with open(_limit_file) as f:
-            con.execute(f"PRAGMA max_page_count = {int(f.read())}")
+        con._limit()
         return con
 
     sqlite3.connect = connect
+
+if os.environ.get("RUFUS_CHAOS_FULL_RETRY_S"):  # look for room more often than every 5 s
+    import gateway.guards
+
+    gateway.guards.FULL_RETRY_S = float(os.environ["RUFUS_CHAOS_FULL_RETRY_S"])
 """
 
 
@@ -83,7 +112,7 @@ def small_disk(tmp_path: Path, kind: str, size_kb: int) -> Iterator[SmallDisk]:
     limit.write_text(str(size_kb // 4))  # 4 KiB pages
     sd = tmp_path / "sd"
     sd.mkdir()
-    env = {"PYTHONPATH": str(site), "RUFUS_CHAOS_MAX_PAGES_FILE": str(limit)}
+    env = {"PYTHONPATH": str(site), "RUFUS_CHAOS_MAX_PAGES_FILE": str(limit), "RUFUS_CHAOS_FULL_RETRY_S": "0.3"}
     yield SmallDisk(sd, env, lambda: limit.write_text(str(1 << 30)), kind)
 
 
@@ -102,15 +131,31 @@ def one_clear_line(output: str, prefix: str) -> str:
     return lines[0]
 
 
+async def _status_json(port: int) -> dict[str, Any]:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/status.json") as r:
+        data: dict[str, Any] = await r.json()
+        return data
+
+
+def listening(port: int) -> bool:
+    """Whether a reader could connect: someone listens on `port`."""
+    import socket
+
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
 @pytest.mark.parametrize("disk", ["tmpfs", "page_limit"])
 async def test_disk_full_loses_nothing_committed_and_recovers(tmp_path: Path, disk: str) -> None:
     """The tmpfs (root) is the real thing; the page limit is the same failure for any user, so the test never
     skips: without root only the tmpfs case does."""
-    port = free_port()
+    port, status_port = free_port(), free_port()
     with small_disk(tmp_path, disk, 600) as sd:
         async with cloud(tmp_path, offline=True) as emu, daemon(
             tmp_path, emu, [{"name": "mat", "url": f"tcp-listen://127.0.0.1:{port}", "format": "csv"}],
-            db=sd.dir / "gw.db",
+            db=sd.dir / "gw.db", status={"listen": f"127.0.0.1:{status_port}"},
         ) as gw:  # fmt: skip
             gw.env.update(sd.env)
             await gw.start()
@@ -134,12 +179,26 @@ async def test_disk_full_loses_nothing_committed_and_recovers(tmp_path: Path, di
             assert rc == 75, output[-2000:]
             line = one_clear_line(output, "rufus-gateway:")
             assert "full" in line, line
-            sd.free()  # the crew frees space
             before = snapshot_db(gw.db)
             assert before.integrity == ["ok"] and len(before.reads) > 100
-            emu.set_offline(False)
+            # systemd restarts it on 75, the disk still full: the daemon does not crash again (no loop), it
+            # waits, alive, and says so on every surface; the readers are not started
             await gw.start()
+            await until(lambda: '"disk full: waiting for space' in gw.tail(100_000), 30, "the full-disk wait",
+                        gw.tail)
+            ping = await control.call(gw.socket, "GET", "/ping")
+            assert ping["phase"] == "starting", ping
+            status = await _status_json(status_port)
+            assert status["disk"]["full"] is True and status["disk"]["message"].startswith("DISK FULL"), status
+            assert any(a.startswith("DISK FULL") for a in status["alerts"]), status["alerts"]
+            await asyncio.sleep(1.5)  # several looks for room: still alive, still waiting
+            assert gw.running and not listening(port), gw.tail()
+            sd.free()  # the crew frees space: the same process resumes by itself
+            emu.set_offline(False)
             await gw.wait_ready()
+            assert gw.starts == 2
+            status = await _status_json(status_port)
+            assert status["disk"]["full"] is False and status["alerts"] == [], status
             await until(lambda: settled(gw), 60, "the backlog uploaded", gw.tail)
             assert await gw.terminate() == 0, gw.tail()
             report = verdict(gw, emu, claim="journaled")

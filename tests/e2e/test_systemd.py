@@ -40,3 +40,40 @@ async def test_ready_watchdog_through_a_cloud_outage_and_stopping(tmp_path: Path
         await asyncio.gather(listener, return_exceptions=True)
         sock.close()
         await d.kill()
+
+
+async def test_status_tells_systemd_the_clock_is_not_synchronised(tmp_path: Path, enveloped: Emulator) -> None:
+    """`systemctl status rufus-gateway` shows STATUS=: an unsynchronised clock is said there, and when it is
+    synchronised the line says so no more."""
+    from tests.e2e.test_guards import clock_daemon
+    from tests.fixtures.ports import free_port
+
+    path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.setblocking(False)
+    got: list[str] = []
+    listener = asyncio.create_task(_receive(sock, got))
+    d, clock = clock_daemon(tmp_path, enveloped, free_port(), free_port(), "unsynced")
+    d.env.update({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "600000"})
+    try:
+        await d.start()
+        for _ in range(100):
+            if any(m.startswith("READY=1") for m in got):
+                break
+            await asyncio.sleep(0.05)
+        [ready] = [m for m in got if m.startswith("READY=1")]
+        assert "system clock not synchronised" in ready and "uploads held" in ready, ready
+        clock.write_text("synced")
+        for _ in range(100):
+            if any(m.startswith("STATUS=") and "clock" not in m for m in got[got.index(ready) + 1 :]):
+                break
+            await asyncio.sleep(0.05)
+        later = [m for m in got[got.index(ready) + 1 :] if m.startswith("STATUS=")]
+        assert later and "clock" not in later[-1], later
+        assert await d.terminate() == 0
+    finally:
+        listener.cancel()
+        await asyncio.gather(listener, return_exceptions=True)
+        sock.close()
+        await d.kill()

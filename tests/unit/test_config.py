@@ -43,10 +43,11 @@ def _loader_keys(tmp_path: Path) -> dict[str, set[str]]:
 def test_example_documents_every_key(tmp_path: Path) -> None:
     keys = _loader_keys(tmp_path)
     # the probe itself is sound: it finds every settings field, and the one key that has no dataclass
-    assert set(keys) == {"cloud", "device", "session", "reader", "outbox", "status", "log"}
+    assert set(keys) == {"cloud", "device", "session", "reader", "outbox", "status", "clock", "log"}
     tables = {
         "cloud": config.CloudSettings, "device": config.DeviceSettings, "session": config.SessionSettings,
         "reader": config.ReaderSettings, "outbox": config.OutboxSettings, "status": config.StatusSettings,
+        "clock": config.ClockSettings,
     }
     for table, cls in tables.items():
         assert {f.name for f in dataclasses.fields(cls)} <= keys[table], table
@@ -81,6 +82,10 @@ def test_env_key_overrides_file(tmp_path: Path) -> None:
         ("[reader]\nformat = 'csv'\n", r"\[reader\] url: missing"),
         ("[status]\nlisten = 'nope'\n", r"\[status\] listen: must be HOST:PORT"),
         ("[cloud\nx=1\n", r"gw\.toml:1: TOML syntax error"),
+        ("[clock]\nhold_uploads_until_synced = 1\n", r"gw\.toml:2: \[clock\] hold_uploads_until_synced: must be true"),
+        ("[clock]\n\nmax_skew_s = -1\n", r"gw\.toml:3: \[clock\] max_skew_s: must be between"),
+        ("[clock]\nskew = 1\n", r"gw\.toml:2: \[clock\] skew: unknown key"),
+        ("[outbox]\nmin_free_mb = 'lots'\n", r"gw\.toml:2: \[outbox\] min_free_mb: must be a number"),
     ],
 )
 def test_bad_config_is_one_line_naming_file_line_key(tmp_path: Path, text: str, expected: str) -> None:
@@ -96,6 +101,15 @@ def test_bad_key_is_never_echoed(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as exc:
         config.load(write(tmp_path, f'[cloud]\napi_key = "{bad}"\n'), environ={})
     assert bad not in str(exc.value) and "api_key" in str(exc.value)
+
+
+def test_clock_and_disk_guard_keys(tmp_path: Path) -> None:
+    p = write(tmp_path, "[clock]\nhold_uploads_until_synced = true\nmax_skew_s = 0.5\n[outbox]\nmin_free_mb = 50\n")
+    s = config.load(p, environ={})
+    assert s.clock == config.ClockSettings(hold_uploads_until_synced=True, max_skew_s=0.5)
+    assert s.outbox.min_free_mb == 50.0
+    d = config.load(None, environ={})
+    assert (d.clock.hold_uploads_until_synced, d.clock.max_skew_s, d.outbox.min_free_mb) == (False, 2.0, 200.0)
 
 
 def test_missing_file(tmp_path: Path) -> None:

@@ -43,3 +43,21 @@ def test_identity_needs_a_restart_only_once_the_cloud_side_has_resolved_it() -> 
     )
     assert restart_needed(BASE, new, cloud_started=False) == []  # no key yet: used when the key arrives
     assert restart_needed(BASE, new, cloud_started=True) == ["[device] serial_number", "[session] alias"]
+
+
+async def test_guard_keys_apply_at_once() -> None:
+    from gateway.guards import ClockGuard, ClockSync
+    from gateway.service import Gateway
+
+    new = dataclasses.replace(
+        BASE,
+        clock=config.ClockSettings(hold_uploads_until_synced=True, max_skew_s=0.5),
+        outbox=dataclasses.replace(BASE.outbox, min_free_mb=10.0),
+    )
+    assert restart_needed(BASE, new, cloud_started=True) == []
+    gw = Gateway(BASE, clock=ClockGuard(probe=lambda: ClockSync(False, "test")))
+    gw._check_guards()
+    assert gw.clock.hold_reason is None
+    await gw._apply(new)
+    assert gw.clock.hold_reason is not None and gw.clock.max_skew_s == 0.5
+    assert gw.disk.status.min_free_mb == 10.0 and gw.settings.outbox.min_free_mb == 10.0
