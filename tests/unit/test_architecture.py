@@ -35,6 +35,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "cloud": ("gateway.cloud",),
     "store": ("gateway.store", "gateway.outbox"),
     "settings": ("gateway.config",),
+    "guards": ("gateway.guards",),
     "ingest": ("gateway.ingest",),
     "pipeline": ("gateway.pipeline",),
     "upload": ("gateway.uploader", "gateway.lifecycle"),
@@ -55,7 +56,18 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "emulator": ("gateway.emulator",),
     "simulator": ("gateway.simulator",),
 }
-BELOW_SERVICE = {"foundation", "bytes", "parsing", "cloud", "store", "settings", "ingest", "pipeline", "upload"}
+BELOW_SERVICE = {
+    "foundation",
+    "bytes",
+    "parsing",
+    "cloud",
+    "store",
+    "settings",
+    "guards",
+    "ingest",
+    "pipeline",
+    "upload",
+}
 # layer -> what it may import besides itself: layer names, or single modules
 MAY_IMPORT: dict[str, set[str]] = {
     "foundation": set(),
@@ -64,6 +76,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "cloud": {"foundation"},
     "store": {"foundation"},
     "settings": {"foundation", "parsing"},
+    "guards": {"foundation"},
     "ingest": {"foundation", "bytes", "parsing"},
     "pipeline": {"foundation", "parsing", "store", "settings"},
     "upload": {"foundation", "cloud", "store", "settings"},
@@ -75,7 +88,7 @@ MAY_IMPORT: dict[str, set[str]] = {
 }
 # third-party module -> the layers (or modules) that may import it
 LIBRARIES: dict[str, set[str]] = {
-    "sqlite3": {"store", "commands", "emulator"},
+    "sqlite3": {"store", "guards", "commands", "emulator"},
     "aiosqlite": {"store", "commands", "emulator"},
     "aiohttp": {"cloud", "local API", "service", "emulator", "commands"},
     "serial_asyncio_fast": {"gateway.links.serial"},
