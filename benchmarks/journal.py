@@ -148,9 +148,13 @@ def fsync_ms(directory: Path, count: int) -> float:
 
 async def main() -> None:
     p = parser(__doc__.splitlines()[0] if __doc__ else "")
-    p.add_argument("--dir", type=Path, default=None,
-                   help="where the database files go (default: a temporary directory under the current one, "
-                        "i.e. on the same disk as the project, not a RAM-backed /tmp)")
+    p.add_argument(
+        "--dir",
+        type=Path,
+        default=None,
+        help="where the database files go (default: a temporary directory under the current one, "
+        "i.e. on the same disk as the project, not a RAM-backed /tmp)",
+    )
     args = p.parse_args()
     quiet_logs()
     small, large, rounds = (200, 1_000, 1) if args.quick else (3_000, 60_000, 2)
@@ -182,29 +186,33 @@ async def main() -> None:
     print(f"{'scenario':<20}{'reads':>8}{'reads/s':>11}{'x naive':>9}{'txn/read':>10}{'p50 ms':>9}{'p99 ms':>9}")
     for r in [base, *runs]:
         s = r.summary(base)
-        print(f"{r.name:<20}{s['reads']:>8}{s['reads_per_s']:>11.1f}{s['ratio']:>9.2f}{s['txn_per_read']:>10.4f}"
-              f"{s['latency_p50_ms']:>9.2f}{s['latency_p99_ms']:>9.2f}")
+        print(
+            f"{r.name:<20}{s['reads']:>8}{s['reads_per_s']:>11.1f}{s['ratio']:>9.2f}{s['txn_per_read']:>10.4f}"
+            f"{s['latency_p50_ms']:>9.2f}{s['latency_p99_ms']:>9.2f}"
+        )
     print(f"peak RSS {rss_after} MB ({rss_before} MB before the runs, with the reads generated)")
 
     headline = runs[0].summary(base)  # the brief's shape: 4 links, each read submitted on its own
-    emit({
-        "benchmark": "journal",
-        "quick": args.quick,
-        "fsync_ms": disk_fsync,
-        "naive_reads_per_s": round(base.reads_per_s, 1),
-        "group_reads_per_s": headline["reads_per_s"],
-        "ratio": headline["ratio"],
-        "naive_txn_per_read": 1.0,
-        "group_txn_per_read": headline["txn_per_read"],
-        "group_latency_p50_ms": headline["latency_p50_ms"],
-        "group_latency_p99_ms": headline["latency_p99_ms"],
-        "naive_latency_p50_ms": base.summary(None)["latency_p50_ms"],
-        "scenarios": {r.name: r.summary(base) for r in runs},
-        "peak_rss_mb": rss_after,
-        "rss_before_runs_mb": rss_before,
-        "large_run_reads": runs[-1].reads,
-        **machine(),
-    })
+    emit(
+        {
+            "benchmark": "journal",
+            "quick": args.quick,
+            "fsync_ms": disk_fsync,
+            "naive_reads_per_s": round(base.reads_per_s, 1),
+            "group_reads_per_s": headline["reads_per_s"],
+            "ratio": headline["ratio"],
+            "naive_txn_per_read": 1.0,
+            "group_txn_per_read": headline["txn_per_read"],
+            "group_latency_p50_ms": headline["latency_p50_ms"],
+            "group_latency_p99_ms": headline["latency_p99_ms"],
+            "naive_latency_p50_ms": base.summary(None)["latency_p50_ms"],
+            "scenarios": {r.name: r.summary(base) for r in runs},
+            "peak_rss_mb": rss_after,
+            "rss_before_runs_mb": rss_before,
+            "large_run_reads": runs[-1].reads,
+            **machine(),
+        }
+    )
 
 
 if __name__ == "__main__":

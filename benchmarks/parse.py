@@ -106,8 +106,13 @@ def bench(name: str, runners: int, repeats: int) -> dict[str, Any]:
 
 def main() -> None:
     p = parser(__doc__.splitlines()[0] if __doc__ else "")
-    p.add_argument("--format", dest="names", action="append", choices=formats.names(),
-                   help="only this format (repeatable; default: all)")
+    p.add_argument(
+        "--format",
+        dest="names",
+        action="append",
+        choices=formats.names(),
+        help="only this format (repeatable; default: all)",
+    )
     args = p.parse_args()
     quiet_logs()
     runners, repeats = (300, 2) if args.quick else (6_000, 5)
@@ -115,21 +120,25 @@ def main() -> None:
 
     print(f"{'format':<13}{'reads':>8}{'records/s':>12}{'MB/s':>7}{'baseline rec/s':>16}{'cost x':>8}")
     for name, r in results.items():
-        print(f"{name:<13}{r['reads']:>8}{r['records_per_s']:>12.0f}{r['mb_per_s']:>7.2f}"
-              f"{r['baseline_records_per_s']:>16.0f}{r['ratio']:>8.1f}")
+        print(
+            f"{name:<13}{r['reads']:>8}{r['records_per_s']:>12.0f}{r['mb_per_s']:>7.2f}"
+            f"{r['baseline_records_per_s']:>16.0f}{r['ratio']:>8.1f}"
+        )
     ratios = [r["ratio"] for r in results.values()]
     worst = max(results, key=lambda n: results[n]["ratio"])
-    emit({
-        "benchmark": "parse",
-        "quick": args.quick,
-        "formats": results,
-        "ratio": round(math.exp(sum(math.log(x) for x in ratios) / len(ratios)), 3),  # geometric mean
-        "worst_format": worst,
-        "worst_ratio": results[worst]["ratio"],
-        "min_records_per_s": min(r["records_per_s"] for r in results.values()),
-        "peak_rss_mb": peak_rss_mb(),
-        **machine(),
-    })
+    emit(
+        {
+            "benchmark": "parse",
+            "quick": args.quick,
+            "formats": results,
+            "ratio": round(math.exp(sum(math.log(x) for x in ratios) / len(ratios)), 3),  # geometric mean
+            "worst_format": worst,
+            "worst_ratio": results[worst]["ratio"],
+            "min_records_per_s": min(r["records_per_s"] for r in results.values()),
+            "peak_rss_mb": peak_rss_mb(),
+            **machine(),
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -56,8 +56,14 @@ class Run:
         return self.passings / self.seconds if self.seconds > 0 else 0.0
 
     def summary(self) -> dict[str, Any]:
-        return {"passings": self.passings, "passings_per_s": round(self.per_s, 1), "requests": self.requests,
-                "batch_size": self.batch_size, "latency_ms": self.latency_ms, "seconds": round(self.seconds, 3)}
+        return {
+            "passings": self.passings,
+            "passings_per_s": round(self.per_s, 1),
+            "requests": self.requests,
+            "batch_size": self.batch_size,
+            "latency_ms": self.latency_ms,
+            "seconds": round(self.seconds, 3),
+        }
 
 
 async def one_run(emu: Emulator, key: str, db: Path, run: Run) -> Run:
@@ -71,11 +77,18 @@ async def one_run(emu: Emulator, key: str, db: Path, run: Run) -> Run:
         await outbox.set_current_session(token, alias=run.name, deviceid=deviceid, created_by_us=True)
         for first in range(0, run.passings, 5000):
             count = min(5000, run.passings - first)
-            await outbox.add_passings(token, [
-                NewPassing(timestamp=T0 + timedelta(milliseconds=37 * i), bib=str(1 + i % 4000),
-                           chip=f"{58000000000 + i % 4000:012d}", timezone="Europe/Berlin")
-                for i in range(first, first + count)
-            ])
+            await outbox.add_passings(
+                token,
+                [
+                    NewPassing(
+                        timestamp=T0 + timedelta(milliseconds=37 * i),
+                        bib=str(1 + i % 4000),
+                        chip=f"{58000000000 + i % 4000:012d}",
+                        timezone="Europe/Berlin",
+                    )
+                    for i in range(first, first + count)
+                ],
+            )
         uploader = Uploader(outbox, client, UploaderSettings(batch_size=run.batch_size, linger_s=0.0))
         requests_before = client.requests
         t0 = time.perf_counter()
@@ -95,8 +108,10 @@ async def one_run(emu: Emulator, key: str, db: Path, run: Run) -> Run:
         assert emu.store is not None
         held = emu.store.num_passings(token)
         if sorted(held) != list(range(1, run.passings + 1)):
-            raise SystemExit(f"upload benchmark {run.name}: the emulator holds {len(held)} passings "
-                             f"({len(set(held))} distinct), expected 1..{run.passings}")
+            raise SystemExit(
+                f"upload benchmark {run.name}: the emulator holds {len(held)} passings "
+                f"({len(set(held))} distinct), expected 1..{run.passings}"
+            )
         if uploader.status.state in ("auth_failed", "session_closed") or uploader.status.rejected:
             raise SystemExit(f"upload benchmark {run.name}: uploader ended in {uploader.status.state}")
     finally:
@@ -107,8 +122,12 @@ async def one_run(emu: Emulator, key: str, db: Path, run: Run) -> Run:
 
 async def main() -> None:
     p = parser(__doc__.splitlines()[0] if __doc__ else "")
-    p.add_argument("--latency-ms", type=int, default=20,
-                   help="round trip added by the emulator in the second pair of runs (0: skip them)")
+    p.add_argument(
+        "--latency-ms",
+        type=int,
+        default=20,
+        help="round trip added by the emulator in the second pair of runs (0: skip them)",
+    )
     p.add_argument("--dir", type=Path, default=None, help="where the outbox files go (default: under the cwd)")
     args = p.parse_args()
     quiet_logs()
@@ -123,8 +142,10 @@ async def main() -> None:
             d = Path(tmp)
             plan = [Run("batched", 500, 0, n_batched), Run("one per request", 1, 0, n_single)]
             if args.latency_ms > 0:
-                plan += [Run(f"batched +{args.latency_ms}ms", 500, args.latency_ms, n_batched),
-                         Run(f"one per request +{args.latency_ms}ms", 1, args.latency_ms, n_single_latency)]
+                plan += [
+                    Run(f"batched +{args.latency_ms}ms", 500, args.latency_ms, n_batched),
+                    Run(f"one per request +{args.latency_ms}ms", 1, args.latency_ms, n_single_latency),
+                ]
             for i, run in enumerate(plan):
                 runs.append(await one_run(emu, key, d / f"outbox{i}.db", run))
     finally:
@@ -150,8 +171,10 @@ async def main() -> None:
             "single_latency_passings_per_s": round(runs[3].per_s, 1),
             "latency_ratio": ratio(runs[2].per_s, runs[3].per_s),
         }
-    print(f"batched / one per request: {figures['ratio']}x on loopback"
-          + (f", {figures['latency_ratio']}x with {args.latency_ms} ms round trips" if len(runs) == 4 else ""))
+    print(
+        f"batched / one per request: {figures['ratio']}x on loopback"
+        + (f", {figures['latency_ratio']}x with {args.latency_ms} ms round trips" if len(runs) == 4 else "")
+    )
     emit(figures)
 
 

@@ -329,7 +329,11 @@ def load(path: str | Path | None, environ: Mapping[str, str] | None = None) -> S
         base_url=ld.get(c, "cloud", "base_url", _str, d.base_url, check=_http_url).rstrip("/"),
         api_key=api_key,
         api_key_header=ld.get(
-            c, "cloud", "api_key_header", _str, d.api_key_header,
+            c,
+            "cloud",
+            "api_key_header",
+            _str,
+            d.api_key_header,
             check=lambda v: None if v in ("api_key", "x-api-key") else "must be api_key or x-api-key",
         ),
         batch_size=ld.get(c, "cloud", "batch_size", _int, d.batch_size, check=_range(1, 5000)),
@@ -383,7 +387,12 @@ def load(path: str | Path | None, environ: Mapping[str, str] | None = None) -> S
             tz=ld.get(r, "reader", "tz", _str, "UTC", idx, check=_zone),
             dedup_window_s=ld.get(r, "reader", "dedup_window_s", _float, 3.0, idx, check=_range(0, 3600)),
             dedup_mode=ld.get(
-                r, "reader", "dedup_mode", _str, "first", idx,
+                r,
+                "reader",
+                "dedup_mode",
+                _str,
+                "first",
+                idx,
                 check=lambda v: None if v in ("first", "strongest") else "must be first or strongest",
             ),
             finished_window_s=ld.get(r, "reader", "finished_window_s", _opt_float, None, idx, check=_range(0, 86400)),
@@ -418,7 +427,11 @@ def load(path: str | Path | None, environ: Mapping[str, str] | None = None) -> S
     )
     lg = ld.table("log", {"level"})
     level = ld.get(
-        lg, "log", "level", _str, "info",
+        lg,
+        "log",
+        "level",
+        _str,
+        "info",
         check=lambda v: None if v in ("debug", "info", "warning", "error") else "must be debug, info, warning or error",
     )
     return Settings(

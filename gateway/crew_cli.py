@@ -103,8 +103,9 @@ def _parse_time(text: str | None) -> datetime | None:
 @click.command("mark")
 @click.argument("bib", required=False)
 @click.option("--time", "time_text", help="When the runner crossed (ISO 8601 with zone); default now.")
-@click.option("--void", "void_num", type=int,
-              help="Void the manual passing with this num_passing (while Pending and never sent).")
+@click.option(
+    "--void", "void_num", type=int, help="Void the manual passing with this num_passing (while Pending and never sent)."
+)
 @config_option
 def mark_cmd(bib: str | None, time_text: str | None, void_num: int | None, config_path: Path) -> None:
     """Manual entry: a bib the mat missed, through the same journal and outbox (origin manual)."""
@@ -280,8 +281,14 @@ def device_bind(config_path: Path) -> None:
             return {"deviceid": deviceid}
 
     d = settings.device
-    body = {"deviceid": d.deviceid, "serial_number": d.serial_number, "model": d.model, "alias": d.alias,
-            "firmware": d.firmware, "type": d.type}
+    body = {
+        "deviceid": d.deviceid,
+        "serial_number": d.serial_number,
+        "model": d.model,
+        "alias": d.alias,
+        "firmware": d.firmware,
+        "type": d.type,
+    }
     result = _run(_via_daemon_or(settings, "/device/bind", body, direct))
     click.echo(f"deviceid {result['deviceid']}")
 
@@ -330,22 +337,30 @@ def reconcile_cmd(config_path: Path, token: str | None) -> None:
         tok = s["token_session"]
         if s["missing"]:
             problems = True
-            click.echo(f"no: session {tok}: {len(s['missing'])} passing(s) marked Sent are not in the cloud "
-                       "(requeued): " + ", ".join(map(str, s["missing"])))
+            click.echo(
+                f"no: session {tok}: {len(s['missing'])} passing(s) marked Sent are not in the cloud "
+                "(requeued): " + ", ".join(map(str, s["missing"]))
+            )
         if s["pending"]:
             problems = True
             shown = ", ".join(f"{n} (bib {b})" for n, b in s["pending"][:50])
-            click.echo(f"no: session {tok}: {len(s['pending'])} passing(s) still Pending: {shown}"
-                       + (" ..." if len(s["pending"]) > 50 else ""))
+            click.echo(
+                f"no: session {tok}: {len(s['pending'])} passing(s) still Pending: {shown}"
+                + (" ..." if len(s["pending"]) > 50 else "")
+            )
         if s["rejected"]:
             problems = True
-            click.echo(f"no: session {tok}: {len(s['rejected'])} passing(s) Rejected by the cloud, not in it "
-                       "(after fixing them: rufus-gateway outbox requeue --rejected):")
+            click.echo(
+                f"no: session {tok}: {len(s['rejected'])} passing(s) Rejected by the cloud, not in it "
+                "(after fixing them: rufus-gateway outbox requeue --rejected):"
+            )
             for n, b, reason in s["rejected"]:
                 click.echo(f"  num_passing {n}, bib {b}: {reason or 'no reason given'}")
         if s["unverified"]:
-            click.echo(f"note: session {tok}: {s['unverified']} passing(s) marked Sent without being verified "
-                       "(the key could not read) are now checked against the cloud")
+            click.echo(
+                f"note: session {tok}: {s['unverified']} passing(s) marked Sent without being verified "
+                "(the key could not read) are now checked against the cloud"
+            )
     if problems:
         sys.exit(1)
     total = sum(s["sent"] for s in report)
@@ -393,20 +408,23 @@ async def _reconcile(settings: config_mod.Settings, only: str | None) -> list[di
                     tail = tail if unverified else ""
                     raise GatewayError(f"cannot read session {tok} back from the cloud: {exc}{tail}") from None
                 missing = sorted(
-                    r.passing.num_passing for r in sent
+                    r.passing.num_passing
+                    for r in sent
                     if (c := cloud.get(r.passing.num_passing)) is None
                     or not same_passing(r.passing, c.timestamp, c.bib)
                 )
                 if missing:
                     await _requeue(settings, tok, missing)
-            report.append({
-                "token_session": tok,
-                "sent": len(sent),
-                "missing": missing,
-                "pending": [(r.passing.num_passing, r.passing.bib) for r in pending],
-                "rejected": [(r.passing.num_passing, r.passing.bib, r.reason) for r in rejected],
-                "unverified": sum(1 for r in sent if r.reason in (UNVERIFIED_DUPLICATE, UNVERIFIED_SHORT)),
-            })
+            report.append(
+                {
+                    "token_session": tok,
+                    "sent": len(sent),
+                    "missing": missing,
+                    "pending": [(r.passing.num_passing, r.passing.bib) for r in pending],
+                    "rejected": [(r.passing.num_passing, r.passing.bib, r.reason) for r in rejected],
+                    "unverified": sum(1 for r in sent if r.reason in (UNVERIFIED_DUPLICATE, UNVERIFIED_SHORT)),
+                }
+            )
     finally:
         if client is not None:
             await client.close()

@@ -304,8 +304,14 @@ class SeqTracker:
         if restarted:
             # a new file: its numbers are not ours; fetch all of it (what the journal has is recognised)
             self.counters.restarts += 1
-            log.warning("reader numbering restarted: fetching its new file", link=self.link, reader=key, was=last,
-                        holds=n, generation=answer.generation)
+            log.warning(
+                "reader numbering restarted: fetching its new file",
+                link=self.link,
+                reader=key,
+                was=last,
+                holds=n,
+                generation=answer.generation,
+            )
             self.requested.pop(key, None)
             self.last[key] = n
             return self._request(key, 1, n, refetch) if n > 0 else b""
@@ -334,7 +340,14 @@ async def run_reader(
 
     async def handler(conn: Connection) -> None:
         await serve_connection(
-            conn, fmt, ctx, sink, link_name=link.name, counters=counters, tracker=tracker, silence_s=silence_s,
+            conn,
+            fmt,
+            ctx,
+            sink,
+            link_name=link.name,
+            counters=counters,
+            tracker=tracker,
+            silence_s=silence_s,
             set_time=set_time,
         )
 

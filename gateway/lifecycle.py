@@ -57,8 +57,7 @@ def read_denied(client: RufusClient, where: str) -> None:
         return
     _read_denied.add(client)
     log.warning(
-        "API key may not read (403 on a GET): uploading continues, these safety checks are off; "
-        "use a READ_WRITE key",
+        "API key may not read (403 on a GET): uploading continues, these safety checks are off; use a READ_WRITE key",
         refused=where,
         checks_off=list(READ_CHECKS),
     )
@@ -162,8 +161,11 @@ async def resolve_device(outbox: Outbox, client: ClientSource, settings: Lifecyc
     if settings.deviceid:
         if stored != settings.deviceid:
             if stored:
-                log.warning("configured deviceid differs from the stored one: using the configured one",
-                            configured=settings.deviceid, stored=stored)
+                log.warning(
+                    "configured deviceid differs from the stored one: using the configured one",
+                    configured=settings.deviceid,
+                    stored=stored,
+                )
             await outbox.set_meta(DEVICE_META_KEY, settings.deviceid)
         return settings.deviceid
     if stored:
@@ -203,8 +205,11 @@ async def _cloud_floor(client: ClientSource, token: str, settings: LifecycleSett
             if not settings.patient:
                 raise
             if not streak.down:
-                log.error("configured session not found in the cloud; check [session] token_session",
-                          token_session=token, error=str(exc))
+                log.error(
+                    "configured session not found in the cloud; check [session] token_session",
+                    token_session=token,
+                    error=str(exc),
+                )
             streak.failed(str(exc))
             await asyncio.sleep(backoff.next_delay())
             continue
@@ -212,9 +217,7 @@ async def _cloud_floor(client: ClientSource, token: str, settings: LifecycleSett
         return max(floor, 0), info.alias
 
 
-async def resolve_session(
-    outbox: Outbox, client: ClientSource, settings: LifecycleSettings
-) -> SessionRecord | None:
+async def resolve_session(outbox: Outbox, client: ClientSource, settings: LifecycleSettings) -> SessionRecord | None:
     """The session new passings are numbered in: configured, else stored, else created. None when there is
     no session and no device to create one for (reads are still journaled)."""
     current = await outbox.current_session()
@@ -235,16 +238,21 @@ async def resolve_session(
             created_by_us=stored.created_by_us if stored else False,
             floor=floor,
         )
-        log.info("session adopted: numbering continues above the cloud's highest num_passing",
-                 token_session=token, cloud_highest=floor)
+        log.info(
+            "session adopted: numbering continues above the cloud's highest num_passing",
+            token_session=token,
+            cloud_highest=floor,
+        )
         return await outbox.current_session()
     if current is not None:
         await _probe_read(client, current.token_session)
         return current
     deviceid = await resolve_device(outbox, client, settings)
     if deviceid is None:
-        log.warning("no session: configure [session] token_session, or a device to create one for; "
-                    "reads are journaled but nothing is numbered or uploaded")
+        log.warning(
+            "no session: configure [session] token_session, or a device to create one for; "
+            "reads are journaled but nothing is numbered or uploaded"
+        )
         return None
     alias = settings.session_alias
     token, deviceid = await _create_session(outbox, client, deviceid, settings)
@@ -304,8 +312,11 @@ async def _create_session(
             if not settings.patient:
                 raise
             rebind = not settings.deviceid and settings.serial_number and settings.model
-            log.error("the cloud does not know our device" + ("; binding it again" if rebind else ""),
-                      deviceid=deviceid, error=str(exc))
+            log.error(
+                "the cloud does not know our device" + ("; binding it again" if rebind else ""),
+                deviceid=deviceid,
+                error=str(exc),
+            )
             if rebind:
                 await outbox.set_meta(DEVICE_META_KEY, None)
                 deviceid = await resolve_device(outbox, client, settings) or deviceid
@@ -356,8 +367,12 @@ async def close_session(outbox: Outbox, client: RufusClient, token_session: str)
     left = len(await outbox.pending(token_session, 1_000_000))
     log.info("session closed", token_session=token_session, pending=left)
     if left:
-        log.warning("closed session still has pending passings: they are held (or moved with "
-                    "follow_active_session) by the uploader", token_session=token_session, pending=left)
+        log.warning(
+            "closed session still has pending passings: they are held (or moved with "
+            "follow_active_session) by the uploader",
+            token_session=token_session,
+            pending=left,
+        )
 
 
 async def follow_active(
@@ -374,8 +389,9 @@ async def follow_active(
     moved = await outbox.renumber(closed_token, None, to_session=target, floor=floor)
     current = await outbox.current_session()
     if current is None or current.token_session == closed_token:
-        await outbox.set_current_session(target, alias=active.alias, deviceid=deviceid, created_by_us=False,
-                                         floor=floor)
+        await outbox.set_current_session(
+            target, alias=active.alias, deviceid=deviceid, created_by_us=False, floor=floor
+        )
         # Passings numbered in the closed session between the move and the switch follow the others.
         moved.update(await outbox.renumber(closed_token, None, to_session=target, floor=floor))
     return target, moved

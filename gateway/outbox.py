@@ -139,11 +139,32 @@ _PASSING_COLS = (
 
 
 _EXPORTABLE: dict[str, tuple[str, ...]] = {
-    "reads": ("id", "link", "reader", "seq", "reader_ts", "received_at", "chip", "bib", "antenna", "rssi", "raw",
-              "origin"),
+    "reads": (
+        "id",
+        "link",
+        "reader",
+        "seq",
+        "reader_ts",
+        "received_at",
+        "chip",
+        "bib",
+        "antenna",
+        "rssi",
+        "raw",
+        "origin",
+    ),
     "rejected_lines": ("id", "link", "offset", "reason", "raw", "received_at"),
-    "sessions": ("token_session", "alias", "deviceid", "created_by_us", "floor", "allocated", "active",
-                 "created_at", "closed_at"),
+    "sessions": (
+        "token_session",
+        "alias",
+        "deviceid",
+        "created_by_us",
+        "floor",
+        "allocated",
+        "active",
+        "created_at",
+        "closed_at",
+    ),
 }
 
 
@@ -587,10 +608,7 @@ class Outbox:
             # the same reader, sequence number AND content; a reused number with other content is a reader
             # that restarted its numbering, and its read is new (dropping it would lose a runner's time).
             keyed = {
-                (read.reader or link, read.seq)
-                for link, reads, _ in batches
-                for read in reads
-                if read.seq is not None
+                (read.reader or link, read.seq) for link, reads, _ in batches for read in reads if read.seq is not None
             }
             existing: set[tuple[str, int, str, str | None]] = set()
             pairs = list(keyed)
@@ -619,14 +637,29 @@ class Outbox:
                             reused.append((reader, read.seq))
                         existing.add(identity)
                         numbers_seen.add((reader, read.seq))
-                    inserts.append((
-                        link, reader, read.seq, _ts(read.timestamp), received, read.chip, read.bib,
-                        read.antenna, read.rssi, read.raw, origin,
-                    ))
+                    inserts.append(
+                        (
+                            link,
+                            reader,
+                            read.seq,
+                            _ts(read.timestamp),
+                            received,
+                            read.chip,
+                            read.bib,
+                            read.antenna,
+                            read.rssi,
+                            read.raw,
+                            origin,
+                        )
+                    )
                     slots.append((b, i))
             if reused:
-                log.warning("reader reused sequence numbers for new reads (numbering restarted?): kept as new",
-                            reader=reused[0][0], first_seq=reused[0][1], count=len(reused))
+                log.warning(
+                    "reader reused sequence numbers for new reads (numbering restarted?): kept as new",
+                    reader=reused[0][0],
+                    first_seq=reused[0][1],
+                    count=len(reused),
+                )
             if inserts:
                 before = int((await self._fetchone("SELECT COALESCE(MAX(id), 0) FROM reads"))[0])
                 await db.executemany(
@@ -635,9 +668,9 @@ class Outbox:
                     inserts,
                 )
                 # We hold the write lock, so the rows after `before` are exactly ours, in insertion order.
-                ids = [r[0] for r in await db.execute_fetchall(
-                    "SELECT id FROM reads WHERE id > ? ORDER BY id", (before,)
-                )]
+                ids = [
+                    r[0] for r in await db.execute_fetchall("SELECT id FROM reads WHERE id > ? ORDER BY id", (before,))
+                ]
                 if len(ids) != len(slots):
                     raise StorageError(f"database {self.path}: journal insert stored {len(ids)} of {len(slots)}")
                 for (b, i), read_id in zip(slots, ids, strict=True):
@@ -660,8 +693,17 @@ class Outbox:
         )
         return [
             JournaledRead(
-                id=r[0], link=r[1], reader=r[2], seq=r[3], timestamp=_dt(r[4]), received_at=_dt(r[5]),
-                chip=r[6], bib=r[7], antenna=r[8], rssi=r[9], origin=r[10],
+                id=r[0],
+                link=r[1],
+                reader=r[2],
+                seq=r[3],
+                timestamp=_dt(r[4]),
+                received_at=_dt(r[5]),
+                chip=r[6],
+                bib=r[7],
+                antenna=r[8],
+                rssi=r[9],
+                origin=r[10],
             )
             for r in rows
         ]
@@ -731,8 +773,22 @@ class Outbox:
             "latitude, longitude, gender, status, origin, read_id, created_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
-                (token, n, _ts(p.timestamp), p.bib, p.chip, p.participant_id, p.timezone, p.latitude, p.longitude,
-                 p.gender, p.status, p.origin, p.read_id, created)
+                (
+                    token,
+                    n,
+                    _ts(p.timestamp),
+                    p.bib,
+                    p.chip,
+                    p.participant_id,
+                    p.timezone,
+                    p.latitude,
+                    p.longitude,
+                    p.gender,
+                    p.status,
+                    p.origin,
+                    p.read_id,
+                    created,
+                )
                 for n, p in zip(nums, passings, strict=True)
             ],
         )
@@ -837,23 +893,41 @@ class Outbox:
             # The old rows leave Pending first so the new ones never coexist with them as two Pending copies.
             await db.executemany(
                 "UPDATE passings SET state = 'Moved', reason = ? WHERE id = ?",
-                [(f"moved to session {to_session} as num_passing {mapping[r.passing.num_passing]}", r.id)
-                 for r in old],
+                [(f"moved to session {to_session} as num_passing {mapping[r.passing.num_passing]}", r.id) for r in old],
             )
             await db.executemany(
                 "INSERT INTO passings (token_session, num_passing, timestamp, bib, chip, participant_id, timezone, "
                 "latitude, longitude, gender, status, origin, read_id, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (to_session, mapping[r.passing.num_passing], _ts(r.passing.timestamp), r.passing.bib,
-                     r.passing.chip, r.passing.participant_id, r.passing.timezone, r.passing.latitude,
-                     r.passing.longitude, r.passing.gender, r.passing.status, r.origin, r.read_id,
-                     _ts(r.created_at))  # keeps its age: oldest_pending_age_s stays honest
+                    (
+                        to_session,
+                        mapping[r.passing.num_passing],
+                        _ts(r.passing.timestamp),
+                        r.passing.bib,
+                        r.passing.chip,
+                        r.passing.participant_id,
+                        r.passing.timezone,
+                        r.passing.latitude,
+                        r.passing.longitude,
+                        r.passing.gender,
+                        r.passing.status,
+                        r.origin,
+                        r.read_id,
+                        _ts(r.created_at),
+                    )  # keeps its age: oldest_pending_age_s stays honest
                     for r in old
                 ],
             )
-        log.warning("passings renumbered", from_session=token_session, to_session=to_session, count=len(mapping),
-                    first=min(mapping.values()), last=max(mapping.values()), floor=floor)
+        log.warning(
+            "passings renumbered",
+            from_session=token_session,
+            to_session=to_session,
+            count=len(mapping),
+            first=min(mapping.values()),
+            last=max(mapping.values()),
+            floor=floor,
+        )
         return mapping
 
     async def requeue(self, token_session: str, nums: Sequence[int]) -> int:
@@ -883,8 +957,12 @@ class Outbox:
             )
             changed = max(cur.rowcount, 0)
         if changed:
-            log.warning("rejected passings back to Pending: the cloud refused every passing, not these",
-                        token_session=token_session, count=changed, reason=reason)
+            log.warning(
+                "rejected passings back to Pending: the cloud refused every passing, not these",
+                token_session=token_session,
+                count=changed,
+                reason=reason,
+            )
         return changed
 
     async def requeue_rejected(self, token_session: str | None = None) -> int:

@@ -25,8 +25,24 @@ T = TypeVar("T")
 
 EXIT_STORAGE = 2  # the database could not be opened or written (missing, locked, unreadable)
 PASSING_FIELDS = (
-    "token_session", "num_passing", "timestamp", "bib", "chip", "participant_id", "timezone", "latitude",
-    "longitude", "gender", "status", "state", "reason", "attempts", "sent_at", "origin", "read_id", "created_at",
+    "token_session",
+    "num_passing",
+    "timestamp",
+    "bib",
+    "chip",
+    "participant_id",
+    "timezone",
+    "latitude",
+    "longitude",
+    "gender",
+    "status",
+    "state",
+    "reason",
+    "attempts",
+    "sent_at",
+    "origin",
+    "read_id",
+    "created_at",
 )
 
 
@@ -48,10 +64,15 @@ def _db_path(db: Path | None, config: Path | None) -> Path:
 
 
 def _source(f: Callable[..., Any]) -> Callable[..., Any]:
-    f = click.option("--config", "config", type=click.Path(dir_okay=False, path_type=Path),
-                     help="The daemon's TOML config ([outbox] path).")(f)
-    f = click.option("--db", "db", type=click.Path(dir_okay=False, path_type=Path),
-                     help="The gateway's database file.")(f)
+    f = click.option(
+        "--config",
+        "config",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="The daemon's TOML config ([outbox] path).",
+    )(f)
+    f = click.option(
+        "--db", "db", type=click.Path(dir_okay=False, path_type=Path), help="The gateway's database file."
+    )(f)
     return f
 
 
@@ -142,8 +163,9 @@ def stats_cmd(db: Path | None, config: Path | None, as_json: bool) -> None:
 @click.option("--session", "token_session", help="Only this token_session.")
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, help="The newest N passings.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
-def list_cmd(db: Path | None, config: Path | None, state: str | None, token_session: str | None, limit: int,
-             as_json: bool) -> None:
+def list_cmd(
+    db: Path | None, config: Path | None, state: str | None, token_session: str | None, limit: int, as_json: bool
+) -> None:
     """The newest passings (oldest of them first), with state and reason."""
     path = _db_path(db, config)
     rows = _run(lambda: _read(path, lambda box: box.rows(token_session, state, limit, newest_first=True)))
@@ -155,25 +177,41 @@ def list_cmd(db: Path | None, config: Path | None, state: str | None, token_sess
     if not rows:
         click.echo("no passings")
         return
-    click.echo(f"{'num':>6}  {'state':<8}  {'bib':<8}  {'timestamp':<24}  {'chip':<16}  {'try':>3}  "
-               f"{'origin':<6}  session / reason")
+    click.echo(
+        f"{'num':>6}  {'state':<8}  {'bib':<8}  {'timestamp':<24}  {'chip':<16}  {'try':>3}  "
+        f"{'origin':<6}  session / reason"
+    )
     for row in rows:
         p = row.passing
         tail = row.token_session + (f"  {row.reason}" if row.reason else "")
-        click.echo(f"{p.num_passing:>6}  {row.state:<8}  {p.bib:<8}  {_iso(p.timestamp):<24}  {p.chip or '':<16}  "
-                   f"{row.attempts:>3}  {row.origin:<6}  {tail}")
+        click.echo(
+            f"{p.num_passing:>6}  {row.state:<8}  {p.bib:<8}  {_iso(p.timestamp):<24}  {p.chip or '':<16}  "
+            f"{row.attempts:>3}  {row.origin:<6}  {tail}"
+        )
 
 
 @outbox_group.command("export")
 @_source
 @click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
-@click.option("--table", type=click.Choice(["passings", "reads", "rejected_lines", "sessions"]),
-              default="passings", show_default=True, help="What to export.")
+@click.option(
+    "--table",
+    type=click.Choice(["passings", "reads", "rejected_lines", "sessions"]),
+    default="passings",
+    show_default=True,
+    help="What to export.",
+)
 @click.option("--state", type=click.Choice(STATES), help="passings: only this state.")
 @click.option("--session", "token_session", help="passings: only this token_session.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write here instead of stdout.")
-def export_cmd(db: Path | None, config: Path | None, fmt: str, table: str, state: str | None,
-               token_session: str | None, out: Path | None) -> None:
+def export_cmd(
+    db: Path | None,
+    config: Path | None,
+    fmt: str,
+    table: str,
+    state: str | None,
+    token_session: str | None,
+    out: Path | None,
+) -> None:
     """Everything stored, as CSV or JSON (the database holds no secret: the API key lives only in the config)."""
     path = _db_path(db, config)
 
@@ -233,8 +271,13 @@ def check_cmd(db: Path | None, config: Path | None) -> None:
 
 @outbox_group.command("prune")
 @_source
-@click.option("--older-than", "days", type=click.FloatRange(min=0), required=True,
-              help="Delete Sent passings sent more than DAYS ago (reads and other states are kept).")
+@click.option(
+    "--older-than",
+    "days",
+    type=click.FloatRange(min=0),
+    required=True,
+    help="Delete Sent passings sent more than DAYS ago (reads and other states are kept).",
+)
 def prune_cmd(db: Path | None, config: Path | None, days: float) -> None:
     """Explicit retention: delete Sent passings older than DAYS (through the running daemon if there is one)."""
     path = _db_path(db, config)
@@ -251,8 +294,9 @@ def prune_cmd(db: Path | None, config: Path | None, days: float) -> None:
             box = await Outbox.open(path)
         except StorageError as exc:
             if "in use by another" in str(exc):
-                raise StorageError(f"{exc} and its control endpoint does not answer: prune writes, "
-                                   "stop the daemon first") from None
+                raise StorageError(
+                    f"{exc} and its control endpoint does not answer: prune writes, stop the daemon first"
+                ) from None
             raise
         try:
             return await box.prune_sent(days * 86400.0)
@@ -279,11 +323,15 @@ def _control_socket(path: Path) -> str:
 @_source
 @click.argument("nums", nargs=-1, type=click.IntRange(min=1))
 @click.option("--session", "token_session", help="The session the numbers belong to (default: the current one).")
-@click.option("--rejected", is_flag=True,
-              help="Instead of NUMS: every Rejected passing not voided by the operator goes back to Pending "
-                   "(all sessions, or --session's), keeping its num_passing.")
-def requeue_cmd(db: Path | None, config: Path | None, nums: tuple[int, ...], token_session: str | None,
-                rejected: bool) -> None:
+@click.option(
+    "--rejected",
+    is_flag=True,
+    help="Instead of NUMS: every Rejected passing not voided by the operator goes back to Pending "
+    "(all sessions, or --session's), keeping its num_passing.",
+)
+def requeue_cmd(
+    db: Path | None, config: Path | None, nums: tuple[int, ...], token_session: str | None, rejected: bool
+) -> None:
     """Send these Sent passings again (Sent -> Pending, same num_passing; the cloud dedups), or with
     --rejected the passings the cloud refused (after it was fixed, or after a refusal that was the cloud's).
 
@@ -324,5 +372,7 @@ def requeue_cmd(db: Path | None, config: Path | None, nums: tuple[int, ...], tok
     if rejected:
         click.echo(f"requeued {n} Rejected passing(s) (voided ones stay voided)")
         return
-    click.echo(f"requeued {n} of {len(nums)} passing(s)" + ("" if n == len(nums) else
-               " (the others are not Sent: Pending already, Rejected, Moved or unknown)"))
+    click.echo(
+        f"requeued {n} of {len(nums)} passing(s)"
+        + ("" if n == len(nums) else " (the others are not Sent: Pending already, Rejected, Moved or unknown)")
+    )

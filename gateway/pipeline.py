@@ -78,8 +78,9 @@ class ReaderRules:
 
     def __post_init__(self) -> None:
         if self.dedup_mode not in ("first", "strongest"):
-            raise ConfigError(f"dedup_mode must be 'first' or 'strongest', got {self.dedup_mode!r}",
-                              key="reader.dedup_mode")
+            raise ConfigError(
+                f"dedup_mode must be 'first' or 'strongest', got {self.dedup_mode!r}", key="reader.dedup_mode"
+            )
         if self.dedup_window_s < 0:
             raise ConfigError("dedup_window_s must be >= 0", key="reader.dedup_window_s")
         if self.finished_window_s is not None and self.finished_window_s < 0:
@@ -158,8 +159,9 @@ class _Step:
 
 
 class Pipeline:
-    def __init__(self, outbox: Outbox, rules: Mapping[str, ReaderRules], stamp: Stamp,
-                 default_rules: ReaderRules = ReaderRules()) -> None:
+    def __init__(
+        self, outbox: Outbox, rules: Mapping[str, ReaderRules], stamp: Stamp, default_rules: ReaderRules = ReaderRules()
+    ) -> None:
         self.outbox = outbox
         self.rules = dict(rules)
         self.stamp = stamp
@@ -248,8 +250,11 @@ class Pipeline:
             self.unmapped_chips |= new_unmapped
             # first one, then at each power of ten: visible, but not a line per batch all race long
             if before == 0 or len(str(before)) != len(str(len(self.unmapped_chips))):
-                log.warning("chips not in the chip map: sent with bib = chip", chips=sorted(new_unmapped)[:20],
-                            total_unmapped=len(self.unmapped_chips))
+                log.warning(
+                    "chips not in the chip map: sent with bib = chip",
+                    chips=sorted(new_unmapped)[:20],
+                    total_unmapped=len(self.unmapped_chips),
+                )
         return len(work.passings)
 
     def _close_from_the_future(self, work: _Step, now_ms: int) -> None:
@@ -292,10 +297,18 @@ class Pipeline:
         return bib or None
 
     def _emit(self, work: _Step, ts: datetime, bib: str, chip: str | None, origin: str, read_id: int) -> None:
-        work.passings.append(NewPassing(
-            timestamp=ts, bib=bib, chip=chip, timezone=self.stamp.timezone, latitude=self.stamp.latitude,
-            longitude=self.stamp.longitude, origin=origin, read_id=read_id,
-        ))
+        work.passings.append(
+            NewPassing(
+                timestamp=ts,
+                bib=bib,
+                chip=chip,
+                timezone=self.stamp.timezone,
+                latitude=self.stamp.latitude,
+                longitude=self.stamp.longitude,
+                origin=origin,
+                read_id=read_id,
+            )
+        )
 
     def _close_due(self, work: _Step, rx_ms: int) -> None:
         """Emit every open window whose deadline has passed, earliest deadline first (deterministic)."""
@@ -350,9 +363,18 @@ class Pipeline:
                 work.suppressed += 1
                 return
             rx = _ms(read.received_at)
-            st.window = _Window(start_ms=t, deadline_rx_ms=rx + w_ms + rules.grace_ms,
-                                best_id=read.id, best_rssi=read.rssi, best_ms=t, chip=read.chip, bib=bib,
-                                link=read.link, opened_rx_ms=rx, opened_id=read.id)
+            st.window = _Window(
+                start_ms=t,
+                deadline_rx_ms=rx + w_ms + rules.grace_ms,
+                best_id=read.id,
+                best_rssi=read.rssi,
+                best_ms=t,
+                chip=read.chip,
+                bib=bib,
+                link=read.link,
+                opened_rx_ms=rx,
+                opened_id=read.id,
+            )
             work.open.add(key)
             heapq.heappush(work.deadlines, (st.window.deadline_rx_ms, read.id, key))
             return

@@ -77,8 +77,9 @@ class RecordStats:
     skipped: int
 
 
-async def record(url: str, fmt: Format | str, out: Path, *, tz: ZoneInfo | None = None,
-                 duration: float | None = None) -> RecordStats:
+async def record(
+    url: str, fmt: Format | str, out: Path, *, tz: ZoneInfo | None = None, duration: float | None = None
+) -> RecordStats:
     """Capture from `url` until `duration` passes (a file:// source: until its end)."""
     from gateway import formats
 
@@ -96,8 +97,9 @@ async def record(url: str, fmt: Format | str, out: Path, *, tz: ZoneInfo | None 
         capture = CaptureWriter(stream, format=fmt.name, source=link.url, started=format_ts_now())
 
         async def handler(conn: Connection) -> None:
-            await serve_connection(RecordingConnection(conn, capture), fmt, ctx, sink, link_name="record",
-                                   counters=counters)
+            await serve_connection(
+                RecordingConnection(conn, capture), fmt, ctx, sink, link_name="record", counters=counters
+            )
 
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(link.run(handler), duration)
@@ -134,8 +136,9 @@ def write_raw(entries: Sequence[Entry], path: Path) -> int:
     return sum(len(e.data) for e in entries)
 
 
-async def replay(entries: Sequence[Entry], url: str, *, speed: float = 1.0, progress: Any = None,
-                 backoff_cap: float = 5.0) -> int:
+async def replay(
+    entries: Sequence[Entry], url: str, *, speed: float = 1.0, progress: Any = None, backoff_cap: float = 5.0
+) -> int:
     """Send `entries` to `url` with their original spacing / speed; returns the bytes sent."""
     link = open_link(url, name="replay", backoff_cap=backoff_cap)
     done = asyncio.Event()
@@ -223,8 +226,13 @@ def record_cmd(url: str, fmt_name: str, out: Path, tz: ZoneInfo, duration: float
 @click.command("replay")
 @click.argument("capture", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--to", "url", required=True, help="The gateway: tcp://host:port, tcp-listen://..., a serial device.")
-@click.option("--speed", type=click.FloatRange(0), default=1.0, show_default=True,
-              help="1 = original spacing, 10 = ten times faster, 0 = as fast as possible.")
+@click.option(
+    "--speed",
+    type=click.FloatRange(0),
+    default=1.0,
+    show_default=True,
+    help="1 = original spacing, 10 = ten times faster, 0 = as fast as possible.",
+)
 def replay_cmd(capture: Path, url: str, speed: float) -> None:
     """Play a capture back to a gateway as the reader sent it."""
     from rich.console import Console

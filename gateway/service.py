@@ -478,8 +478,11 @@ class Gateway:
                 for k in ("timezone", "latitude", "longitude")
                 if getattr(old.session, k) != getattr(running.session, k)
             ]
-        guard_keys = [f"[clock] {f.name}" for f in dataclasses.fields(old.clock)
-                      if getattr(old.clock, f.name) != getattr(running.clock, f.name)]
+        guard_keys = [
+            f"[clock] {f.name}"
+            for f in dataclasses.fields(old.clock)
+            if getattr(old.clock, f.name) != getattr(running.clock, f.name)
+        ]
         if old.outbox.min_free_mb != running.outbox.min_free_mb:
             guard_keys.append("[outbox] min_free_mb")
         if guard_keys:

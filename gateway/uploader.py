@@ -284,8 +284,11 @@ class Uploader:
                 reason = exc.description or str(exc)
                 if len(part) > 1:
                     mid = len(part) // 2
-                    log.info("cloud refused a batch: splitting it to find the offending passings",
-                             size=len(part), reason=reason)
+                    log.info(
+                        "cloud refused a batch: splitting it to find the offending passings",
+                        size=len(part),
+                        reason=reason,
+                    )
                     parts += [part[mid:], part[:mid]]  # first half popped first: num_passing order kept
                     continue
                 row = part[0]
@@ -353,8 +356,11 @@ class Uploader:
         try:
             await self._client.insert_passings(token, [known.passing])
         except BadRequestError as exc:
-            log.info("cloud refuses a passing it took before", reason=exc.description or str(exc),
-                     num_passing=known.passing.num_passing)
+            log.info(
+                "cloud refuses a passing it took before",
+                reason=exc.description or str(exc),
+                num_passing=known.passing.num_passing,
+            )
             return "everything"
         except SessionClosedError:
             return "closed"
@@ -399,8 +405,12 @@ class Uploader:
         self.status.rejected = max(0, self.status.rejected - restored)
         self.status.state = "refused"
         self.status.last_error = f"HTTP 400 for every passing: {reason}"
-        log.warning("cloud refuses every passing: kept Pending, none set aside", token_session=token,
-                    reason=reason, restored=restored)
+        log.warning(
+            "cloud refuses every passing: kept Pending, none set aside",
+            token_session=token,
+            reason=reason,
+            restored=restored,
+        )
         self._alert(
             f"the cloud refuses every passing (HTTP 400: {reason}): nothing is set aside, they stay Pending; "
             f"retrying every {self.settings.backoff_cap:g} s, or at once on SIGHUP or `outbox requeue --rejected`"
@@ -435,8 +445,10 @@ class Uploader:
                 # The API's only 404 here says "Session not found or closed". Any other (an HTML page from a
                 # proxy or captive portal, a wrong base_url) says nothing about our passings: crashing would
                 # put the daemon in a restart loop, so wait and try again like any outage, and say where to look.
-                self._alert("HTTP 404 without the API's wording on POST /passings: check [cloud] base_url "
-                            "(a proxy or captive portal answers instead of the API); retrying, nothing is dropped")
+                self._alert(
+                    "HTTP 404 without the API's wording on POST /passings: check [cloud] base_url "
+                    "(a proxy or captive portal answers instead of the API); retrying, nothing is dropped"
+                )
                 await self._failed(exc, token)
                 continue
             except CloudError as exc:  # a status nobody documented: wait and try again, never drop
@@ -449,8 +461,7 @@ class Uploader:
             counted = result.inserted_count + result.duplicate_count
             short = counted < len(rows)
             if short or result.duplicate_count > 0:
-                verdict = await self._verify(token, rows, first_sends, result.inserted_count,
-                                             result.duplicate_count)
+                verdict = await self._verify(token, rows, first_sends, result.inserted_count, result.duplicate_count)
             else:
                 verdict = _Verdict(ok=nums)
             await _uncancellable(self._mark_sent(token, verdict.ok, verdict.unverified))
@@ -533,8 +544,12 @@ class Uploader:
                 f"{len(verdict.missing)} missing (kept Pending, sent again), {len(verdict.mismatched)} someone else's"
             )
         if verdict.missing:
-            log.warning("cloud answered 2xx but does not hold these passings: sending again",
-                        token_session=token, missing=verdict.missing[:20], count=len(verdict.missing))
+            log.warning(
+                "cloud answered 2xx but does not hold these passings: sending again",
+                token_session=token,
+                missing=verdict.missing[:20],
+                count=len(verdict.missing),
+            )
         return verdict
 
     async def _renumber(self, token: str, nums: list[int]) -> None:
@@ -558,8 +573,10 @@ class Uploader:
         await self.outbox.mark_rejected(token, row.passing.num_passing, reason)
         self._refusals[(token, row.passing.num_passing)] = reason
         self.status.rejected += 1
-        self._alert(f"session {token}: passing {row.passing.num_passing} (bib {row.passing.bib}) rejected by the "
-                    f"cloud and set aside: {reason}")
+        self._alert(
+            f"session {token}: passing {row.passing.num_passing} (bib {row.passing.bib}) rejected by the "
+            f"cloud and set aside: {reason}"
+        )
 
     async def _session_closed(self, rec: SessionRecord) -> None:
         """The cloud takes no more passings into this session. What it already holds is Sent; the rest is
@@ -589,8 +606,11 @@ class Uploader:
             ]
             if landed:
                 await _uncancellable(self._mark_sent(token, landed))
-                log.info("closed session already holds some pending passings: marked Sent",
-                         token_session=token, count=len(landed))
+                log.info(
+                    "closed session already holds some pending passings: marked Sent",
+                    token_session=token,
+                    count=len(landed),
+                )
         left = len(pending) - len(landed)
         if left <= 0:
             return
@@ -614,18 +634,28 @@ class Uploader:
                 self.status.renumbered += len(mapping)
                 nums = sorted(mapping.values())
                 span = f"{nums[0]}..{nums[-1]}" if nums else "-"
-                self._alert(f"session {token} was closed in the cloud: {len(mapping)} pending passings moved to the "
-                            f"device's active session {target} as num_passing {span}")
+                self._alert(
+                    f"session {token} was closed in the cloud: {len(mapping)} pending passings moved to the "
+                    f"device's active session {target} as num_passing {span}"
+                )
                 return
             # No other active session yet (or no way to find it): look again later, keep everything.
             current = await self.outbox.current_session()
-            self._hold(token, time.monotonic() + self.settings.backoff_cap, current.token_session if current else None,
-                       f"session {token} was closed in the cloud and the device has no other active session: "
-                       f"{left} passings held until one exists")
+            self._hold(
+                token,
+                time.monotonic() + self.settings.backoff_cap,
+                current.token_session if current else None,
+                f"session {token} was closed in the cloud and the device has no other active session: "
+                f"{left} passings held until one exists",
+            )
             return
-        self._hold(token, float("inf"), None,
-                   f"session {token} was closed in the cloud: {left} passings held (not dropped); start a new "
-                   "session or set follow_active_session to move them")
+        self._hold(
+            token,
+            float("inf"),
+            None,
+            f"session {token} was closed in the cloud: {left} passings held (not dropped); start a new "
+            "session or set follow_active_session to move them",
+        )
 
     def _hold(self, token: str, until: float, current_token: str | None, message: str) -> None:
         first = token not in self._held
@@ -655,8 +685,10 @@ class Uploader:
         retry_after = exc.retry_after if isinstance(exc, RetryableError) else None
         if isinstance(exc, RetryableError) and exc.clock_suspect and not self._clock_alerted:
             self._clock_alerted = True
-            self._alert("the cloud's TLS certificate is not yet valid for our clock: the system clock is probably "
-                        "wrong (no RTC, no NTP yet); reader timestamps may be wrong too")
+            self._alert(
+                "the cloud's TLS certificate is not yet valid for our clock: the system clock is probably "
+                "wrong (no RTC, no NTP yet); reader timestamps may be wrong too"
+            )
         self.status.state = "backoff"
         await asyncio.sleep(self._backoff.next_delay(retry_after))
 

@@ -32,27 +32,66 @@ def _faults(_ctx: click.Context, _param: click.Parameter, value: str | None) -> 
 
 @click.command("emulator")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address the API and admin ports listen on.")
-@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535),
-              help="API port (0 picks a free one); the API is served under /v0.")
-@click.option("--db", "db", default=None, type=click.Path(dir_okay=False),
-              help="Persist devices, sessions and passings in this SQLite file  [default: in memory]")
-@click.option("--dialect", default="enveloped", show_default=True, type=click.Choice(["enveloped", "bare"]),
-              help="Response shape: {\"body\": ...} as in the OpenAPI, or bare as in the prose pages.")
-@click.option("--api-key", "api_keys", multiple=True, callback=_keys, metavar="KEY:READ|WRITE|READ_WRITE[:unbind]",
-              help="An accepted key with its access type (repeatable)  [default: a generated READ_WRITE:unbind "
-                   "demo key, printed at start]")
-@click.option("--admin-port", default=8081, show_default=True, type=click.IntRange(0, 65535),
-              help="Port of the admin endpoint (GET /state, POST /faults, POST /reset).")
-@click.option("--admin-token", default=None, envvar="RUFUS_EMULATOR_ADMIN_TOKEN",
-              help="Token the admin endpoint requires (also $RUFUS_EMULATOR_ADMIN_TOKEN)  "
-                   "[default: generated, printed at start]")
-@click.option("--faults", "faults", default="", callback=_faults, metavar="SPEC",
-              help="Faults at start, e.g. error_rate=0.1,error_status=503,retry_after=1,latency_ms=50,"
-                   "drop_after_commit=0.05,hang_rate=0.01,reject_bib=13,offline=false  [default: none]")
+@click.option(
+    "--port",
+    default=8080,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="API port (0 picks a free one); the API is served under /v0.",
+)
+@click.option(
+    "--db",
+    "db",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Persist devices, sessions and passings in this SQLite file  [default: in memory]",
+)
+@click.option(
+    "--dialect",
+    default="enveloped",
+    show_default=True,
+    type=click.Choice(["enveloped", "bare"]),
+    help='Response shape: {"body": ...} as in the OpenAPI, or bare as in the prose pages.',
+)
+@click.option(
+    "--api-key",
+    "api_keys",
+    multiple=True,
+    callback=_keys,
+    metavar="KEY:READ|WRITE|READ_WRITE[:unbind]",
+    help="An accepted key with its access type (repeatable)  [default: a generated READ_WRITE:unbind "
+    "demo key, printed at start]",
+)
+@click.option(
+    "--admin-port",
+    default=8081,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port of the admin endpoint (GET /state, POST /faults, POST /reset).",
+)
+@click.option(
+    "--admin-token",
+    default=None,
+    envvar="RUFUS_EMULATOR_ADMIN_TOKEN",
+    help="Token the admin endpoint requires (also $RUFUS_EMULATOR_ADMIN_TOKEN)  [default: generated, printed at start]",
+)
+@click.option(
+    "--faults",
+    "faults",
+    default="",
+    callback=_faults,
+    metavar="SPEC",
+    help="Faults at start, e.g. error_rate=0.1,error_status=503,retry_after=1,latency_ms=50,"
+    "drop_after_commit=0.05,hang_rate=0.01,reject_bib=13,offline=false  [default: none]",
+)
 @click.option("--seed", default=None, type=int, help="Seed for the fault dice, to replay a run  [default: random]")
-@click.option("--bind-requires-type/--bind-type-optional", default=False, show_default=True,
-              help="Whether POST /devices requires `type` (400 naming it when missing), as one vendor page says; "
-                   "the OpenAPI leaves it optional.")
+@click.option(
+    "--bind-requires-type/--bind-type-optional",
+    default=False,
+    show_default=True,
+    help="Whether POST /devices requires `type` (400 naming it when missing), as one vendor page says; "
+    "the OpenAPI leaves it optional.",
+)
 def emulator_cmd(
     host: str,
     port: int,

@@ -170,9 +170,7 @@ class Store:
         return True
 
     def session_row(self, token: str) -> sqlite3.Row | None:
-        row: sqlite3.Row | None = self.db.execute(
-            "SELECT * FROM sessions WHERE token_session = ?", (token,)
-        ).fetchone()
+        row: sqlite3.Row | None = self.db.execute("SELECT * FROM sessions WHERE token_session = ?", (token,)).fetchone()
         return row
 
     def _session_dict(self, row: sqlite3.Row, detailed: bool) -> dict[str, Any]:

@@ -1,9 +1,9 @@
 """How bytes arrive: one `open_link(url)` for serial devices, TCP (either direction) and capture files.
 
-    serial:///dev/ttyUSB0?baudrate=115200   a serial device (a bare /dev/... path means the same)
-    tcp://10.0.0.5:3601                     the gateway connects to a reader
-    tcp-listen://0.0.0.0:3097               readers connect to the gateway, several at once
-    file:///var/captures/race.cap           a capture, read once (plain bytes or a `record` capture)
+serial:///dev/ttyUSB0?baudrate=115200   a serial device (a bare /dev/... path means the same)
+tcp://10.0.0.5:3601                     the gateway connects to a reader
+tcp-listen://0.0.0.0:3097               readers connect to the gateway, several at once
+file:///var/captures/race.cap           a capture, read once (plain bytes or a `record` capture)
 """
 
 from __future__ import annotations

@@ -20,8 +20,16 @@ DEFAULT_BAUDRATE = 9600  # what most timing decoders ship with; the URL's ?baudr
 class SerialLink(ClientLink):
     """A device path the gateway opens; an unplugged adapter is retried until it comes back."""
 
-    def __init__(self, url: str, device: str, name: str | None = None, *, baudrate: int = DEFAULT_BAUDRATE,
-                 serial_options: dict[str, Any] | None = None, **kw: float) -> None:
+    def __init__(
+        self,
+        url: str,
+        device: str,
+        name: str | None = None,
+        *,
+        baudrate: int = DEFAULT_BAUDRATE,
+        serial_options: dict[str, Any] | None = None,
+        **kw: float,
+    ) -> None:
         super().__init__(url, name, **kw)
         self.device = device
         self.baudrate = baudrate

@@ -61,30 +61,78 @@ def _run_with_progress(driver: Driver, total: int) -> DriveStats:
 
 
 @click.command("simulate")
-@click.option("--format", "fmt_name", default="csv", show_default=True,
-              help="Reader protocol to speak (csv, the simulated One4All's own; raceresult, mylaps, ...).")
-@click.option("--to", "url", required=True, help="tcp://host:port, tcp-listen://host:port, a serial device, file://path.")
+@click.option(
+    "--format",
+    "fmt_name",
+    default="csv",
+    show_default=True,
+    help="Reader protocol to speak (csv, the simulated One4All's own; raceresult, mylaps, ...).",
+)
+@click.option(
+    "--to", "url", required=True, help="tcp://host:port, tcp-listen://host:port, a serial device, file://path."
+)
 @click.option("--runners", type=click.IntRange(0, 100_000), default=100, show_default=True)
-@click.option("--speed", type=click.FloatRange(0), default=1.0, show_default=True,
-              help="Time scale: 60 = a race minute per second; 0 = as fast as possible.")
+@click.option(
+    "--speed",
+    type=click.FloatRange(0),
+    default=1.0,
+    show_default=True,
+    help="Time scale: 60 = a race minute per second; 0 = as fast as possible.",
+)
 @click.option("--seed", type=int, default=1, show_default=True, help="Same seed, same race.")
-@click.option("--truth", "truth_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write every read sent (and acknowledged) as JSON lines, for end-to-end checks.")
-@click.option("--tz", "tz", default="UTC", show_default=True, callback=_zone,
-              help="The simulated reader's local zone (for protocols that send local times).")
+@click.option(
+    "--truth",
+    "truth_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write every read sent (and acknowledged) as JSON lines, for end-to-end checks.",
+)
+@click.option(
+    "--tz",
+    "tz",
+    default="UTC",
+    show_default=True,
+    callback=_zone,
+    help="The simulated reader's local zone (for protocols that send local times).",
+)
 @click.option("--start", callback=_when, help="Gun time (ISO 8601); default: the first finisher crosses now.")
 @click.option("--waves", type=click.IntRange(1, 100), default=None, help="Start waves (default: one per 500 runners).")
 @click.option("--miss-rate", type=click.FloatRange(0, 0.9), default=0.1, show_default=True)
-@click.option("--corrupt-rate", type=click.FloatRange(0, 1), default=0.002, show_default=True,
-              help="Share of reads preceded by a line of noise (line-based protocols without acks).")
-@click.option("--drop-rate", type=click.FloatRange(0, 0.5), default=0.0, show_default=True,
-              help="Share of reads lost on the wire (logged by the reader, so a re-fetch can bring them back).")
-@click.option("--heartbeat", "heartbeat_s", type=click.FloatRange(0), default=5.0, show_default=True,
-              help="Seconds between the reader's heartbeats (0: none).")
-@click.option("--ack-timeout", type=click.FloatRange(0), default=60.0, show_default=True,
-              help="After the last read, how long to wait for outstanding acknowledgements.")
-@click.option("--handshake-timeout", type=click.FloatRange(0, min_open=True), default=30.0, show_default=True,
-              help="How long to wait for the gateway's handshake (push mode, start) before giving up.")
+@click.option(
+    "--corrupt-rate",
+    type=click.FloatRange(0, 1),
+    default=0.002,
+    show_default=True,
+    help="Share of reads preceded by a line of noise (line-based protocols without acks).",
+)
+@click.option(
+    "--drop-rate",
+    type=click.FloatRange(0, 0.5),
+    default=0.0,
+    show_default=True,
+    help="Share of reads lost on the wire (logged by the reader, so a re-fetch can bring them back).",
+)
+@click.option(
+    "--heartbeat",
+    "heartbeat_s",
+    type=click.FloatRange(0),
+    default=5.0,
+    show_default=True,
+    help="Seconds between the reader's heartbeats (0: none).",
+)
+@click.option(
+    "--ack-timeout",
+    type=click.FloatRange(0),
+    default=60.0,
+    show_default=True,
+    help="After the last read, how long to wait for outstanding acknowledgements.",
+)
+@click.option(
+    "--handshake-timeout",
+    type=click.FloatRange(0, min_open=True),
+    default=30.0,
+    show_default=True,
+    help="How long to wait for the gateway's handshake (push mode, start) before giving up.",
+)
 def simulate_cmd(
     fmt_name: str,
     url: str,
@@ -126,8 +174,17 @@ def simulate_cmd(
     ctx = ParseContext(tz=tz, reader="sim")
     try:
         driver = Driver(
-            fmt, url, reads, speed=speed, truth=truth, ctx=ctx, seed=seed, corrupt_rate=corrupt_rate,
-            drop_rate=drop_rate, heartbeat_s=heartbeat_s, ack_timeout=ack_timeout,
+            fmt,
+            url,
+            reads,
+            speed=speed,
+            truth=truth,
+            ctx=ctx,
+            seed=seed,
+            corrupt_rate=corrupt_rate,
+            drop_rate=drop_rate,
+            heartbeat_s=heartbeat_s,
+            ack_timeout=ack_timeout,
             handshake_timeout=handshake_timeout,
         )
     except GatewayError as exc:

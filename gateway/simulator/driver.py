@@ -117,8 +117,10 @@ class Driver:
         self._abort: asyncio.Future[None] | None = None  # fails the run (no handshake): not a link error to retry
         self._one = asyncio.Lock()
         self._current: Connection | None = None
-        self._link = None if url.startswith("file://") else open_link(
-            url, name="simulator", backoff_base=backoff_base, backoff_cap=backoff_cap
+        self._link = (
+            None
+            if url.startswith("file://")
+            else open_link(url, name="simulator", backoff_base=backoff_base, backoff_cap=backoff_cap)
         )
         self._t0_wall = 0.0
         self._last_rx = 0.0

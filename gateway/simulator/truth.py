@@ -78,8 +78,15 @@ class TruthWriter:
     def dropped(self, read: Read) -> None:
         """A read the reader logged but whose bytes were lost on the wire (the gateway may re-fetch it)."""
         self._line(
-            {"type": "dropped", "seq": read.seq, "bib": read.bib, "chip": read.chip,
-             "timestamp": format_ts(read.timestamp), "antenna": read.antenna, "rssi": read.rssi}
+            {
+                "type": "dropped",
+                "seq": read.seq,
+                "bib": read.bib,
+                "chip": read.chip,
+                "timestamp": format_ts(read.timestamp),
+                "antenna": read.antenna,
+                "rssi": read.rssi,
+            }
         )
 
     def corrupt(self, raw: bytes) -> None:
@@ -138,8 +145,14 @@ def load(path: str | Path) -> Truth:
                     truth.reads.append(read)
             elif kind == "dropped":
                 truth.dropped.append(
-                    Read(chip=obj["chip"], bib=obj["bib"], timestamp=parse_ts(obj["timestamp"]),
-                         antenna=obj["antenna"], rssi=obj["rssi"], seq=obj["seq"])
+                    Read(
+                        chip=obj["chip"],
+                        bib=obj["bib"],
+                        timestamp=parse_ts(obj["timestamp"]),
+                        antenna=obj["antenna"],
+                        rssi=obj["rssi"],
+                        seq=obj["seq"],
+                    )
                 )
             elif kind == "ack":
                 chip = obj.get("chip")

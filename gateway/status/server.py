@@ -120,13 +120,23 @@ class StatusServer:
             "deviceid": gw.state.deviceid,
             "token_session": gw.state.token_session,
             "readers": readers,
-            "journal": None if writer is None else {
-                "committed": writer.committed, "duplicates": writer.duplicates, "rejected": writer.rejected,
-                "batches": writer.batches, "last_commit_at": writer.last_commit_at, "alive": writer.alive,
+            "journal": None
+            if writer is None
+            else {
+                "committed": writer.committed,
+                "duplicates": writer.duplicates,
+                "rejected": writer.rejected,
+                "batches": writer.batches,
+                "last_commit_at": writer.last_commit_at,
+                "alive": writer.alive,
             },
-            "pipeline": None if pipeline is None else {
-                "passings_created": pipeline.passings_created, "reads_processed": pipeline.reads_processed,
-                "reads_suppressed": pipeline.reads_suppressed, "unmapped_chips": sorted(pipeline.unmapped_chips)[:200],
+            "pipeline": None
+            if pipeline is None
+            else {
+                "passings_created": pipeline.passings_created,
+                "reads_processed": pipeline.reads_processed,
+                "reads_suppressed": pipeline.reads_suppressed,
+                "unmapped_chips": sorted(pipeline.unmapped_chips)[:200],
                 "unmapped_count": len(pipeline.unmapped_chips),
             },
             "outbox": self._stats,
@@ -199,18 +209,30 @@ class _Collector(Collector):
             outbox.add_metric([state], float(stats.get(state) or 0))
         yield outbox
         age = stats.get("oldest_pending_age_s")
-        yield GaugeMetricFamily("rufus_gateway_oldest_pending_age_seconds", "Age of the oldest Pending passing",
-                                value=float(age or 0.0))
-        yield CounterMetricFamily("rufus_gateway_reads_journaled", "Reads committed to the journal",
-                                  value=float(gw.writer.committed if gw.writer else 0))
-        link_up = GaugeMetricFamily("rufus_gateway_reader_connected", "1 while a reader link is connected",
-                                    labels=["reader"])
-        rejected = CounterMetricFamily("rufus_gateway_reader_rejected_lines", "Unreadable lines kept",
-                                       labels=["reader"])
-        last_byte = GaugeMetricFamily("rufus_gateway_reader_last_byte_timestamp_seconds",
-                                      "Unix time of the last byte from a reader (0: none yet)", labels=["reader"])
-        since = GaugeMetricFamily("rufus_gateway_reader_state_since_timestamp_seconds",
-                                  "Unix time the reader link last went up or down", labels=["reader"])
+        yield GaugeMetricFamily(
+            "rufus_gateway_oldest_pending_age_seconds", "Age of the oldest Pending passing", value=float(age or 0.0)
+        )
+        yield CounterMetricFamily(
+            "rufus_gateway_reads_journaled",
+            "Reads committed to the journal",
+            value=float(gw.writer.committed if gw.writer else 0),
+        )
+        link_up = GaugeMetricFamily(
+            "rufus_gateway_reader_connected", "1 while a reader link is connected", labels=["reader"]
+        )
+        rejected = CounterMetricFamily(
+            "rufus_gateway_reader_rejected_lines", "Unreadable lines kept", labels=["reader"]
+        )
+        last_byte = GaugeMetricFamily(
+            "rufus_gateway_reader_last_byte_timestamp_seconds",
+            "Unix time of the last byte from a reader (0: none yet)",
+            labels=["reader"],
+        )
+        since = GaugeMetricFamily(
+            "rufus_gateway_reader_state_since_timestamp_seconds",
+            "Unix time the reader link last went up or down",
+            labels=["reader"],
+        )
         for name, link in gw.links.items():
             link_up.add_metric([name], 1.0 if link.state.connected else 0.0)
             last_byte.add_metric([name], float(link.state.last_byte_at or 0.0))
@@ -223,41 +245,61 @@ class _Collector(Collector):
         yield since
         yield from _guard_metrics(gw)
         unmapped = len(gw.pipeline.unmapped_chips) if gw.pipeline is not None else 0
-        yield GaugeMetricFamily("rufus_gateway_unmapped_chips",
-                                "Distinct chips read that are not in the chip map (sent with bib = chip)",
-                                value=float(unmapped))
+        yield GaugeMetricFamily(
+            "rufus_gateway_unmapped_chips",
+            "Distinct chips read that are not in the chip map (sent with bib = chip)",
+            value=float(unmapped),
+        )
         if gw.uploader is not None:
             s = gw.uploader.status
-            yield CounterMetricFamily("rufus_gateway_passings_sent", "Passings acknowledged by the cloud",
-                                      value=float(s.passings_sent))
-            yield CounterMetricFamily("rufus_gateway_upload_retries", "Upload attempts that failed",
-                                      value=float(s.retries))
+            yield CounterMetricFamily(
+                "rufus_gateway_passings_sent", "Passings acknowledged by the cloud", value=float(s.passings_sent)
+            )
+            yield CounterMetricFamily(
+                "rufus_gateway_upload_retries", "Upload attempts that failed", value=float(s.retries)
+            )
             current = GaugeMetricFamily("rufus_gateway_uploader_state", "Current uploader state", labels=["state"])
             current.add_metric([s.state], 1.0)
             yield current
             last = s.last_success_at
-            yield GaugeMetricFamily("rufus_gateway_last_upload_timestamp_seconds", "Unix time of the last 2xx",
-                                    value=float(last or 0.0))
+            yield GaugeMetricFamily(
+                "rufus_gateway_last_upload_timestamp_seconds", "Unix time of the last 2xx", value=float(last or 0.0)
+            )
 
 
 def _guard_metrics(gw: Gateway) -> Iterator[Metric]:
     """The clock and disk guards (gateway/guards.py), as the page and status.json show them."""
     clock, disk = gw.clock.status, gw.disk.status
-    yield GaugeMetricFamily("rufus_gateway_clock_ok", "1 when the system clock is synchronised (or cannot tell) "
-                            "and not before the release date", value=1.0 if clock.ok else 0.0)
+    yield GaugeMetricFamily(
+        "rufus_gateway_clock_ok",
+        "1 when the system clock is synchronised (or cannot tell) and not before the release date",
+        value=1.0 if clock.ok else 0.0,
+    )
     if clock.synced is not None:
-        yield GaugeMetricFamily("rufus_gateway_clock_synced", "1 when the kernel says the clock is synchronised",
-                                value=1.0 if clock.synced else 0.0)
-    yield GaugeMetricFamily("rufus_gateway_clock_uploads_held", "1 while uploads wait for a trusted clock",
-                            value=1.0 if clock.hold_uploads else 0.0)
-    skew = GaugeMetricFamily("rufus_gateway_reader_clock_skew_seconds",
-                             "Reader clock minus gateway clock, from its freshest read of the last minute",
-                             labels=["reader"])
+        yield GaugeMetricFamily(
+            "rufus_gateway_clock_synced",
+            "1 when the kernel says the clock is synchronised",
+            value=1.0 if clock.synced else 0.0,
+        )
+    yield GaugeMetricFamily(
+        "rufus_gateway_clock_uploads_held",
+        "1 while uploads wait for a trusted clock",
+        value=1.0 if clock.hold_uploads else 0.0,
+    )
+    skew = GaugeMetricFamily(
+        "rufus_gateway_reader_clock_skew_seconds",
+        "Reader clock minus gateway clock, from its freshest read of the last minute",
+        labels=["reader"],
+    )
     for reader, value in sorted(clock.reader_skew_s.items()):
         skew.add_metric([reader], float(value))
     yield skew
-    yield GaugeMetricFamily("rufus_gateway_disk_free_bytes", "Free space on the database's filesystem",
-                            value=disk.free_mb * 1e6)
+    yield GaugeMetricFamily(
+        "rufus_gateway_disk_free_bytes", "Free space on the database's filesystem", value=disk.free_mb * 1e6
+    )
     yield GaugeMetricFamily("rufus_gateway_disk_low", "1 below [outbox] min_free_mb", value=1.0 if disk.low else 0.0)
-    yield GaugeMetricFamily("rufus_gateway_disk_full", "1 while the database cannot grow (no read is taken)",
-                            value=1.0 if disk.full else 0.0)
+    yield GaugeMetricFamily(
+        "rufus_gateway_disk_full",
+        "1 while the database cannot grow (no read is taken)",
+        value=1.0 if disk.full else 0.0,
+    )

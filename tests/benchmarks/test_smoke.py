@@ -21,11 +21,29 @@ from gateway import formats
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 EXPECTED_KEYS = {
-    "journal": {"naive_reads_per_s", "group_reads_per_s", "ratio", "naive_txn_per_read", "group_txn_per_read",
-                "group_latency_p50_ms", "group_latency_p99_ms", "peak_rss_mb", "scenarios", "fsync_ms"},
+    "journal": {
+        "naive_reads_per_s",
+        "group_reads_per_s",
+        "ratio",
+        "naive_txn_per_read",
+        "group_txn_per_read",
+        "group_latency_p50_ms",
+        "group_latency_p99_ms",
+        "peak_rss_mb",
+        "scenarios",
+        "fsync_ms",
+    },
     "parse": {"formats", "ratio", "worst_format", "worst_ratio", "min_records_per_s", "peak_rss_mb"},
-    "upload": {"batched_passings_per_s", "single_passings_per_s", "ratio", "runs", "latency_ratio",
-               "batched_latency_passings_per_s", "single_latency_passings_per_s", "peak_rss_mb"},
+    "upload": {
+        "batched_passings_per_s",
+        "single_passings_per_s",
+        "ratio",
+        "runs",
+        "latency_ratio",
+        "batched_latency_passings_per_s",
+        "single_latency_passings_per_s",
+        "peak_rss_mb",
+    },
 }
 
 
@@ -33,7 +51,11 @@ def run_quick(name: str, cwd: Path) -> dict[str, Any]:
     """Run `benchmarks/<name>.py --quick` in `cwd`; check what every script promises; return its figures."""
     proc = subprocess.run(
         [sys.executable, str(BENCHMARKS / f"{name}.py"), "--quick"],
-        cwd=cwd, capture_output=True, text=True, timeout=60, check=False,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert proc.returncode == 0, f"{name}.py --quick exited {proc.returncode}: {proc.stderr[-2000:]}"
     lines = proc.stdout.strip().splitlines()

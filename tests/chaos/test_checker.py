@@ -34,8 +34,9 @@ T0 = 1_700_000_000_000
 
 def crossing(first_id: int, chip: str, t: int, n: int = 3) -> list[JournalRow]:
     """n reads of one crossing, 300 ms apart."""
-    return [JournalRow(first_id + i, "finish", first_id + i, chip_key(chip, None), t + 300 * i, "reader")
-            for i in range(n)]
+    return [
+        JournalRow(first_id + i, "finish", first_id + i, chip_key(chip, None), t + 300 * i, "reader") for i in range(n)
+    ]
 
 
 def passing(num: int, chip: str, t: int, read_id: int, state: str = "Sent", session: str = S) -> LocalPassing:
@@ -211,19 +212,29 @@ def test_a_wal_that_ran_away_during_the_run_fails_even_if_sigterm_truncated_it()
 def test_load_truth_merges_files_acks_and_a_cut_line(tmp_path: Path) -> None:
     ts = [format_ts(datetime.fromtimestamp(T0 / 1000 + i, UTC)) for i in range(3)]
     a = tmp_path / "a.jsonl"
-    a.write_text("\n".join([
-        json.dumps({"type": "read", "seq": 1, "chip": "00101", "bib": "1", "timestamp": ts[0]}),
-        json.dumps({"type": "read", "seq": 2, "chip": "0102", "bib": "2", "timestamp": ts[1]}),
-        json.dumps({"type": "ack", "seq": 1, "chip": "00101", "bib": "1", "timestamp": ts[0]}),
-        json.dumps({"type": "corrupt", "raw": "\\x00"}),
-        '{"type": "read", "seq": 3, "chip"',  # the simulator was killed mid-write
-    ]) + "\n")
+    a.write_text(
+        "\n".join(
+            [
+                json.dumps({"type": "read", "seq": 1, "chip": "00101", "bib": "1", "timestamp": ts[0]}),
+                json.dumps({"type": "read", "seq": 2, "chip": "0102", "bib": "2", "timestamp": ts[1]}),
+                json.dumps({"type": "ack", "seq": 1, "chip": "00101", "bib": "1", "timestamp": ts[0]}),
+                json.dumps({"type": "corrupt", "raw": "\\x00"}),
+                '{"type": "read", "seq": 3, "chip"',  # the simulator was killed mid-write
+            ]
+        )
+        + "\n"
+    )
     b = tmp_path / "b.jsonl"
-    b.write_text("\n".join([
-        json.dumps({"type": "read", "seq": 2, "chip": "0102", "bib": "2", "timestamp": ts[1], "resend": True}),
-        json.dumps({"type": "ack", "seq": 2, "chip": "0102", "bib": "2", "timestamp": ts[1]}),
-        json.dumps({"type": "summary", "complete": True}),
-    ]) + "\n")
+    b.write_text(
+        "\n".join(
+            [
+                json.dumps({"type": "read", "seq": 2, "chip": "0102", "bib": "2", "timestamp": ts[1], "resend": True}),
+                json.dumps({"type": "ack", "seq": 2, "chip": "0102", "bib": "2", "timestamp": ts[1]}),
+                json.dumps({"type": "summary", "complete": True}),
+            ]
+        )
+        + "\n"
+    )
     truth = load_truth([a, b])
     assert [(r.key, r.acked) for r in truth.reads] == [("chip:101", True), ("chip:102", True)]
     assert (truth.resends, truth.corrupt, truth.files, truth.complete) == (1, 1, 2, True)
@@ -236,9 +247,13 @@ async def test_snapshots_of_real_databases(tmp_path: Path) -> None:
     outbox = await Outbox.open(tmp_path / "gw.db")
     try:
         await outbox.set_current_session(S, alias=None, deviceid=None, created_by_us=True)
-        ids = await outbox.journal("finish", [
-            Read(chip="0101", bib=None, timestamp=when + timedelta(milliseconds=300 * i), seq=i + 1) for i in range(3)
-        ])
+        ids = await outbox.journal(
+            "finish",
+            [
+                Read(chip="0101", bib=None, timestamp=when + timedelta(milliseconds=300 * i), seq=i + 1)
+                for i in range(3)
+            ],
+        )
         nums = await outbox.add_passings(S, [NewPassing(timestamp=when, bib="0101", chip="0101", read_id=ids[0])])
         await outbox.mark_sent(S, nums)
         await outbox.reject_line("finish", 17, "bad", "garbage")

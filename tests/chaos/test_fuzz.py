@@ -25,8 +25,9 @@ from gateway.model import Read
 pytestmark = pytest.mark.chaos
 
 FORMATS = formats.names()
-CTX = ParseContext(tz=ZoneInfo("Europe/Madrid"), reader="fuzz", now=datetime(2026, 11, 22, 10, tzinfo=UTC),
-                   date=date(2026, 11, 22))
+CTX = ParseContext(
+    tz=ZoneInfo("Europe/Madrid"), reader="fuzz", now=datetime(2026, 11, 22, 10, tzinfo=UTC), date=date(2026, 11, 22)
+)
 EXAMPLE = (Path(__file__).resolve().parents[2] / "config" / "gateway.example.toml").read_text()
 # derandomize: CI sees the same examples every run (a finding is reproducible, never a flake); run with
 # HYPOTHESIS_SEED or a larger max_examples locally to search further.
@@ -49,8 +50,15 @@ def _sample_lines(name: str) -> list[bytes]:
     fmt = formats.get(name)
     out = []
     for i, chip in enumerate(("SIM0001", "058000000012", "ABC1234")):
-        read = Read(chip=chip, bib=str(i + 1), timestamp=datetime(2026, 11, 22, 9, 30, 1, 250000, tzinfo=UTC),
-                    antenna=1, rssi=60.0, reader="box1", seq=i + 1)
+        read = Read(
+            chip=chip,
+            bib=str(i + 1),
+            timestamp=datetime(2026, 11, 22, 9, 30, 1, 250000, tzinfo=UTC),
+            antenna=1,
+            rssi=60.0,
+            reader="box1",
+            seq=i + 1,
+        )
         try:
             out.append(fmt.format(read, CTX))
         except (ValueError, GatewayError):
@@ -97,8 +105,7 @@ def test_parse_never_raises(name: str, data: st.DataObject) -> None:
 
 @pytest.mark.parametrize("name", FORMATS)
 @FUZZ
-@given(chunks=st.lists(st.one_of(_line_noise(), st.binary(min_size=MAX_RECORD, max_size=MAX_RECORD + 50)),
-                       max_size=5))
+@given(chunks=st.lists(st.one_of(_line_noise(), st.binary(min_size=MAX_RECORD, max_size=MAX_RECORD + 50)), max_size=5))
 def test_framer_and_conversation_survive_any_stream(name: str, chunks: list[bytes]) -> None:
     """Bytes as a link delivers them: framed, then interpreted by the gateway side of the conversation."""
     fmt = formats.get(name)
@@ -330,8 +337,9 @@ class _FakeHttp:
     op=st.sampled_from(["bind", "unbind", "devices", "device", "create", "close", "sessions", "active", "session",
                         "insert", "passings", "device_passings", "max"]),
 )  # fmt: skip
-def test_cloud_answers_raise_only_one_line_cloud_errors(status: int, raw: bytes, retry_after: str | None,
-                                                       op: str) -> None:
+def test_cloud_answers_raise_only_one_line_cloud_errors(
+    status: int, raw: bytes, retry_after: str | None, op: str
+) -> None:
     import asyncio
 
     from gateway.cloud.client import RufusClient

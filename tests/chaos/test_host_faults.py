@@ -28,8 +28,9 @@ pytestmark = pytest.mark.chaos
 def small_fs(where: Path, size: str) -> Iterator[Path]:
     """A tmpfs of `size` mounted at `where` (root only: the closest thing to a full SD card)."""
     where.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True, text=True
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
     try:
@@ -184,8 +185,7 @@ async def test_disk_full_loses_nothing_committed_and_recovers(tmp_path: Path, di
             # systemd restarts it on 75, the disk still full: the daemon does not crash again (no loop), it
             # waits, alive, and says so on every surface; the readers are not started
             await gw.start()
-            await until(lambda: '"disk full: waiting for space' in gw.tail(100_000), 30, "the full-disk wait",
-                        gw.tail)
+            await until(lambda: '"disk full: waiting for space' in gw.tail(100_000), 30, "the full-disk wait", gw.tail)
             ping = await control.call(gw.socket, "GET", "/ping")
             assert ping["phase"] == "starting", ping
             status = await _status_json(status_port)
@@ -310,9 +310,10 @@ async def test_read_only_database_is_one_clear_line_and_left_alone(tmp_path: Pat
 @pytest.mark.parametrize("damage", ["header", "pages"])
 async def test_corrupt_database_is_moved_aside_kept_and_the_daemon_runs(tmp_path: Path, damage: str) -> None:
     port = free_port()
-    async with cloud(tmp_path) as emu, daemon(
-        tmp_path, emu, [{"name": "mat", "url": f"tcp-listen://127.0.0.1:{port}", "format": "csv"}]
-    ) as gw:
+    async with (
+        cloud(tmp_path) as emu,
+        daemon(tmp_path, emu, [{"name": "mat", "url": f"tcp-listen://127.0.0.1:{port}", "format": "csv"}]) as gw,
+    ):
         await gw.start()
         await gw.wait_ready()
         _r, w = await asyncio.open_connection("127.0.0.1", port)
@@ -349,9 +350,10 @@ async def test_corrupt_database_is_moved_aside_kept_and_the_daemon_runs(tmp_path
 @pytest.mark.timeout(200)
 async def test_sigterm_under_full_load_exits_clean_and_loses_nothing(tmp_path: Path) -> None:
     port = free_port()
-    async with cloud(tmp_path) as emu, daemon(
-        tmp_path, emu, [{"name": "mat", "url": f"tcp-listen://127.0.0.1:{port}", "format": "mylaps"}]
-    ) as gw:
+    async with (
+        cloud(tmp_path) as emu,
+        daemon(tmp_path, emu, [{"name": "mat", "url": f"tcp-listen://127.0.0.1:{port}", "format": "mylaps"}]) as gw,
+    ):
         await gw.start()
         await gw.wait_ready()
         # MYLAPS acknowledges each read after its commit, so "nothing lost" is checkable: every acknowledged
@@ -381,15 +383,18 @@ async def test_sigterm_under_full_load_exits_clean_and_loses_nothing(tmp_path: P
 
 async def test_sigterm_is_not_held_by_a_control_client_stuck_mid_request(tmp_path: Path) -> None:
     port = free_port()
-    async with cloud(tmp_path) as emu, daemon(
-        tmp_path, emu, [{"name": "mat", "url": f"tcp-listen://127.0.0.1:{port}", "format": "csv"}]
-    ) as gw:
+    async with (
+        cloud(tmp_path) as emu,
+        daemon(tmp_path, emu, [{"name": "mat", "url": f"tcp-listen://127.0.0.1:{port}", "format": "csv"}]) as gw,
+    ):
         await gw.start()
         await gw.wait_ready()
         _r, w = await asyncio.open_unix_connection(gw.socket)
         # a crew command killed (or a phone on a bad link) half-way through sending `mark`
-        w.write(b"POST /mark HTTP/1.1\r\nHost: daemon\r\nContent-Type: application/json\r\n"
-                b"Content-Length: 100\r\n\r\n{\"bib\": ")
+        w.write(
+            b"POST /mark HTTP/1.1\r\nHost: daemon\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 100\r\n\r\n{"bib": '
+        )
         await w.drain()
         await asyncio.sleep(0.3)
         try:

@@ -139,9 +139,10 @@ ABSURD_REJECTED = [b"5,CHIPOVER,9999-12-31T23:59:59-05:00\n", b"6,CHIPUNDER,0001
 
 async def test_absurd_but_valid_timestamps_are_kept_end_to_end_and_impossible_ones_rejected(tmp_path: Path) -> None:
     port = free_port()
-    async with cloud(tmp_path) as emu, daemon(
-        tmp_path, emu, [{"name": "finish", "url": f"tcp-listen://127.0.0.1:{port}", "format": "csv"}]
-    ) as gw:
+    async with (
+        cloud(tmp_path) as emu,
+        daemon(tmp_path, emu, [{"name": "finish", "url": f"tcp-listen://127.0.0.1:{port}", "format": "csv"}]) as gw,
+    ):
         await gw.start()
         await gw.wait_ready()
         _r, w = await asyncio.open_connection("127.0.0.1", port)
@@ -172,8 +173,10 @@ async def test_decoder_gap_resend_and_reboot_journal_each_read_once(tmp_path: Pa
     them again), then reboots and pushes everything from 1 again plus three new ones."""
     fmt = formats.get("raceresult")
     ctx = ParseContext(reader="box1")
-    reads = [Read(chip=f"{1000 + i}", bib=None, timestamp=T0 + timedelta(seconds=5 * i), rssi=60.0, reader="box1")
-             for i in range(1, 11)]
+    reads = [
+        Read(chip=f"{1000 + i}", bib=None, timestamp=T0 + timedelta(seconds=5 * i), rssi=60.0, reader="box1")
+        for i in range(1, 11)
+    ]
     sessions: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
 
     async def on_connect(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
@@ -190,9 +193,10 @@ async def test_decoder_gap_resend_and_reboot_journal_each_read_once(tmp_path: Pa
                 w.write(reply)
 
     try:
-        async with cloud(tmp_path) as emu, daemon(
-            tmp_path, emu, [{"name": "box", "url": f"tcp://127.0.0.1:{port}", "format": "raceresult"}]
-        ) as gw:
+        async with (
+            cloud(tmp_path) as emu,
+            daemon(tmp_path, emu, [{"name": "box", "url": f"tcp://127.0.0.1:{port}", "format": "raceresult"}]) as gw,
+        ):
             await gw.start()
             r, w = await asyncio.wait_for(sessions.get(), 20)
             conv = fmt.reader_conversation(ctx)
@@ -250,9 +254,10 @@ async def test_serial_cable_pulled_and_replugged(tmp_path: Path) -> None:
 
     cable = await plug()
     try:
-        async with cloud(tmp_path) as emu, daemon(
-            tmp_path, emu, [{"name": "mat", "url": f"serial://{dev}?baudrate=115200", "format": "csv"}]
-        ) as gw:
+        async with (
+            cloud(tmp_path) as emu,
+            daemon(tmp_path, emu, [{"name": "mat", "url": f"serial://{dev}?baudrate=115200", "format": "csv"}]) as gw,
+        ):
             await gw.start()
             await gw.wait_ready()
             await until(lambda: "link connected" in gw.tail(100000), 10, "the serial link open", gw.tail)
@@ -290,9 +295,10 @@ async def test_listen_port_taken_at_start_is_retried_not_fatal(tmp_path: Path) -
     squatter.listen()
     port = squatter.getsockname()[1]
     try:
-        async with cloud(tmp_path) as emu, daemon(
-            tmp_path, emu, [{"name": "mat", "url": f"tcp-listen://127.0.0.1:{port}", "format": "csv"}]
-        ) as gw:
+        async with (
+            cloud(tmp_path) as emu,
+            daemon(tmp_path, emu, [{"name": "mat", "url": f"tcp-listen://127.0.0.1:{port}", "format": "csv"}]) as gw,
+        ):
             await gw.start()
             # the log, not the control socket: a ping in flight while it crashes holds its exit for 60 s
             await until(lambda: "gateway running" in gw.tail(100_000) or not gw.running, 20, "the start", gw.tail)
@@ -313,10 +319,16 @@ async def test_listen_port_taken_at_start_is_retried_not_fatal(tmp_path: Path) -
 async def test_decoder_numbering_restarted_with_new_reads_is_not_dropped(tmp_path: Path) -> None:
     fmt = formats.get("raceresult")
     ctx = ParseContext(reader="box1")
-    first = [Read(chip=f"{2000 + i}", bib=None, timestamp=T0 + timedelta(seconds=5 * i), rssi=60.0, reader="box1")
-             for i in range(1, 4)]
-    later = [Read(chip=f"{3000 + i}", bib=None, timestamp=T0 + timedelta(minutes=30, seconds=5 * i), rssi=60.0,
-                  reader="box1") for i in range(1, 4)]
+    first = [
+        Read(chip=f"{2000 + i}", bib=None, timestamp=T0 + timedelta(seconds=5 * i), rssi=60.0, reader="box1")
+        for i in range(1, 4)
+    ]
+    later = [
+        Read(
+            chip=f"{3000 + i}", bib=None, timestamp=T0 + timedelta(minutes=30, seconds=5 * i), rssi=60.0, reader="box1"
+        )
+        for i in range(1, 4)
+    ]
     sessions: asyncio.Queue[asyncio.StreamWriter] = asyncio.Queue()
 
     async def on_connect(_r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
@@ -325,9 +337,10 @@ async def test_decoder_numbering_restarted_with_new_reads_is_not_dropped(tmp_pat
     server = await asyncio.start_server(on_connect, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
-        async with cloud(tmp_path) as emu, daemon(
-            tmp_path, emu, [{"name": "box", "url": f"tcp://127.0.0.1:{port}", "format": "raceresult"}]
-        ) as gw:
+        async with (
+            cloud(tmp_path) as emu,
+            daemon(tmp_path, emu, [{"name": "box", "url": f"tcp://127.0.0.1:{port}", "format": "raceresult"}]) as gw,
+        ):
             await gw.start()
             w = await asyncio.wait_for(sessions.get(), 20)
             conv = fmt.reader_conversation(ctx)

@@ -85,9 +85,10 @@ async def test_api_key_in_no_log_error_or_export(tmp_path: Path) -> None:
     port = free_port()
     out_dir = tmp_path / "outputs"
     out_dir.mkdir()
-    async with cloud(tmp_path) as emu, daemon(
-        tmp_path, emu, [{"name": "mat", "url": f"tcp-listen://127.0.0.1:{port}", "format": "csv"}]
-    ) as gw:
+    async with (
+        cloud(tmp_path) as emu,
+        daemon(tmp_path, emu, [{"name": "mat", "url": f"tcp-listen://127.0.0.1:{port}", "format": "csv"}]) as gw,
+    ):
         wrong = "ror-" + "bad0" * 5  # well-formed, unknown to the cloud: 401 on every call
         gw.env = {"RUFUS_API_KEY": wrong}
         await gw.start()
@@ -145,10 +146,16 @@ def _own_address() -> str | None:
 async def test_status_surfaces_hold_no_key_and_want_a_token_from_afar(tmp_path: Path) -> None:
     port, status_port = free_port(), free_port()
     token = "status-token-0123"
-    async with cloud(tmp_path) as emu, daemon(
-        tmp_path, emu, [{"name": "mat", "url": f"tcp-listen://127.0.0.1:{port}", "format": "csv"}],
-        status={"listen": f"0.0.0.0:{status_port}", "token": token},
-    ) as gw, aiohttp.ClientSession() as http:
+    async with (
+        cloud(tmp_path) as emu,
+        daemon(
+            tmp_path,
+            emu,
+            [{"name": "mat", "url": f"tcp-listen://127.0.0.1:{port}", "format": "csv"}],
+            status={"listen": f"0.0.0.0:{status_port}", "token": token},
+        ) as gw,
+        aiohttp.ClientSession() as http,
+    ):
         await gw.start()
         await gw.wait_ready()
         _r, w = await asyncio.open_connection("127.0.0.1", port)

@@ -215,6 +215,7 @@ async def test_connection_reset_and_refused_are_retryable() -> None:
 
 # -- TLS ---------------------------------------------------------------------------------------------
 
+
 async def _tls_server(certs: Path) -> tuple[asyncio.Server, int]:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(certs / "future.pem", certs / "srv.key")

@@ -24,7 +24,6 @@ def _carried(emu: Emulator) -> list[int]:
     ]
 
 
-
 async def _reload_with_key(d: Daemon, old: str, new: str) -> None:
     before = len(d.events("config reloaded"))
     d.config.write_text(d.config.read_text().replace(old, new))
@@ -49,9 +48,7 @@ async def test_void_through_the_running_daemon_and_the_passing_never_reaches_the
         await until(lambda: "the cloud refused the API key" in d.output(), what="uploads stopped on the 401")
         code, out, err = await cli("mark", "777", "--config", str(d.config))
         assert code == 0 and "bib 777 -> num_passing 4" in out, out + err
-        assert d.query("select state, attempts, origin from passings where num_passing=4") == [
-            ("Pending", 0, "manual")
-        ]
+        assert d.query("select state, attempts, origin from passings where num_passing=4") == [("Pending", 0, "manual")]
         code, out, err = await cli("mark", "--void", "4", "--config", str(d.config))
         assert code == 0 and out.strip() == "voided num_passing 4", out + err
         # the daemon did it (the one writer): its own log says so; the command could not have taken the lock
@@ -76,9 +73,7 @@ async def test_void_through_the_running_daemon_and_the_passing_never_reaches_the
     assert WRONG not in d.output() and KEY not in d.output()
 
 
-async def test_reconcile_requeues_through_the_running_daemon_then_says_yes(
-    tmp_path: Path, enveloped: Emulator
-) -> None:
+async def test_reconcile_requeues_through_the_running_daemon_then_says_yes(tmp_path: Path, enveloped: Emulator) -> None:
     port = free_port()
     d = make(tmp_path, enveloped, port)
     await d.start()
@@ -113,8 +108,14 @@ async def test_reconcile_requeues_through_the_running_daemon_then_says_yes(
         assert code == 0, out + err
         stats = json.loads(out)
         assert list(stats) == ["pending", "sent", "rejected", "reads", "oldest_pending_age_s", "token_session"]
-        assert stats == {"pending": 0, "sent": 5, "rejected": 0, "reads": 5, "oldest_pending_age_s": None,
-                         "token_session": token}
+        assert stats == {
+            "pending": 0,
+            "sent": 5,
+            "rejected": 0,
+            "reads": 5,
+            "oldest_pending_age_s": None,
+            "token_session": token,
+        }
         assert sorted(_carried(enveloped)) == [1, 2, 2, 3, 4, 4, 5]  # the second reconcile requeued nothing
         assert d.proc is not None and d.proc.returncode is None
     finally:

@@ -58,8 +58,10 @@ async def test_passings_held_in_an_older_closed_session_are_not_in_the_cloud(
         second = out.split()[-1]
         await send(port, csv_lines(2, start=5))
         await until(lambda: cloud_nums(enveloped).get(second) == [1, 2], what="2 in the new session")
-        await until(lambda: d.query("select count(*) from passings where token_session=? and state='Sent'",
-                                    second)[0][0] == 2, what="new session Sent")
+        await until(
+            lambda: d.query("select count(*) from passings where token_session=? and state='Sent'", second)[0][0] == 2,
+            what="new session Sent",
+        )
         code, out, err = await cli("reconcile", "--config", str(d.config))
         assert code == 1, out + err
         assert f"no: session {first}: 2 passing(s) still Pending: 4 (bib 103), 5 (bib 104)" in out

@@ -284,9 +284,7 @@ async def test_each_cloud_fault_mode_still_delivers_exactly_once(tmp_path: Path,
             await asyncio.sleep(1.0)  # a few refused attempts (backoff cap 1 s)
             cloud.set_offline(False)
         await until(lambda: sum(len(v) for v in cloud_nums(cloud).values()) == 40, timeout=60, what="40 in cloud")
-        await until(
-            lambda: d.count("Sent") == 40, timeout=60, what="all Sent"
-        )
+        await until(lambda: d.count("Sent") == 40, timeout=60, what="all Sent")
         [(_tok, nums)] = cloud_nums(cloud).items()
         assert nums == list(range(1, 41))
         state = cloud.state()
@@ -589,7 +587,6 @@ async def test_sigterm_during_start_up_exits_zero_and_loses_nothing(tmp_path: Pa
         assert d.query("pragma integrity_check") == [("ok",)]
     finally:
         await d.kill()
-
 
 
 async def test_a_daemon_started_without_a_key_uploads_once_sighup_brings_one(tmp_path: Path, cloud: Emulator) -> None:

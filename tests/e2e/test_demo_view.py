@@ -49,8 +49,7 @@ async def _outbox_with(path: Path) -> Outbox:
     box = await Outbox.open(path)
     await box.set_current_session(TOKEN, alias="race", deviceid="D" * 64, created_by_us=True)
     await box.journal("finish", [read_at(i, f"C{i}") for i in range(7)])
-    await box.add_passings(TOKEN, [NewPassing(timestamp=T0 + timedelta(seconds=i), bib=str(100 + i))
-                                   for i in range(6)])
+    await box.add_passings(TOKEN, [NewPassing(timestamp=T0 + timedelta(seconds=i), bib=str(100 + i)) for i in range(6)])
     await box.mark_sent(TOKEN, [1, 2, 3, 4])
     await box.mark_rejected(TOKEN, 5, "bib 104: unknown")
     return box
@@ -61,8 +60,10 @@ async def test_the_live_view_shows_reads_pending_sent_link_and_cloud_state(tmp_p
     client = RufusClient("http://127.0.0.1:9/v0", KEY)
     try:
         con = sqlite3.connect(tmp_path / "outbox.db")
-        con.execute("update passings set created_at = ? where state = 'Pending'",
-                    (format_ts(datetime.now(UTC) - timedelta(seconds=90)),))
+        con.execute(
+            "update passings set created_at = ? where state = 'Pending'",
+            (format_ts(datetime.now(UTC) - timedelta(seconds=90)),),
+        )
         con.commit()
         con.close()
         demo = Demo(DemoOptions(duration_s=60), Console(file=io.StringIO()))

@@ -17,8 +17,9 @@ from tests.fixtures.daemon import Daemon, write_config
 
 
 @pytest.mark.parametrize("set_time", [True, False])
-async def test_daemon_sets_the_decoder_clock_only_when_told(tmp_path: Path, enveloped: Emulator,
-                                                            set_time: bool) -> None:
+async def test_daemon_sets_the_decoder_clock_only_when_told(
+    tmp_path: Path, enveloped: Emulator, set_time: bool
+) -> None:
     decoder = formats.get("raceresult").reader_conversation(ParseContext(tz=ZoneInfo("Europe/Madrid")))
     heard = bytearray()
     tasks: set[asyncio.Task[None]] = set()

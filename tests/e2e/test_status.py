@@ -78,8 +78,14 @@ async def test_unmapped_chips_and_link_times_on_all_three_surfaces(tmp_path: Pat
     try:
         before = time.time()
         # chips without a bib and no chip map: sent with bib = the normalised chip, and flagged
-        await send(port, ["17,E200017,2026-05-03T09:00:00.250Z", ",00E2000A1,2026-05-03T09:00:01.250Z",
-                          ",e2000b2,2026-05-03T09:00:02.250Z"])
+        await send(
+            port,
+            [
+                "17,E200017,2026-05-03T09:00:00.250Z",
+                ",00E2000A1,2026-05-03T09:00:01.250Z",
+                ",e2000b2,2026-05-03T09:00:02.250Z",
+            ],
+        )
         await until(lambda: sum(len(v) for v in cloud_nums(enveloped).values()) == 3, what="3 in the cloud")
         base = f"http://127.0.0.1:{status_port}"
         async with aiohttp.ClientSession() as http:
@@ -96,13 +102,23 @@ async def test_unmapped_chips_and_link_times_on_all_three_surfaces(tmp_path: Pat
         assert before - 1 <= reader["last_byte_at"] <= time.time() and reader["since"] > 0
         # /metrics
         assert "rufus_gateway_unmapped_chips 2.0" in metrics
-        [line] = [x for x in metrics.splitlines()
-                  if x.startswith('rufus_gateway_reader_last_byte_timestamp_seconds{reader="finish"}')]
+        [line] = [
+            x
+            for x in metrics.splitlines()
+            if x.startswith('rufus_gateway_reader_last_byte_timestamp_seconds{reader="finish"}')
+        ]
         assert before - 1 <= float(line.split()[-1]) <= time.time()
         assert 'rufus_gateway_reader_state_since_timestamp_seconds{reader="finish"}' in metrics
         # the page: rendered in the browser from /status.json, so it must read and show those fields
-        for needle in ('id="unmapped"', 'id="unmapped-count"', "unmapped_chips", "last_byte_at", "x.since",
-                       "last byte", "since "):
+        for needle in (
+            'id="unmapped"',
+            'id="unmapped-count"',
+            "unmapped_chips",
+            "last_byte_at",
+            "x.since",
+            "last byte",
+            "since ",
+        ):
             assert needle in page, needle
     finally:
         await d.kill()

@@ -182,8 +182,9 @@ async def test_every_admin_route_requires_the_token_and_a_refusal_changes_nothin
     # the same request with the token does what it says
     async with (
         aiohttp.ClientSession() as http,
-        http.request(method, emulator.admin_url + path, json=body, headers={"X-Admin-Token": emulator.admin_token})
-        as resp,
+        http.request(
+            method, emulator.admin_url + path, json=body, headers={"X-Admin-Token": emulator.admin_token}
+        ) as resp,
     ):
         assert resp.status == 200
 
@@ -262,7 +263,7 @@ async def test_state_persists_across_a_restart_with_db(tmp_path: Path, emulator_
 async def test_html_page_lists_everything_escaped(emulator: Emulator) -> None:
     _, b, _ = await call(emulator, "POST", "/devices", {"model": "<script>x</script>", "serial_number": "S&1"})
     d = unwrap(emulator, b)["deviceid"]
-    _, b, _ = await call(emulator, "POST", "/sessions", {"deviceid": d, "alias": "Race \"A\""})
+    _, b, _ = await call(emulator, "POST", "/sessions", {"deviceid": d, "alias": 'Race "A"'})
     token = unwrap(emulator, b)["token_session"]
     await call(emulator, "POST", "/passings", {"token_session": token, "passings_list": [{**PASSING, "bib": "<b>42"}]})
     async with aiohttp.ClientSession() as http, http.get(emulator.page_url) as resp:

@@ -49,7 +49,9 @@ def test_parse_command_gives_the_captures_date_not_todays(tmp_path: Path) -> Non
     result = CliRunner().invoke(cli, ["parse", "--format", "raceresult", "--tz", "Europe/Berlin", str(cap)])
     assert result.exit_code == 0, result.output
     assert [json.loads(x)["timestamp"] for x in result.stdout.splitlines()] == [
-        "2026-05-17T09:15:02.123Z", "2026-05-17T21:59:58.500Z"]
+        "2026-05-17T09:15:02.123Z",
+        "2026-05-17T21:59:58.500Z",
+    ]
     # an explicit --date still wins
     result = CliRunner().invoke(
         cli, ["parse", "--format", "raceresult", "--tz", "Europe/Berlin", "--date", "2026-06-01", str(cap)]

@@ -163,8 +163,14 @@ async def test_gap_in_sequence_numbers_is_counted_logged_and_refetched(link_logs
         assert counters.refetches == 1
         # the crew sees which reader lost which reads, once
         assert _gap_warnings(link_logs) == [
-            {"event": "reads missing from the reader", "log_level": "warning", "link": "test", "reader": "r1",
-             "first": 2, "count": 3}
+            {
+                "event": "reads missing from the reader",
+                "log_level": "warning",
+                "link": "test",
+                "reader": "r1",
+                "first": 2,
+                "count": 3,
+            }
         ]
         await peer.send(b"2,B,2\n3,C,3\n4,D,4\n")  # the re-fetched reads fill the hole: no new gap
         await eventually(lambda: len(sink.reads) == 5, what="the re-fetched reads")

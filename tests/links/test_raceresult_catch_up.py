@@ -91,8 +91,14 @@ async def test_passing_lost_just_before_a_hang_up_is_fetched_on_reconnect(link_l
         assert counters.gaps == 1 and counters.last_seq == {"D-1": 5}
         # the gap the decoder's count revealed is logged like one between two reads
         assert [e for e in link_logs if e["event"] == "reads missing from the reader"] == [
-            {"event": "reads missing from the reader", "log_level": "warning", "link": "rr", "reader": "D-1",
-             "first": 5, "count": 1}
+            {
+                "event": "reads missing from the reader",
+                "log_level": "warning",
+                "link": "rr",
+                "reader": "D-1",
+                "first": 5,
+                "count": 1,
+            }
         ]
     finally:
         task.cancel()

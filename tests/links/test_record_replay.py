@@ -36,8 +36,14 @@ BERLIN = ZoneInfo("Europe/Berlin")
 
 def sample(n: int) -> list[Read]:
     return [
-        Read(chip=f"05800000{i:04d}", bib=str(100 + i), timestamp=T0 + timedelta(milliseconds=810 * i), antenna=2,
-             rssi=-50.0 - i, seq=i + 1)
+        Read(
+            chip=f"05800000{i:04d}",
+            bib=str(100 + i),
+            timestamp=T0 + timedelta(milliseconds=810 * i),
+            antenna=2,
+            rssi=-50.0 - i,
+            seq=i + 1,
+        )
         for i in range(n)
     ]
 
@@ -112,8 +118,13 @@ async def test_record_greets_and_acks_only_what_is_in_the_capture(tmp_path: Path
 
 async def _cli(*args: str) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env={**os.environ, "NO_COLOR": "1"},
+        sys.executable,
+        "-m",
+        "gateway",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "NO_COLOR": "1"},
     )
     out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode is not None
@@ -128,8 +139,9 @@ async def test_record_replay_parse_commands(tmp_path: Path) -> None:
     cap, raw = tmp_path / "cli.cap", tmp_path / "cli.raw"
     try:
         sender = asyncio.create_task(_reader_sends(peer, lines, 0.01))
-        code, _out, err = await _cli("record", "--from", peer.url, "--format", "csv", "--out", str(cap),
-                                     "--duration", "1.5")
+        code, _out, err = await _cli(
+            "record", "--from", peer.url, "--format", "csv", "--out", str(cap), "--duration", "1.5"
+        )
         await sender
     finally:
         await peer.close()
@@ -182,8 +194,16 @@ async def test_record_replay_parse_over_every_format(name: str, tmp_path: Path) 
     recording = asyncio.create_task(record(rec_url, fmt, out, tz=BERLIN))
     try:
         stats = await asyncio.wait_for(
-            drive(fmt, sim_url, race, speed=0, ctx=ParseContext(tz=BERLIN, reader="timer"), backoff_base=0.05,
-                  backoff_cap=0.2, ack_timeout=5),
+            drive(
+                fmt,
+                sim_url,
+                race,
+                speed=0,
+                ctx=ParseContext(tz=BERLIN, reader="timer"),
+                backoff_base=0.05,
+                backoff_cap=0.2,
+                ack_timeout=5,
+            ),
             15,
         )
     finally:  # the timer is done (every read acknowledged, or it hung up): the capture is complete

@@ -73,8 +73,18 @@ async def test_replay_reports_each_entry_sent_up_to_the_total(tmp_path: Path) ->
 async def _replay_cli(capture: Path, url: str, **env: str) -> tuple[int, str]:
     clean = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR", "TTY_COMPATIBLE")}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", "replay", str(capture), "--to", url, "--speed", "0",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env={**clean, "COLUMNS": "100", **env},
+        sys.executable,
+        "-m",
+        "gateway",
+        "replay",
+        str(capture),
+        "--to",
+        url,
+        "--speed",
+        "0",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**clean, "COLUMNS": "100", **env},
     )
     _out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode is not None

@@ -57,8 +57,13 @@ def _spawn(db: Path, *args: str, failpoint: str | None = None) -> Iterator[subpr
     if failpoint:
         env["RUFUS_FAILPOINT"] = failpoint
     with subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(db), *args], cwd=ROOT, env=env, text=True,
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        [sys.executable, "-c", CHILD, str(db), *args],
+        cwd=ROOT,
+        env=env,
+        text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
     ) as proc:
         try:
             yield proc

@@ -59,10 +59,14 @@ async def test_batches_respect_max_rows(outbox: Outbox) -> None:
 async def test_resent_reads_are_acked_but_not_stored_twice(outbox: Outbox, db_path: Path) -> None:
     writer = JournalWriter(outbox)
     async with running(writer):
-        assert list(await writer.journal("mat", [read_at(1, seq=1, reader="R"), read_at(2, seq=2, reader="R")])) \
-            == [True, True]
-        assert list(await writer.journal("mat", [read_at(2, seq=2, reader="R"), read_at(3, seq=3, reader="R")])) \
-            == [False, True]
+        assert list(await writer.journal("mat", [read_at(1, seq=1, reader="R"), read_at(2, seq=2, reader="R")])) == [
+            True,
+            True,
+        ]
+        assert list(await writer.journal("mat", [read_at(2, seq=2, reader="R"), read_at(3, seq=3, reader="R")])) == [
+            False,
+            True,
+        ]
         await writer.reject("mat", 42, "field 3: bad timestamp", "1,2,x")
     assert (writer.committed, writer.duplicates, writer.rejected) == (3, 1, 1)
     assert count_rows(db_path) == 3
@@ -85,4 +89,3 @@ async def test_cancel_flushes_what_was_submitted(outbox: Outbox, db_path: Path) 
     assert count_rows(db_path) == 40
     with pytest.raises(StorageError, match="stopped"):
         await writer.journal("mat", [read_at(99)])
-

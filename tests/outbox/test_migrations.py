@@ -23,16 +23,21 @@ def _old_file(db: Path, version: int) -> None:
         for script in MIGRATIONS[:version]:
             con.executescript(script)
         con.execute(f"PRAGMA user_version = {version}")
-        con.executemany(_READ, [
-            ("mat", "box1", 1, "2024-05-01T09:00:01.000Z", "C1", None),
-            ("mat", "box1", 2, "2024-05-01T09:00:02.000Z", None, "42"),  # a bib-only read
-            ("mat", "box1", None, "2024-05-01T09:00:03.000Z", "C3", None),  # a reader without numbers
-            ("manual", "manual", None, "2024-05-01T09:00:04.000Z", None, "7"),
-        ])
+        con.executemany(
+            _READ,
+            [
+                ("mat", "box1", 1, "2024-05-01T09:00:01.000Z", "C1", None),
+                ("mat", "box1", 2, "2024-05-01T09:00:02.000Z", None, "42"),  # a bib-only read
+                ("mat", "box1", None, "2024-05-01T09:00:03.000Z", "C3", None),  # a reader without numbers
+                ("manual", "manual", None, "2024-05-01T09:00:04.000Z", None, "7"),
+            ],
+        )
         if version >= 2:  # v2 allowed a reused number with other content: a reader that restarted its count
             con.execute(_READ, ("mat", "box1", 1, "2024-05-01T09:30:00.000Z", "D1", None))
-        con.execute("INSERT INTO sessions (token_session, active, created_at, allocated) "
-                    "VALUES ('tok-A', 1, '2024-05-01T09:00:00.000Z', 2)")
+        con.execute(
+            "INSERT INTO sessions (token_session, active, created_at, allocated) "
+            "VALUES ('tok-A', 1, '2024-05-01T09:00:00.000Z', 2)"
+        )
         con.executemany(
             "INSERT INTO passings (token_session, num_passing, timestamp, bib, state, created_at) "
             "VALUES ('tok-A', ?, '2024-05-01T09:00:01.000Z', ?, ?, '2024-05-01T09:00:01.000Z')",
@@ -97,4 +102,3 @@ async def test_the_database_itself_refuses_the_same_read_twice(db_path: Path) ->
     finally:
         con.close()
     assert count_rows(db_path) == 7
-

@@ -29,10 +29,13 @@ async def _fill(db: Path) -> None:
     try:
         await box.set_current_session("tok-A", alias="race", deviceid="dev-1", created_by_us=True)
         await box.journal("mat", [read_at(i, f"C{i}") for i in range(4)])
-        await box.add_passings("tok-A", [
-            NewPassing(timestamp=T0 + timedelta(seconds=i), bib=str(100 + i), chip=f"C{i}", timezone="CET")
-            for i in range(5)
-        ])
+        await box.add_passings(
+            "tok-A",
+            [
+                NewPassing(timestamp=T0 + timedelta(seconds=i), bib=str(100 + i), chip=f"C{i}", timezone="CET")
+                for i in range(5)
+            ],
+        )
         await box.mark_sent("tok-A", [1])
         await box.mark_rejected("tok-A", 2, "bib 101: unknown")
     finally:
@@ -49,8 +52,17 @@ async def test_stats_json_exact_keys_while_the_daemon_holds_the_lock(db_path: Pa
     daemon = await Outbox.open(db_path)  # the running daemon: holds the lock
     try:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "gateway", "outbox", "stats", "--db", str(db_path), "--json",
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy(),
+            sys.executable,
+            "-m",
+            "gateway",
+            "outbox",
+            "stats",
+            "--db",
+            str(db_path),
+            "--json",
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=os.environ.copy(),
         )
         out, err = await asyncio.wait_for(proc.communicate(), 30)
     finally:
@@ -59,7 +71,12 @@ async def test_stats_json_exact_keys_while_the_daemon_holds_the_lock(db_path: Pa
     data = json.loads(out)
     assert list(data) == STATS_KEYS
     assert {k: data[k] for k in ("pending", "sent", "rejected", "reads", "token_session")} == {
-        "pending": 3, "sent": 1, "rejected": 1, "reads": 4, "token_session": "tok-A"}
+        "pending": 3,
+        "sent": 1,
+        "rejected": 1,
+        "reads": 4,
+        "token_session": "tok-A",
+    }
     assert isinstance(data["oldest_pending_age_s"], float) and 0 <= data["oldest_pending_age_s"] < 600
 
 
@@ -67,8 +84,14 @@ def test_stats_json_on_an_empty_database(db_path: Path) -> None:
     asyncio.run(_open_close(db_path))
     code, out, _ = _invoke("stats", "--db", str(db_path), "--json")
     assert code == 0
-    assert json.loads(out) == {"pending": 0, "sent": 0, "rejected": 0, "reads": 0, "oldest_pending_age_s": None,
-                               "token_session": None}
+    assert json.loads(out) == {
+        "pending": 0,
+        "sent": 0,
+        "rejected": 0,
+        "reads": 0,
+        "oldest_pending_age_s": None,
+        "token_session": None,
+    }
 
 
 async def _open_close(db: Path) -> None:
@@ -110,8 +133,7 @@ def test_export_csv_and_json(db_path: Path, tmp_path: Path) -> None:
     assert [r[1] for r in rows[1:]] == ["1", "2", "3", "4", "5"]
     assert rows[1][0] == "tok-A" and rows[1][2] == "2024-05-01T09:00:00.000Z" and rows[1][11] == "Sent"
     target = tmp_path / "reads.json"
-    code, _, err = _invoke("export", "--db", str(db_path), "--table", "reads", "--format", "json", "--out",
-                           str(target))
+    code, _, err = _invoke("export", "--db", str(db_path), "--table", "reads", "--format", "json", "--out", str(target))
     assert code == 0 and "4 reads rows" in err
     reads = json.loads(target.read_text())
     assert [r["chip"] for r in reads] == ["C0", "C1", "C2", "C3"]

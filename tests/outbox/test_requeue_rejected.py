@@ -26,10 +26,15 @@ async def _fill(db: Path) -> None:
         await box.add_passings("tok-B", [NewPassing(timestamp=T0, bib="900")])
         await box.mark_rejected("tok-B", 1, "Invalid passing")
         await box.set_current_session("tok-A", alias="race", deviceid="dev-1", created_by_us=True)
-        await box.add_passings("tok-A", [
-            NewPassing(timestamp=T0 + timedelta(seconds=i), bib=str(100 + i), origin="manual" if i == 3 else "reader")
-            for i in range(1, 5)
-        ])
+        await box.add_passings(
+            "tok-A",
+            [
+                NewPassing(
+                    timestamp=T0 + timedelta(seconds=i), bib=str(100 + i), origin="manual" if i == 3 else "reader"
+                )
+                for i in range(1, 5)
+            ],
+        )
         await box.mark_sent("tok-A", [1])
         await box.mark_rejected("tok-A", 2, "Invalid passing")
         assert await box.void("tok-A", 3)

@@ -77,8 +77,9 @@ async def test_resent_reads_are_recognised_not_journaled_twice(outbox: Outbox, d
     first = await outbox.journal("mat", [read_at(1, seq=7, reader="R1"), read_at(2, seq=8, reader="R1")])
     assert None not in first
     # the reader re-sends seq 8 (it never got the ack) together with a new one, and one twice in a batch
-    again = await outbox.journal("mat", [read_at(2, seq=8, reader="R1"), read_at(3, seq=9, reader="R1"),
-                                         read_at(3, seq=9, reader="R1")])
+    again = await outbox.journal(
+        "mat", [read_at(2, seq=8, reader="R1"), read_at(3, seq=9, reader="R1"), read_at(3, seq=9, reader="R1")]
+    )
     assert again[0] is None and again[1] is not None and again[2] is None
     # the same seq from another reader is a different read; reads without seq are never merged
     other = await outbox.journal("mat", [read_at(2, seq=8, reader="R2"), read_at(5), read_at(5)])

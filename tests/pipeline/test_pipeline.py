@@ -28,8 +28,10 @@ def _future() -> datetime:
 
 
 async def _passings(box: Outbox, token: str = "tok-A") -> list[tuple[int, str, str, str | None, int | None]]:
-    return [(r.passing.num_passing, r.passing.bib, r.passing.timestamp.isoformat(), r.passing.chip, r.read_id)
-            for r in await box.rows(token)]
+    return [
+        (r.passing.num_passing, r.passing.bib, r.passing.timestamp.isoformat(), r.passing.chip, r.read_id)
+        for r in await box.rows(token)
+    ]
 
 
 async def test_first_mode_one_passing_per_crossing_on_reader_time(session_outbox: Outbox) -> None:
@@ -46,7 +48,10 @@ async def test_first_mode_one_passing_per_crossing_on_reader_time(session_outbox
     assert await pl.step(_future()) == 2  # the others close on the clock
     rows = await box.rows("tok-A")
     assert [(r.passing.num_passing, r.passing.chip, r.passing.timestamp - T0) for r in rows] == [
-        (1, "C1", timedelta(0)), (2, "C1", timedelta(seconds=10)), (3, "C2", timedelta(seconds=10.5))]
+        (1, "C1", timedelta(0)),
+        (2, "C1", timedelta(seconds=10)),
+        (3, "C2", timedelta(seconds=10.5)),
+    ]
     p = rows[0].passing
     assert (p.timezone, p.latitude, p.longitude) == ("Europe/Paris", 48.85, 2.35)
     assert pl.passings_created == 3 and pl.reads_processed == 6 and pl.reads_suppressed == 3
@@ -91,16 +96,24 @@ async def test_first_mode_passing_waits_one_window_on_the_clock(session_outbox: 
 async def test_dedup_is_per_reader(session_outbox: Outbox) -> None:
     box = session_outbox
     pl = Pipeline(box, {}, STAMP)
-    await box.journal("mat", [read_at(0, "C1", reader="R1"), read_at(0.2, "C1", reader="R2"),
-                              read_at(0.4, "C1", reader="R1")])
+    await box.journal(
+        "mat", [read_at(0, "C1", reader="R1"), read_at(0.2, "C1", reader="R2"), read_at(0.4, "C1", reader="R1")]
+    )
     assert await pl.step(_future()) == 2
 
 
 async def test_strongest_emits_max_rssi_when_a_later_read_closes_the_window(session_outbox: Outbox) -> None:
     box = session_outbox
     pl = Pipeline(box, {"mat": ReaderRules(dedup_window_s=3.0, dedup_mode="strongest")}, STAMP)
-    await box.journal("mat", [read_at(0.0, "C1", rssi=-70), read_at(0.8, "C1", rssi=-52),
-                              read_at(1.5, "C1", rssi=-52), read_at(2.4, "C1", rssi=-65)])
+    await box.journal(
+        "mat",
+        [
+            read_at(0.0, "C1", rssi=-70),
+            read_at(0.8, "C1", rssi=-52),
+            read_at(1.5, "C1", rssi=-52),
+            read_at(2.4, "C1", rssi=-65),
+        ],
+    )
     assert await pl.step(_now()) == 0  # the window is still open: a stronger read may come
     assert pl.open_windows == 1
     await box.journal("mat", [read_at(9.0, "C1", rssi=-80)])
@@ -140,12 +153,15 @@ async def test_strongest_deadline_uses_stored_arrival_times(session_outbox: Outb
 async def test_finished_window_suppresses_later_crossings(session_outbox: Outbox) -> None:
     box = session_outbox
     pl = Pipeline(box, {"mat": ReaderRules(dedup_window_s=3.0, finished_window_s=60.0)}, STAMP)
-    await box.journal("mat", [read_at(0, "C1"), read_at(20, "C1"), read_at(59, "C1"), read_at(61, "C1"),
-                              read_at(30, "C2")])
+    await box.journal(
+        "mat", [read_at(0, "C1"), read_at(20, "C1"), read_at(59, "C1"), read_at(61, "C1"), read_at(30, "C2")]
+    )
     assert await pl.step(_future()) == 3
     assert [(p[3], p[2]) for p in await _passings(box)] == [
-        ("C1", T0.isoformat()), ("C1", (T0 + timedelta(seconds=61)).isoformat()),  # journal order
-        ("C2", (T0 + timedelta(seconds=30)).isoformat())]
+        ("C1", T0.isoformat()),
+        ("C1", (T0 + timedelta(seconds=61)).isoformat()),  # journal order
+        ("C2", (T0 + timedelta(seconds=30)).isoformat()),
+    ]
 
 
 async def test_zero_window_keeps_every_read(session_outbox: Outbox) -> None:
@@ -173,17 +189,24 @@ async def test_bib_without_chip_and_chip_map(session_outbox: Outbox, tmp_path: P
     mapfile.write_text("chip,bib\n000123,7\nE2000017ABCD0456,8\n")
     cmap = ChipMap.load(mapfile, last_n=4)
     pl = Pipeline(box, {"mat": ReaderRules(chip_map=cmap)}, STAMP)
-    await box.journal("mat", [
-        read_at(0, None, bib="501"),          # bib only: used as is
-        read_at(1, "00000000FFFF0123"),      # EPC tail 0123 -> 123 -> bib 7
-        read_at(2, "0456"),                  # 0456 -> 456 -> bib 8
-        read_at(3, "E20000170000009999"),    # unmapped: bib = normalised chip, flagged
-        read_at(4, "0000777", bib="12"),     # unmapped but the reader gave a bib: use it
-    ])
+    await box.journal(
+        "mat",
+        [
+            read_at(0, None, bib="501"),  # bib only: used as is
+            read_at(1, "00000000FFFF0123"),  # EPC tail 0123 -> 123 -> bib 7
+            read_at(2, "0456"),  # 0456 -> 456 -> bib 8
+            read_at(3, "E20000170000009999"),  # unmapped: bib = normalised chip, flagged
+            read_at(4, "0000777", bib="12"),  # unmapped but the reader gave a bib: use it
+        ],
+    )
     assert await pl.step(_future()) == 5
     assert [(p[1], p[3]) for p in await _passings(box)] == [  # windows closing together: journal order
-        ("501", None), ("7", "00000000FFFF0123"), ("8", "0456"), ("9999", "E20000170000009999"),
-        ("12", "0000777")]
+        ("501", None),
+        ("7", "00000000FFFF0123"),
+        ("8", "0456"),
+        ("9999", "E20000170000009999"),
+        ("12", "0000777"),
+    ]
     assert pl.unmapped_chips == {"9999"}  # the reader gave bib 12 for 0000777: not flagged
 
 
@@ -213,22 +236,34 @@ def _race(seed: int, n: int = 300) -> list[tuple[str, Read]]:
         chip = f"{rnd.randrange(25):06d}"
         for _ in range(rnd.randrange(1, 6)):
             jitter = rnd.uniform(-0.3, 2.5)
-            out.append((link, read_at(max(0.0, t + jitter), chip, rssi=float(rnd.randrange(-90, -30)),
-                                      reader=link, antenna=rnd.randrange(1, 5))))
+            out.append(
+                (
+                    link,
+                    read_at(
+                        max(0.0, t + jitter),
+                        chip,
+                        rssi=float(rnd.randrange(-90, -30)),
+                        reader=link,
+                        antenna=rnd.randrange(1, 5),
+                    ),
+                )
+            )
     return out[:n]
 
 
 RULES = {
     # a long grace: in this test only reads (never the wall clock of a slow CI machine) close windows
     "mat1": ReaderRules(dedup_window_s=3.0, dedup_mode="strongest", close_grace_s=3600.0),
-    "mat2": ReaderRules(dedup_window_s=2.0, finished_window_s=20.0, chip_map=ChipMap.empty(last_n=4),
-                        close_grace_s=3600.0),
+    "mat2": ReaderRules(
+        dedup_window_s=2.0, finished_window_s=20.0, chip_map=ChipMap.empty(last_n=4), close_grace_s=3600.0
+    ),
 }
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-async def test_restart_mid_stream_derives_identical_passings(tmp_path: Path, seed: int,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_restart_mid_stream_derives_identical_passings(
+    tmp_path: Path, seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     reads = _race(seed)
     rnd = random.Random(seed * 7919)
     cuts = sorted(rnd.sample(range(1, len(reads)), 12))
@@ -282,8 +317,9 @@ FIRST_RULES = {
 
 
 @pytest.mark.parametrize("seed", [4, 5])
-async def test_first_mode_out_of_order_restart_derives_identical_passings(tmp_path: Path, seed: int,
-                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_first_mode_out_of_order_restart_derives_identical_passings(
+    tmp_path: Path, seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """`first` windows are held and stored like `strongest` ones: reads arriving out of reader order (each
     chunk delivered backwards, as a re-fetch answers after later reads) give the same passings whether one
     process derives them or a fresh process after every chunk."""
@@ -341,8 +377,9 @@ async def test_clock_set_back_does_not_hold_passings(session_outbox: Outbox) -> 
     assert pl.open_windows == 0
 
 
-async def test_a_commit_interrupted_after_it_landed_is_not_emitted_twice(session_outbox: Outbox,
-                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_commit_interrupted_after_it_landed_is_not_emitted_twice(
+    session_outbox: Outbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """SIGTERM cancels the pipeline task while its COMMIT runs: the database has the passing, the task saw
     CancelledError. The next step (the shutdown's last one) must not emit that window again."""
     box = session_outbox

@@ -22,15 +22,35 @@ CSV = formats.get("csv")
 
 async def _spawn(*args: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", "simulate", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env={**os.environ, "NO_COLOR": "1"},
+        sys.executable,
+        "-m",
+        "gateway",
+        "simulate",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "NO_COLOR": "1"},
     )
 
 
 async def test_simulate_to_a_file_then_read_it_back(tmp_path: Path) -> None:
     cap, truth = tmp_path / "race.cap", tmp_path / "truth.jsonl"
-    proc = await _spawn("--format", "csv", "--to", f"file://{cap}", "--runners", "40", "--seed", "3",
-                        "--corrupt-rate", "0.05", "--truth", str(truth), "--start", "2026-11-22T09:00:00Z")
+    proc = await _spawn(
+        "--format",
+        "csv",
+        "--to",
+        f"file://{cap}",
+        "--runners",
+        "40",
+        "--seed",
+        "3",
+        "--corrupt-rate",
+        "0.05",
+        "--truth",
+        str(truth),
+        "--start",
+        "2026-11-22T09:00:00Z",
+    )
     _out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 0, err
     told = load(truth)
@@ -64,8 +84,20 @@ async def test_a_killed_simulator_leaves_a_usable_truth_file(tmp_path: Path) -> 
     try:
         await asyncio.wait_for(link.listening.wait(), 5)
         assert link.address is not None
-        proc = await _spawn("--format", "csv", "--to", f"tcp://127.0.0.1:{link.address[1]}", "--runners", "300",
-                            "--speed", "120", "--corrupt-rate", "0", "--truth", str(truth))
+        proc = await _spawn(
+            "--format",
+            "csv",
+            "--to",
+            f"tcp://127.0.0.1:{link.address[1]}",
+            "--runners",
+            "300",
+            "--speed",
+            "120",
+            "--corrupt-rate",
+            "0",
+            "--truth",
+            str(truth),
+        )
         await eventually(lambda: len(sink.reads) >= 10, timeout=15, what="the first reads")
         proc.send_signal(signal.SIGKILL)  # no chance to clean up
         await proc.wait()

@@ -56,8 +56,19 @@ async def test_simulator_to_ingest_matches_truth(name: str, direction: str, tmp_
     truth = TruthWriter.open(truth_path)
     try:
         stats = await asyncio.wait_for(
-            drive(fmt, sim_url, reads, speed=0, truth=truth, ctx=ParseContext(tz=TZ, now=now, reader="sim"),
-                  seed=4, corrupt_rate=0.08, backoff_base=0.05, backoff_cap=0.2, ack_timeout=10),
+            drive(
+                fmt,
+                sim_url,
+                reads,
+                speed=0,
+                truth=truth,
+                ctx=ParseContext(tz=TZ, now=now, reader="sim"),
+                seed=4,
+                corrupt_rate=0.08,
+                backoff_base=0.05,
+                backoff_cap=0.2,
+                ack_timeout=10,
+            ),
             20,
         )
         truth.close()
@@ -155,8 +166,17 @@ async def test_reads_lost_on_the_wire_are_fetched_again(name: str, tmp_path: Pat
     truth = TruthWriter.open(truth_path)
     try:
         stats = await asyncio.wait_for(
-            drive(fmt, sim_url, reads, speed=0, truth=truth, ctx=ParseContext(tz=TZ, now=now, reader="sim"),
-                  seed=2, drop_rate=0.1, backoff_base=0.05),
+            drive(
+                fmt,
+                sim_url,
+                reads,
+                speed=0,
+                truth=truth,
+                ctx=ParseContext(tz=TZ, now=now, reader="sim"),
+                seed=2,
+                drop_rate=0.1,
+                backoff_base=0.05,
+            ),
             20,
         )
         truth.close()

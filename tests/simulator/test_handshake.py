@@ -43,8 +43,17 @@ async def _silent_gateway(name: str, gateway_says: bytes) -> tuple[bytes, BaseEx
         sim_url = f"tcp://127.0.0.1:{port}"
     else:
         sim_url = f"tcp-listen://127.0.0.1:{port}"
-    driver = Driver(fmt, sim_url, reads, speed=0, ctx=ParseContext(reader="sim"), heartbeat_s=0,
-                    handshake_timeout=0.8, backoff_base=0.05, backoff_cap=0.2)
+    driver = Driver(
+        fmt,
+        sim_url,
+        reads,
+        speed=0,
+        ctx=ParseContext(reader="sim"),
+        heartbeat_s=0,
+        handshake_timeout=0.8,
+        backoff_base=0.05,
+        backoff_cap=0.2,
+    )
     run = asyncio.create_task(driver.run())
     error: BaseException | None = None
     try:

@@ -66,8 +66,17 @@ async def test_heartbeats_keep_a_quiet_reader_connected(name: str) -> None:
     greeted = GREETING_IS_A_HEARTBEAT.get(name, 0)
     try:
         stats = await asyncio.wait_for(
-            drive(fmt, sim_url, reads, speed=1, ctx=ParseContext(tz=TZ, now=now, reader="sim"), heartbeat_s=BEAT_S,
-                  backoff_base=0.05, backoff_cap=0.2, ack_timeout=5),
+            drive(
+                fmt,
+                sim_url,
+                reads,
+                speed=1,
+                ctx=ParseContext(tz=TZ, now=now, reader="sim"),
+                heartbeat_s=BEAT_S,
+                backoff_base=0.05,
+                backoff_cap=0.2,
+                ack_timeout=5,
+            ),
             10,
         )
         await eventually(lambda: len(sink.reads) == len(reads), what=f"{name}: the reads")

@@ -104,8 +104,16 @@ async def test_unacked_reads_are_resent_after_a_gateway_crash_and_journaled_once
     truth_path = tmp_path / "truth.jsonl"
     truth = TruthWriter.open(truth_path)
     sim = asyncio.create_task(
-        drive(fmt, f"tcp://127.0.0.1:{port}", reads, speed=0, truth=truth, backoff_base=0.05, backoff_cap=0.1,
-              ack_timeout=10)
+        drive(
+            fmt,
+            f"tcp://127.0.0.1:{port}",
+            reads,
+            speed=0,
+            truth=truth,
+            backoff_base=0.05,
+            backoff_cap=0.1,
+            ack_timeout=10,
+        )
     )
     try:
         await asyncio.wait_for(sink.crashed.wait(), 10)

@@ -53,8 +53,15 @@ async def test_simulator_receives_set_time_end_to_end(name: str, set_time: bool)
     port = free_port()
     gun = datetime.now(UTC).replace(microsecond=0)
     reads = Race.generate(3, 5, gun, chip_style=chip_style_for(name))
-    driver = Driver(fmt, f"tcp-listen://127.0.0.1:{port}", reads, speed=0, ctx=ParseContext(tz=BERLIN, reader="sim"),
-                    backoff_base=0.05, backoff_cap=0.2)
+    driver = Driver(
+        fmt,
+        f"tcp-listen://127.0.0.1:{port}",
+        reads,
+        speed=0,
+        ctx=ParseContext(tz=BERLIN, reader="sim"),
+        backoff_base=0.05,
+        backoff_cap=0.2,
+    )
     sink, counters = MemorySink(), ReaderCounters()
     link = open_link(f"tcp://127.0.0.1:{port}", name="finish", backoff_base=0.05, backoff_cap=0.2)
     sim = asyncio.create_task(driver.run())

@@ -42,8 +42,17 @@ async def test_reads_sent_again_on_request_are_in_the_truth_file(name: str, tmp_
     truth = TruthWriter.open(path)
     try:
         stats = await asyncio.wait_for(
-            drive(fmt, sim_url, reads, speed=0, truth=truth, ctx=ParseContext(now=now, reader="sim"), seed=2,
-                  drop_rate=0.1, backoff_base=0.05),
+            drive(
+                fmt,
+                sim_url,
+                reads,
+                speed=0,
+                truth=truth,
+                ctx=ParseContext(now=now, reader="sim"),
+                seed=2,
+                drop_rate=0.1,
+                backoff_base=0.05,
+            ),
             20,
         )
         truth.close()
@@ -66,8 +75,8 @@ async def test_reads_sent_again_on_request_are_in_the_truth_file(name: str, tmp_
 def test_simulate_speaks_csv_by_default(tmp_path: Path) -> None:
     cap = tmp_path / "race.cap"
     result = CliRunner().invoke(
-        simulate_cmd, ["--to", f"file://{cap}", "--runners", "3", "--corrupt-rate", "0", "--start",
-                       "2026-11-22T09:00:00Z"],
+        simulate_cmd,
+        ["--to", f"file://{cap}", "--runners", "3", "--corrupt-rate", "0", "--start", "2026-11-22T09:00:00Z"],
     )
     assert result.exit_code == 0, result.output
     assert "format=csv" in cap.read_text().splitlines()[0]

@@ -45,8 +45,12 @@ def test_example_documents_every_key(tmp_path: Path) -> None:
     # the probe itself is sound: it finds every settings field, and the one key that has no dataclass
     assert set(keys) == {"cloud", "device", "session", "reader", "outbox", "status", "clock", "log"}
     tables = {
-        "cloud": config.CloudSettings, "device": config.DeviceSettings, "session": config.SessionSettings,
-        "reader": config.ReaderSettings, "outbox": config.OutboxSettings, "status": config.StatusSettings,
+        "cloud": config.CloudSettings,
+        "device": config.DeviceSettings,
+        "session": config.SessionSettings,
+        "reader": config.ReaderSettings,
+        "outbox": config.OutboxSettings,
+        "status": config.StatusSettings,
         "clock": config.ClockSettings,
     }
     for table, cls in tables.items():

@@ -31,7 +31,10 @@ def test_links_database_listeners_and_log_need_a_restart() -> None:
         log_level="debug",
     )
     assert restart_needed(BASE, new, cloud_started=False) == [
-        "[[reader]]", "[outbox] path", "[status] listen", "[log] level"
+        "[[reader]]",
+        "[outbox] path",
+        "[status] listen",
+        "[log] level",
     ]
 
 

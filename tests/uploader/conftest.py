@@ -29,4 +29,3 @@ async def env(cloud: Emulator, tmp_path: Path) -> AsyncIterator[Env]:
     finally:
         await e.client.close()
         await e.outbox.close()
-

@@ -56,8 +56,14 @@ class Env:
         for _ in range(n):
             self.bib_seq += 1
             i = self.bib_seq
-            new.append(NewPassing(timestamp=T0 + timedelta(seconds=i, milliseconds=i % 1000), bib=str(i),
-                                  chip=f"CHIP{i:05d}", timezone="CET"))
+            new.append(
+                NewPassing(
+                    timestamp=T0 + timedelta(seconds=i, milliseconds=i % 1000),
+                    bib=str(i),
+                    chip=f"CHIP{i:05d}",
+                    timezone="CET",
+                )
+            )
         return await self.outbox.add_passings(current.token_session, new)
 
     async def states(self, token: str | None = None) -> dict[str, int]:
@@ -92,4 +98,5 @@ async def running(up: Uploader) -> AsyncIterator[asyncio.Task[None]]:
 async def all_sent(e: Env, n: int, token: str | None = None) -> Callable[[], Awaitable[bool]]:
     async def cond() -> bool:
         return (await e.states(token)).get("Sent", 0) == n
+
     return cond

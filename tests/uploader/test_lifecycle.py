@@ -125,8 +125,9 @@ async def test_new_and_close_session(env: Env) -> None:
     assert (await env.states(env.token)) == {"Pending": 3}
 
 
-async def test_key_that_cannot_read_is_reported_once(cloud: Emulator, tmp_path: Path,
-                                                     logs: list[dict[str, Any]]) -> None:
+async def test_key_that_cannot_read_is_reported_once(
+    cloud: Emulator, tmp_path: Path, logs: list[dict[str, Any]]
+) -> None:
     emu = cloud
     admin = client_for(emu)
     client = client_for(emu, W_KEY)

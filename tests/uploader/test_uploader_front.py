@@ -42,6 +42,7 @@ async def test_an_html_404_is_retried_with_one_alert_not_a_crash(env: Env) -> No
             await client.close()
     assert cloud_nums(env.emu, env.token) == [1, 2, 3, 4, 5, 6]
 
+
 async def test_retry_after_is_waited_out_between_attempts(env: Env) -> None:
     await env.add(3)
     async with FakeFront(env.emu) as front:
@@ -63,6 +64,7 @@ async def test_retry_after_is_waited_out_between_attempts(env: Env) -> None:
     assert len(front.posts) == 3
     gaps = [b - a for a, b in zip(front.posts, front.posts[1:], strict=False)]
     assert all(g >= 0.95 for g in gaps), gaps  # a lower bound only: a slow machine may wait longer
+
 
 async def test_a_2xx_that_counts_fewer_passings_than_sent_is_read_back(env: Env) -> None:
     await env.add(10)
@@ -105,8 +107,9 @@ async def test_a_short_count_with_a_key_that_cannot_read_is_sent_tagged_and_aler
             if request.method != "POST":
                 return None
             await front.forward(request, body)
-            return web.json_response({"description": "Passings inserted succesfully", "inserted_count": 2,
-                                      "duplicate_count": 0})
+            return web.json_response(
+                {"description": "Passings inserted succesfully", "inserted_count": 2, "duplicate_count": 0}
+            )
 
         front.hook = short
         client = client_for(env.emu, W_KEY)

@@ -165,7 +165,12 @@ async def test_a_poison_passing_alone_waits_then_is_set_aside_once_others_go_thr
         await eventually(await all_sent(env, 4), what="4 Sent")
         await eventually(lambda: _is(up.status.rejected == 1), what="the poison set aside")
     assert {r.passing.num_passing: r.state for r in await env.outbox.rows(env.token)} == {
-        1: "Rejected", 2: "Sent", 3: "Sent", 4: "Sent", 5: "Sent"}
+        1: "Rejected",
+        2: "Sent",
+        3: "Sent",
+        4: "Sent",
+        5: "Sent",
+    }
 
 
 async def test_a_run_of_poison_passings_with_one_reason_is_still_set_aside(env: Env) -> None:

@@ -26,8 +26,9 @@ ADMIN_TOKEN = "chaos-admin-token-0001"
 
 @asynccontextmanager
 async def cloud(tmp_path: Path, **faults: Any) -> AsyncIterator[Emulator]:
-    emu = Emulator(EmulatorConfig(api_keys=[ApiKey(API_KEY)], db=str(tmp_path / "cloud.db"), seed=3,
-                                  admin_token=ADMIN_TOKEN))
+    emu = Emulator(
+        EmulatorConfig(api_keys=[ApiKey(API_KEY)], db=str(tmp_path / "cloud.db"), seed=3, admin_token=ADMIN_TOKEN)
+    )
     await emu.start()
     try:
         if faults:
@@ -43,8 +44,9 @@ async def daemon(
 ) -> AsyncIterator[GatewayProcess]:
     """A configured (not yet started) daemon; killed on the way out whatever happened."""
     db = db or tmp_path / "gateway.db"
-    config = write_gateway_config(tmp_path / "gateway.toml", base_url=emu.base_url, api_key="", db=db,
-                                  readers=readers, **sections)
+    config = write_gateway_config(
+        tmp_path / "gateway.toml", base_url=emu.base_url, api_key="", db=db, readers=readers, **sections
+    )
     gw = GatewayProcess(config, db, env={"RUFUS_API_KEY": API_KEY})
     try:
         yield gw

@@ -188,8 +188,13 @@ def cloud_from_rows(rows: Iterable[Mapping[str, Any]]) -> list[CloudPassing]:
     """Passings as the API (or the emulator's store) returns them: dicts with token_session, num_passing,
     timestamp, bib, chip."""
     return [
-        CloudPassing(str(r["token_session"]), int(r["num_passing"]), chip_key(r.get("chip"), r.get("bib")),
-                     str(r["bib"]), ts_ms(str(r["timestamp"])))
+        CloudPassing(
+            str(r["token_session"]),
+            int(r["num_passing"]),
+            chip_key(r.get("chip"), r.get("bib")),
+            str(r["bib"]),
+            ts_ms(str(r["timestamp"])),
+        )
         for r in rows
     ]
 
@@ -291,8 +296,15 @@ def check(
                 bad("unexpected_passings", {"session": c.token_session[:8], "num": c.num, "why": "never allocated"})
             continue
         if mine.bib != c.bib or mine.ts_ms != c.ts_ms:
-            bad("mismatched", {"session": c.token_session[:8], "num": c.num, "local": [mine.bib, mine.ts_ms],
-                               "cloud": [c.bib, c.ts_ms]})
+            bad(
+                "mismatched",
+                {
+                    "session": c.token_session[:8],
+                    "num": c.num,
+                    "local": [mine.bib, mine.ts_ms],
+                    "cloud": [c.bib, c.ts_ms],
+                },
+            )
 
     # the passings that stand for reads: in the cloud, set aside as Rejected, or (if allowed) still queued
     effective: list[LocalPassing] = []

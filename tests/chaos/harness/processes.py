@@ -41,8 +41,15 @@ def write_gateway_config(
     """A config as an operator writes one, with short timeouts so a hang is noticed in seconds."""
     key = {"api_key": api_key} if api_key else {}  # none: it comes from RUFUS_API_KEY
     sections: dict[str, dict[str, Any]] = {
-        "cloud": {"base_url": base_url, **key, "linger_s": 0.05, "connect_timeout_s": 2.0,
-                  "read_timeout_s": 2.0, "backoff_cap_s": 1.0, **(cloud or {})},
+        "cloud": {
+            "base_url": base_url,
+            **key,
+            "linger_s": 0.05,
+            "connect_timeout_s": 2.0,
+            "read_timeout_s": 2.0,
+            "backoff_cap_s": 1.0,
+            **(cloud or {}),
+        },
         "device": {"serial_number": "CHAOS-0001", "model": "One4All", "alias": "chaos pi", **(device or {})},
         "session": {"alias": "chaos race", "timezone": "CET", **(session or {})},
     }

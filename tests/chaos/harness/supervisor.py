@@ -172,8 +172,15 @@ class Supervisor:
             # The key comes from the environment, so every file the harness leaves can be grepped for it.
             self.gateway = gw = GatewayProcess(config, self.db, env={"RUFUS_API_KEY": API_KEY})
             speed, gun = race_plan(s.runners, s.seed, s.race_s or s.kills * 2.5)
-            self.reader = ReaderProcess(s.workdir, s.fmt, f"tcp://127.0.0.1:{port}", s.runners, speed, s.seed,
-                                        extra=["--start", gun.isoformat()])
+            self.reader = ReaderProcess(
+                s.workdir,
+                s.fmt,
+                f"tcp://127.0.0.1:{port}",
+                s.runners,
+                speed,
+                s.seed,
+                extra=["--start", gun.isoformat()],
+            )
             await gw.start()
             await gw.wait_ready()
             await self.reader.start()
@@ -668,8 +675,12 @@ class Supervisor:
         if claim == "acknowledged" and not truth.complete:
             report.details["reader"] = [f"simulator did not finish (all sent and acked): {self.reader.tail(500)}"]
         report.figures["reader_complete"] = truth.complete
-        report.figures["ok"] = bool(report.figures["ok"]) and not leaks and not gaps and sigterm_rc == 0 and (
-            claim != "acknowledged" or truth.complete
+        report.figures["ok"] = (
+            bool(report.figures["ok"])
+            and not leaks
+            and not gaps
+            and sigterm_rc == 0
+            and (claim != "acknowledged" or truth.complete)
         )
         return report
 
