@@ -15,7 +15,6 @@ SIGHUP with a fixed key reaches a lifecycle that is still waiting.
 from __future__ import annotations
 
 import asyncio
-import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -46,16 +45,12 @@ READ_CHECKS = (
     "reconcile: the session cannot be read back to prove every passing is in the cloud",
 )
 
-# Clients whose key was refused a read. Keyed by client object: a reload with a new key builds a new client,
-# which starts trusted again, and the warning is logged once per key rather than once per failed check.
-_read_denied: weakref.WeakSet[RufusClient] = weakref.WeakSet()
-
 
 def read_denied(client: RufusClient, where: str) -> None:
-    """Record that this client's key may not read; log the one warning listing what is no longer checked."""
-    if client in _read_denied:
+    """Record on the client that its key may not read; log the one warning listing what is no longer checked
+    (once per client, so once per key: a reload with a new key builds a new client, which starts trusted)."""
+    if not client.read_access.deny(where):
         return
-    _read_denied.add(client)
     log.warning(
         "API key may not read (403 on a GET): uploading continues, these safety checks are off; use a READ_WRITE key",
         refused=where,
@@ -64,7 +59,7 @@ def read_denied(client: RufusClient, where: str) -> None:
 
 
 def can_read(client: RufusClient) -> bool:
-    return client not in _read_denied
+    return client.read_access.allowed
 
 
 @dataclass(frozen=True)

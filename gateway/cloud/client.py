@@ -124,6 +124,25 @@ def _one(result: Any, what: str) -> Any:
     return result
 
 
+class ReadAccess:
+    """Whether this client's API key may read (GET) what it writes: one per client, so a reload with a new key,
+    which builds a new client, starts trusted again, and the refusal is remembered (and reported) once per key."""
+
+    def __init__(self) -> None:
+        self.refused: str | None = None  # the first check a 403 on a GET turned off
+
+    @property
+    def allowed(self) -> bool:
+        return self.refused is None
+
+    def deny(self, where: str) -> bool:
+        """Record a refused read; True only the first time, so the caller warns once."""
+        if self.refused is not None:
+            return False
+        self.refused = where
+        return True
+
+
 class RufusClient:
     def __init__(
         self,
@@ -139,6 +158,7 @@ class RufusClient:
         self.timeouts = timeouts
         self._api_key = api_key
         self._session: aiohttp.ClientSession | None = None
+        self.read_access = ReadAccess()
         # plain counters a status page can read
         self.requests = 0
         self.failures = 0

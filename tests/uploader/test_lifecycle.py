@@ -125,6 +125,19 @@ async def test_new_and_close_session(env: Env) -> None:
     assert (await env.states(env.token)) == {"Pending": 3}
 
 
+async def test_a_refused_read_belongs_to_that_client_only(cloud: Emulator, logs: list[dict[str, Any]]) -> None:
+    # The capability lives on the client (no module-level registry): the key that was refused stays refused,
+    # and the client a reload builds for a new key starts trusted, warning again only if it is refused too.
+    old, new = client_for(cloud, W_KEY), client_for(cloud)
+    lifecycle.read_denied(old, "start-up probe")
+    lifecycle.read_denied(old, "duplicate read-back")
+    assert old.read_access.refused == "start-up probe" and not lifecycle.can_read(old)
+    assert new.read_access.allowed and lifecycle.can_read(new)
+    lifecycle.read_denied(new, "reconcile")
+    warned = [e["refused"] for e in logs if e["event"].startswith("API key may not read")]
+    assert warned == ["start-up probe", "reconcile"]
+
+
 async def test_key_that_cannot_read_is_reported_once(
     cloud: Emulator, tmp_path: Path, logs: list[dict[str, Any]]
 ) -> None:
