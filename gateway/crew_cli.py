@@ -375,12 +375,9 @@ def reconcile_cmd(config_path: Path, token: str | None) -> None:
 
 async def _reconcile(settings: config_mod.Settings, only: str | None) -> list[dict[str, Any]]:
     """Per local session with passings: what is Sent but not in the cloud (then requeued), still Pending,
-    Rejected and not voided."""
-    from gateway.outbox import VOID_REASON, Outbox, OutboxRow
+    Rejected (a Voided passing is the crew's own decision, not a refusal to report)."""
+    from gateway.outbox import Outbox
     from gateway.uploader import UNVERIFIED_DUPLICATE, UNVERIFIED_SHORT, same_passing
-
-    def voided(r: OutboxRow) -> bool:
-        return r.origin == "manual" and r.reason == VOID_REASON
 
     outbox = await Outbox.open(settings.outbox.path, lock=False, read_only=True)
     try:
@@ -394,7 +391,7 @@ async def _reconcile(settings: config_mod.Settings, only: str | None) -> list[di
         for tok, rows in local.items():
             sent = [r for r in rows if r.state == "Sent"]
             pending = [r for r in rows if r.state == "Pending"]
-            rejected = [r for r in rows if r.state == "Rejected" and not voided(r)]
+            rejected = [r for r in rows if r.state == "Rejected"]
             if not (sent or pending or rejected):
                 continue  # nothing of ours left in it (moved, voided or pruned)
             missing: list[int] = []

@@ -37,9 +37,9 @@ from gateway.model import Passing, Read, format_ts
 
 log = get_logger("gateway.outbox")
 
-STATES = ("Pending", "Sent", "Rejected", "Moved")
+STATES = ("Pending", "Sent", "Rejected", "Moved", "Voided")
 ORIGINS = ("reader", "manual")
-VOID_REASON = "voided by operator"
+VOID_REASON = "voided by operator"  # kept as the Voided row's reason, and how v4 found the voids of v1-v3
 _CHUNK = 400  # rows per IN (...) lookup: far below SQLite's bound-parameter limit
 
 # Each entry migrates from user_version == index to index + 1. Never edit a released entry: add one.
@@ -128,6 +128,46 @@ MIGRATIONS: tuple[str, ...] = (
     DROP INDEX reads_reader_seq;
     CREATE UNIQUE INDEX reads_identity ON reads (reader, seq, reader_ts, chip IS NULL, COALESCE(chip, ''))
         WHERE seq IS NOT NULL;
+    """,
+    # v4: `Voided` is a state of its own. Until v3 a voided manual passing was `Rejected` with VOID_REASON, so
+    # every query about the cloud's refusals had to exclude the operator's voids by that magic string. SQLite
+    # cannot change a CHECK in place: the table is rebuilt (same columns, same ids, same indexes) and the old
+    # voids are converted on the way. Nothing references passings, so the foreign keys are untouched.
+    """
+    CREATE TABLE passings_v4 (
+        id             INTEGER PRIMARY KEY,
+        token_session  TEXT NOT NULL,
+        num_passing    INTEGER NOT NULL CHECK (num_passing >= 1),
+        timestamp      TEXT NOT NULL,
+        bib            TEXT NOT NULL,
+        chip           TEXT,
+        participant_id TEXT,
+        timezone       TEXT,
+        latitude       REAL,
+        longitude      REAL,
+        gender         TEXT,
+        status         TEXT,
+        state          TEXT NOT NULL DEFAULT 'Pending'
+                       CHECK (state IN ('Pending', 'Sent', 'Rejected', 'Moved', 'Voided')),
+        reason         TEXT,
+        attempts       INTEGER NOT NULL DEFAULT 0,
+        sent_at        TEXT,
+        origin         TEXT NOT NULL DEFAULT 'reader' CHECK (origin IN ('reader', 'manual')),
+        read_id        INTEGER REFERENCES reads (id),
+        created_at     TEXT NOT NULL,
+        UNIQUE (token_session, num_passing)
+    );
+    INSERT INTO passings_v4
+        SELECT id, token_session, num_passing, timestamp, bib, chip, participant_id, timezone, latitude,
+               longitude, gender, status,
+               CASE WHEN state = 'Rejected' AND origin = 'manual' AND reason = 'voided by operator'
+                    THEN 'Voided' ELSE state END,
+               reason, attempts, sent_at, origin, read_id, created_at
+        FROM passings ORDER BY id;
+    DROP TABLE passings;
+    ALTER TABLE passings_v4 RENAME TO passings;
+    CREATE INDEX passings_state ON passings (state, token_session, num_passing);
+    CREATE INDEX passings_read ON passings (read_id);
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -946,14 +986,14 @@ class Outbox:
 
     async def unreject(self, token_session: str, nums: Sequence[int], reason: str) -> int:
         """Rejected (for exactly `reason`) -> Pending: the uploader found the refusal was the cloud's, not the
-        row's. Same numbers; a voided row is never touched."""
+        row's. Same numbers; a Voided row is never touched (it is not Rejected)."""
         if not nums:
             return 0
         async with self._write() as db:
             cur = await db.executemany(
                 "UPDATE passings SET state = 'Pending', reason = NULL WHERE token_session = ? AND num_passing = ? "
-                "AND state = 'Rejected' AND reason = ? AND NOT (origin = 'manual' AND reason = ?)",
-                [(token_session, n, reason, VOID_REASON) for n in nums],
+                "AND state = 'Rejected' AND reason = ?",
+                [(token_session, n, reason) for n in nums],
             )
             changed = max(cur.rowcount, 0)
         if changed:
@@ -970,9 +1010,9 @@ class Outbox:
         its num_passing (of one session, or of all). The old reason is kept after a 'requeued' prefix."""
         sql = (
             "UPDATE passings SET state = 'Pending', reason = 'requeued after: ' || COALESCE(reason, '?') "
-            "WHERE state = 'Rejected' AND NOT (origin = 'manual' AND reason IS ?)"
+            "WHERE state = 'Rejected'"
         )
-        params: tuple[Any, ...] = (VOID_REASON,)
+        params: tuple[Any, ...] = ()
         if token_session is not None:
             sql += " AND token_session = ?"
             params += (token_session,)
@@ -999,7 +1039,7 @@ class Outbox:
                     "not voided; once it is Sent, correct it in the results (or mark the right bib) instead"
                 )
             cur = await db.execute(
-                "UPDATE passings SET state = 'Rejected', reason = ? WHERE token_session = ? AND num_passing = ? "
+                "UPDATE passings SET state = 'Voided', reason = ? WHERE token_session = ? AND num_passing = ? "
                 "AND state = 'Pending' AND origin = 'manual' AND attempts = 0",
                 (VOID_REASON, token_session, num),
             )

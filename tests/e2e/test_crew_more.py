@@ -55,7 +55,7 @@ async def test_void_through_the_running_daemon_and_the_passing_never_reaches_the
         [voided] = d.events("manual passing voided")
         assert voided["num_passing"] == 4
         assert d.query("select state, reason, attempts from passings where num_passing=4") == [
-            ("Rejected", "voided by operator", 0)
+            ("Voided", "voided by operator", 0)
         ]
         # the key is fixed: everything else flows, the voided one never goes
         await _reload_with_key(d, WRONG, KEY)

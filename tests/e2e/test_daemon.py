@@ -448,7 +448,7 @@ async def test_mark_and_void_without_a_running_daemon_use_the_database_directly(
         [(_tok, nums)] = cloud_nums(enveloped).items()
         assert nums == [1, 2, 3]  # 4 was voided: Rejected locally, never sent
         assert d.query("select state, reason from passings where num_passing = 4") == [
-            ("Rejected", "voided by operator")
+            ("Voided", "voided by operator")
         ]
     finally:
         await d.kill()

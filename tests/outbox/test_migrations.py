@@ -1,4 +1,5 @@
-"""Schema migrations on files that hold data: every row survives; v3 makes the database enforce a read's identity."""
+"""Schema migrations on files that hold data: every row survives; v3 makes the database enforce a read's identity;
+v4 makes Voided a state of its own and converts the voids older gateways stored as Rejected."""
 
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ def _old_file(db: Path, version: int) -> None:
         con.close()
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 async def test_an_old_file_with_data_migrates_and_keeps_every_row(db_path: Path, version: int) -> None:
     _old_file(db_path, version)
     before = count_rows(db_path)
@@ -63,11 +64,11 @@ async def test_an_old_file_with_data_migrates_and_keeps_every_row(db_path: Path,
         await box.close()
     con = sqlite3.connect(db_path)
     try:
-        assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
         indexes = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     finally:
         con.close()
-    assert "reads_identity" in indexes and "reads_reader_seq" not in indexes
+    assert {"reads_identity", "passings_state", "passings_read"} <= indexes and "reads_reader_seq" not in indexes
     assert count_rows(db_path) == before  # every read survived the migration
 
 
@@ -102,3 +103,70 @@ async def test_the_database_itself_refuses_the_same_read_twice(db_path: Path) ->
     finally:
         con.close()
     assert count_rows(db_path) == 7
+
+
+def _v3_with_voids(db: Path) -> None:
+    """A database exactly as today's v3 gateway leaves it after `mark --void`: the void is Rejected with the
+    operator's reason, beside a manual passing still Pending and one the cloud really refused."""
+    _old_file(db, 3)
+    con = sqlite3.connect(db, isolation_level=None)
+    try:
+        con.executemany(
+            "INSERT INTO passings (token_session, num_passing, timestamp, bib, state, reason, origin, created_at) "
+            "VALUES ('tok-A', ?, '2024-05-01T09:00:04.000Z', ?, ?, ?, ?, '2024-05-01T09:00:04.000Z')",
+            [
+                (3, "7", "Rejected", "voided by operator", "manual"),  # the crew took it back
+                (4, "8", "Pending", None, "manual"),
+                (5, "666", "Rejected", "bib 666: unknown participant", "reader"),  # the cloud's refusal
+                (6, "9", "Rejected", "voided by operator", "reader"),  # that reason on a read: not a void
+            ],
+        )
+    finally:
+        con.close()
+
+
+async def test_v4_turns_stored_voids_into_the_voided_state_and_nothing_else(db_path: Path) -> None:
+    _v3_with_voids(db_path)
+    box = await Outbox.open(db_path)
+    try:
+        got = {r.passing.num_passing: (r.state, r.reason) for r in await box.rows("tok-A")}
+        assert got == {
+            1: ("Sent", None),
+            2: ("Pending", None),
+            3: ("Voided", "voided by operator"),
+            4: ("Pending", None),
+            5: ("Rejected", "bib 666: unknown participant"),
+            6: ("Rejected", "voided by operator"),
+        }
+        assert [r.passing.num_passing for r in await box.rows("tok-A", "Voided")] == [3]
+        assert (await box.stats()).rejected == 2  # the crew's void is no longer counted as a cloud refusal
+        # `requeue --rejected` needs no magic string any more: the void stays, the refusals go back
+        assert await box.requeue_rejected() == 2
+        assert await box.void("tok-A", 4) is True
+        states = {r.passing.num_passing: r.state for r in await box.rows("tok-A")}
+        assert states == {1: "Sent", 2: "Pending", 3: "Voided", 4: "Voided", 5: "Pending", 6: "Pending"}
+        # numbering continues above the voided numbers: a void never frees its num_passing
+        assert await box.add_passings("tok-A", [NewPassing(timestamp=T0, bib="10")]) == [7]
+    finally:
+        await box.close()
+
+
+async def test_the_database_refuses_a_state_outside_the_five(db_path: Path) -> None:
+    box = await Outbox.open(db_path)
+    await box.close()
+    con = sqlite3.connect(db_path)
+    try:
+        con.execute("INSERT INTO sessions (token_session, created_at) VALUES ('t', '2024-05-01T09:00:00.000Z')")
+        for state in ("Pending", "Sent", "Rejected", "Moved", "Voided"):
+            con.execute(
+                "INSERT INTO passings (token_session, num_passing, timestamp, bib, state, created_at) "
+                "VALUES ('t', (SELECT COUNT(*) + 1 FROM passings), 'x', '1', ?, 'x')",
+                (state,),
+            )
+        with pytest.raises(sqlite3.IntegrityError):
+            con.execute(
+                "INSERT INTO passings (token_session, num_passing, timestamp, bib, state, created_at) "
+                "VALUES ('t', 99, 'x', '1', 'Lost', 'x')"
+            )
+    finally:
+        con.close()

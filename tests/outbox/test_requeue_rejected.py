@@ -62,7 +62,7 @@ def test_requeue_rejected_directly_when_no_daemon_runs(db_path: Path) -> None:
     states = _states(db_path)
     assert states[("tok-A", 2)] == ("Pending", "requeued after: Invalid passing")  # same number, reason kept
     assert states[("tok-B", 1)] == ("Pending", "requeued after: Invalid passing")  # older sessions too
-    assert states[("tok-A", 3)] == ("Rejected", "voided by operator")
+    assert states[("tok-A", 3)] == ("Voided", "voided by operator")
     assert states[("tok-A", 1)][0] == "Sent" and states[("tok-A", 4)][0] == "Pending"
 
 

@@ -189,7 +189,7 @@ async def test_void_only_a_pending_manual_passing(session_outbox: Outbox) -> Non
     assert not await box.void("tok-A", 3)  # already in the cloud
     assert await box.void("tok-A", 2)
     row = next(r for r in await box.rows("tok-A") if r.passing.num_passing == 2)
-    assert row.state == "Rejected" and row.reason == "voided by operator"
+    assert row.state == "Voided" and row.reason == "voided by operator"
 
 
 async def test_prune_deletes_only_old_sent_and_never_frees_numbers(session_outbox: Outbox, db_path: Path) -> None:

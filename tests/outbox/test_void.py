@@ -32,4 +32,4 @@ async def test_a_row_voided_before_the_request_is_left_out_of_it(session_outbox:
     live = await box.add_attempt("tok-A", [r.passing.num_passing for r in batch])
     assert live == {1, 3}  # ...and the request carries only what is still Pending
     rows = {r.passing.num_passing: r for r in await box.rows("tok-A")}
-    assert rows[2].attempts == 0 and rows[2].state == "Rejected"
+    assert rows[2].attempts == 0 and rows[2].state == "Voided"

@@ -17,7 +17,7 @@ passing whose timestamp is one of those reads' (`first` or `strongest`). Hence:
   same journaled read, are a duplicate (the pipeline never emits those, so a crash or a replay did);
 - a delivered passing whose (chip, time) is no journaled read is unexpected, and so is a cloud passing whose
   number the gateway never allocated, or whose bib/time differs from the local row of that number;
-- per session, the cloud's numbers plus the local Rejected and Moved ones are exactly floor+1..N, disjoint
+- per session, the cloud's numbers plus the local Rejected, Moved and Voided ones are exactly floor+1..N, disjoint
   (invariants 2-4), and every local `Sent` is in the cloud (invariant 3: Sent only on a 2xx).
 
 Everything here is pure except the two loaders that read files (`load_truth`, `snapshot_db`, `cloud_from_db`).
@@ -349,7 +349,9 @@ def check(
         floor = floors.get(s, 0)
         local_nums = {p.num for p in local.passings if p.token_session == s}
         cloud_nums = {c.num for c in cloud if c.token_session == s and c.num > floor}
-        set_aside = {p.num for p in local.passings if p.token_session == s and p.state in ("Rejected", "Moved")}
+        set_aside = {
+            p.num for p in local.passings if p.token_session == s and p.state in ("Rejected", "Moved", "Voided")
+        }
         pending = {p.num for p in local.passings if p.token_session == s and p.state == "Pending"} - cloud_nums
         top = max(local_nums | cloud_nums, default=floor)
         expected = set(range(floor + 1, top + 1))
