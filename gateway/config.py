@@ -104,6 +104,7 @@ class Settings:
     clock: ClockSettings = ClockSettings()
     log_level: str = "info"
     source: str = "<defaults>"
+    outbox_where: str = ""  # `file:line` of [outbox] path, for a message about the directory found later
 
     @property
     def control_socket(self) -> str:
@@ -258,11 +259,13 @@ def _http_url(v: str) -> str | None:
 
 
 def _reader_url(v: str) -> str | None:
-    if v.startswith("/dev/"):
-        return None
-    scheme = urlsplit(v).scheme
-    if scheme not in ("serial", "tcp", "tcp-listen", "file"):
-        return f"must be serial://, tcp://, tcp-listen://, file:// or a /dev/ path, got {v!r}"
+    # The very parse open_link uses, so `run --check` refuses exactly what `run` would.
+    from gateway.links import BadLinkURL, parse_url
+
+    try:
+        parse_url(v)
+    except BadLinkURL as exc:
+        return f"{exc.url!r}: {exc.problem}"
     return None
 
 
@@ -270,9 +273,36 @@ def _listen(v: str | None) -> str | None:
     if v is None:
         return None
     host, sep, port = v.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        return f"must be HOST:PORT, got {v!r}"
+    if not sep or not host or not port.isdigit():
+        return f"must be HOST:PORT (e.g. 127.0.0.1:8088), got {v!r}"
+    if not 0 <= int(port) <= 65535:
+        return f"port must be between 0 and 65535, got {int(port)}"
     return None
+
+
+def check_for_run(settings: Settings) -> None:
+    """What the daemon needs beyond a valid file, checked by `run` and `run --check` alike (ConfigError if not):
+    a reader, and an outbox directory that exists or can be created, and is writable. Not part of `load`: the
+    crew commands read the same file without readers, or on a machine where the database lives elsewhere."""
+    if not settings.readers:
+        raise ConfigError(
+            f"{settings.source}: [[reader]]: none configured, the gateway would read nothing "
+            '(e.g. [[reader]] url = "tcp-listen://0.0.0.0:3097")',
+            key="reader",
+        )
+    db = Path(settings.outbox.path)
+    target = db.parent
+    while not target.exists() and target != target.parent:
+        target = target.parent  # `run` creates the missing directories: what matters is the first that exists
+    if not target.is_dir():
+        problem = f"{db.parent}: {target} is not a directory"
+    elif not os.access(target, os.W_OK | os.X_OK):
+        missing = "" if target == db.parent else f" (does not exist, and cannot be created in {target})"
+        problem = f"{db.parent}: directory not writable{missing}"
+    else:
+        return
+    ld = settings.outbox_where or settings.source
+    raise ConfigError(f"{ld}: [outbox] path: {problem}", key="outbox.path")
 
 
 def _check_chip_map(ld: _Loader, reader: ReaderSettings, index: int | None) -> None:
@@ -444,4 +474,5 @@ def load(path: str | Path | None, environ: Mapping[str, str] | None = None) -> S
         clock=clock,
         log_level=level,
         source=shown,
+        outbox_where=ld.where("outbox", "path" if "path" in o else None),
     )

@@ -32,16 +32,22 @@ SQLITE_FULL = 13
 )
 @click.option("--check", is_flag=True, help="Validate the config and exit (0 = valid, 78 = invalid).")
 def run_cmd(config_path: Path, check: bool) -> None:
-    """Run the gateway daemon: read, journal, derive passings, upload; until SIGTERM."""
+    """Run the gateway daemon: read, journal, derive passings, upload; until SIGTERM.
+
+    `--check` refuses everything `run` would refuse at start-up (exit 78, one line naming file:line and key)."""
     if not check:
         _defer_signals()
     try:
         settings = config_mod.load(config_path)
+        config_mod.check_for_run(settings)
     except ConfigError as exc:
         click.echo(f"rufus-gateway: config error: {exc}", err=True)
         sys.exit(config_mod.EX_CONFIG)
     if check:
         click.echo(f"{config_path}: ok ({len(settings.readers)} reader(s), outbox {settings.outbox.path})")
+        folder = Path(settings.outbox.path).parent
+        if not folder.is_dir():  # writable where it will be made (check_for_run), but worth a word to the crew
+            click.echo(f"{config_path}: note: [outbox] path: {folder} does not exist yet; run will create it")
         return
     log_mod.configure(settings.log_level)
     from gateway.service import Gateway  # late: `run --check` must not need the whole stack

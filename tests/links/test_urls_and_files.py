@@ -53,9 +53,11 @@ def test_open_link_maps_urls(url: str, kind: type, what: object) -> None:
         ("10.0.0.5:3601", "unknown scheme"),
         ("tcp://10.0.0.5", "missing port"),
         ("tcp://:3601", "missing host"),
-        ("tcp://host:99999", "port must be a number"),
+        ("tcp://host:99999", "port must be between 1 and 65535, got 99999"),
+        ("tcp://host:x", "port must be a number, got 'x'"),
         ("serial:///dev/ttyUSB0?baudrate=fast", "baudrate must be a number, got 'fast'"),
-        ("serial:///dev/ttyUSB0?parity=E", "unknown option 'parity'"),
+        ("serial:///dev/ttyUSB0?speed=9600", "unknown option 'speed'"),
+        ("serial:///dev/ttyUSB0?baudrate=11520", "baudrate 11520 is not a standard rate"),
         ("serial://", "missing path"),
     ],
 )
@@ -69,9 +71,17 @@ def test_bad_urls_say_what_is_wrong(url: str, message: str) -> None:
 def test_credentials_never_appear_in_the_url_or_errors() -> None:
     link = open_link("tcp://admin:hunter22@10.0.0.5:3601")
     assert "hunter22" not in link.url and "hunter22" not in repr(link)
-    with pytest.raises(ReaderError) as err:
-        open_link("tcp://admin:hunter22@10.0.0.5")
-    assert "hunter22" not in str(err.value)
+    for bad in ("tcp://admin:hunter22@10.0.0.5", "tcp://admin:hunter22@10.0.0.5:x", "tcp://admin:hunter22@[::1:1"):
+        with pytest.raises(ReaderError) as err:
+            open_link(bad)
+        assert "hunter22" not in str(err.value), bad
+
+
+def test_serial_line_options_reach_the_port() -> None:
+    link = open_link("serial:///dev/ttyUSB0?baudrate=19200&bytesize=7&parity=e&stopbits=1.5")
+    assert isinstance(link, SerialLink)
+    assert (link.device, link.baudrate) == ("/dev/ttyUSB0", 19200)
+    assert link.serial_options == {"bytesize": 7, "parity": "E", "stopbits": 1.5}
 
 
 def test_escape_round_trips_every_byte() -> None:

@@ -75,7 +75,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "parsing": {"foundation"},
     "cloud": {"foundation"},
     "store": {"foundation"},
-    "settings": {"foundation", "parsing"},
+    "settings": {"foundation", "parsing", "bytes"},
     "guards": {"foundation"},
     "ingest": {"foundation", "bytes", "parsing"},
     "pipeline": {"foundation", "parsing", "store", "settings"},

@@ -81,7 +81,10 @@ def test_env_key_overrides_file(tmp_path: Path) -> None:
         ("[cloud]\nbatchsize = 5\n", r"gw\.toml:2: \[cloud\] batchsize: unknown key"),
         ("[clod]\n", r"gw\.toml:1: unknown table \[clod\]"),
         ("[session]\ntoken_session = 'abc'\n", r"\[session\] token_session: must be 64 uppercase hex"),
-        ("[[reader]]\nurl='tcp://a:1'\n[[reader]]\nurl='gopher://x'\n", r"gw\.toml:4: \[\[reader\]\] #2 url: must be"),
+        (
+            "[[reader]]\nurl='tcp://a:1'\n[[reader]]\nurl='gopher://x'\n",
+            r"gw\.toml:4: \[\[reader\]\] #2 url: 'gopher://x': unknown scheme gopher://",
+        ),
         ("[[reader]]\nurl='tcp://a:1'\ntz = 'Mars/Olympus'\n", r"gw\.toml:3: \[\[reader\]\] #1 tz: unknown IANA"),
         ("[reader]\nformat = 'csv'\n", r"\[reader\] url: missing"),
         ("[status]\nlisten = 'nope'\n", r"\[status\] listen: must be HOST:PORT"),
