@@ -1,4 +1,5 @@
-"""Pieces shared by the format modules: a delimiter framer, time-of-day completion, field helpers.
+"""Pieces shared by the format modules: a delimiter framer, the line-format base, time-of-day completion,
+field helpers.
 
 Still pure: the clock comes from ParseContext.now, never from the system here unless the context
 leaves it unset (then `datetime.now(UTC)` is the documented fallback).
@@ -8,9 +9,10 @@ from __future__ import annotations
 
 import math
 import re
+from abc import abstractmethod
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 
-from gateway.formats.base import MAX_RECORD, Framer, ParseContext, Record
+from gateway.formats.base import MAX_RECORD, Format, Framer, ParseContext, ParseResult, Record, Rejected
 from gateway.model import to_utc_ms
 
 
@@ -106,6 +108,32 @@ def decode_line(data: bytes) -> tuple[str | None, str]:
         return data.decode("utf-8"), ""
     except UnicodeDecodeError as exc:
         return None, f"not UTF-8 text at byte {exc.start}"
+
+
+class LineFormat(Format):
+    """A reader that sends one record per line (CR, LF or CRLF) of text: the framer and the decoding every such
+    format shares, so each one writes only `parse_line`. Bytes that are not text come back Rejected naming the
+    first bad byte, the raw record kept for inspection; a format whose reader speaks another charset for some
+    fields (RACE RESULT's ISO-8859-1 box names) overrides `decode`."""
+
+    def framer(self) -> Framer:
+        return DelimFramer(b"\r\n")
+
+    def decode(self, record: bytes) -> str | Rejected:
+        text, err = decode_line(record)
+        if text is None:
+            return Rejected(err, record.decode("utf-8", errors="replace"))
+        return text
+
+    def parse(self, record: bytes, ctx: ParseContext) -> ParseResult:
+        text = self.decode(record)
+        if isinstance(text, Rejected):
+            return text
+        return self.parse_line(text, ctx)
+
+    @abstractmethod
+    def parse_line(self, text: str, ctx: ParseContext) -> ParseResult:
+        """One decoded line (terminator removed; offsets in messages are byte offsets into it). Never raises."""
 
 
 def field_offsets(text: str, sep: str) -> list[tuple[str, int]]:

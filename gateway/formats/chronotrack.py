@@ -8,6 +8,10 @@ The time is whatever time-format the reader runs: `HH:MM:SS.hh` (no date), ISO l
 milliseconds since local midnight; all four are recognised by shape. Tag `guntime` is a gun time and
 `newlocation` a location announcement, not reads. `ping` is answered with `ack~ping`; a gap in line
 numbers is asked for again with `start~<location>~<first>`, which makes the reader resume from there.
+
+Follows ChronoTrack Socket Protocol 1 as public forwarders implement it: racemap's
+chronotrack-to-racemap-forwarder (github.com/racemap/chronotrack-to-racemap-forwarder, `src/consts.ts` and
+`src/forwarder.ts`: the `~` fields, CRLF, the greeting, `ack~ping`, CT01_13 / CT01_33, the time formats).
 """
 
 from __future__ import annotations
@@ -19,11 +23,9 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import ClassVar, Literal
 
 from gateway import __version__
-from gateway.formats._common import DelimFramer, complete_time, decode_line, digits, field_offsets, local, show
+from gateway.formats._common import LineFormat, complete_time, digits, field_offsets, local, show
 from gateway.formats.base import (
     Conversation,
-    Format,
-    Framer,
     ParseContext,
     ParseResult,
     ReaderConversation,
@@ -75,19 +77,13 @@ def parse_time(text: str, ctx: ParseContext) -> datetime | str:
     return "not HH:MM:SS.hh, ISO, unix or msecs time"
 
 
-class ChronoTrackFormat(Format):
+class ChronoTrackFormat(LineFormat):
     name: ClassVar[str] = "chronotrack"
     default_port: ClassVar[int | None] = 61611
     gateway_role: ClassVar[Literal["connect", "listen", "either"]] = "listen"
     description: ClassVar[str] = "ChronoTrack CTP01 tag observations; reader connects, gateway greets and starts"
 
-    def framer(self) -> Framer:
-        return DelimFramer(b"\r\n")
-
-    def parse(self, record: bytes, ctx: ParseContext) -> ParseResult:
-        text, err = decode_line(record)
-        if text is None:
-            return Rejected(err, record.decode("utf-8", errors="replace"))
+    def parse_line(self, text: str, ctx: ParseContext) -> ParseResult:
         raw = text
         line = text.strip()
         parts = line.split("~")

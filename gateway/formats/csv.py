@@ -5,6 +5,10 @@ comment line; a `bib,chip,...` header line is skipped. Bib or chip may be empty,
 ISO 8601 with an optional fraction and `Z` or an offset; without one it is the reader's local time
 (ctx.tz). A bare time of day (`09:15:02.250`) is completed with the day, as for readers without GPS.
 format() always writes UTC with milliseconds and `Z`, so what the simulator sends is unambiguous.
+
+No vendor protocol: this is the gateway's own, documented here and in README (for timers that export CSV, the
+replay of a spreadsheet, and the tests). A field a spreadsheet quoted whole is unquoted; a comma inside
+quotes is not supported (no bib or chip holds one).
 """
 
 from __future__ import annotations
@@ -13,8 +17,8 @@ import re
 from datetime import UTC, datetime, time, timedelta, timezone
 from typing import ClassVar, Literal
 
-from gateway.formats._common import DelimFramer, complete_time, decode_line, field_offsets, finite, show
-from gateway.formats.base import Format, Framer, ParseContext, ParseResult, ReaderConversation, Rejected, Skipped
+from gateway.formats._common import LineFormat, complete_time, field_offsets, finite, show
+from gateway.formats.base import ParseContext, ParseResult, ReaderConversation, Rejected, Skipped
 from gateway.model import Read, format_ts, to_utc_ms
 
 _TS = re.compile(r"(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})(?:[.,](\d{1,9}))?(Z|z|[+-]\d{2}(?::?\d{2})?)?")
@@ -71,19 +75,13 @@ def _ident(value: str) -> str | None:
     return value or None
 
 
-class CsvFormat(Format):
+class CsvFormat(LineFormat):
     name: ClassVar[str] = "csv"
     default_port: ClassVar[int | None] = None
     gateway_role: ClassVar[Literal["connect", "listen", "either"]] = "either"
     description: ClassVar[str] = "the gateway's own line format: bib,chip,timestamp[,antenna[,rssi]]"
 
-    def framer(self) -> Framer:
-        return DelimFramer(b"\r\n")
-
-    def parse(self, record: bytes, ctx: ParseContext) -> ParseResult:
-        text, err = decode_line(record)
-        if text is None:
-            return Rejected(err, record.decode("utf-8", errors="replace"))
+    def parse_line(self, text: str, ctx: ParseContext) -> ParseResult:
         raw = text
         if text.startswith("\ufeff"):  # the byte-order mark a spreadsheet puts at the top of a CSV export
             text = "   " + text[1:]  # three spaces for its three bytes: offsets stay byte offsets
@@ -96,7 +94,7 @@ class CsvFormat(Format):
         if len(fields) >= 2 and fields[0][0].strip().lower() == "bib" and fields[1][0].strip().lower() == "chip":
             return Skipped("header", raw)
         if len(fields) < 3:
-            end = len(record)
+            end = len(raw.encode())
             missing = "chip" if len(fields) < 2 else "timestamp"
             return Rejected(f"{missing}: missing at byte {end} (want bib,chip,timestamp[,antenna[,rssi]])", raw)
         if len(fields) > 5:

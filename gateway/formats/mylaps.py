@@ -8,6 +8,10 @@ dBm, `b` bib, and others we do not need. The receiver answers `<name>@AckPassing
 then the sender keeps the message and sends it again with the same number, so the gateway acknowledges only
 after the passings are journaled. The message number names a message, not a passing: it is the read's seq
 when the message carries one passing, and no seq is claimed for a message carrying several.
+
+Follows MYLAPS' "T&S TCP/IP V2 Protocol Documentation" (manual ENG v2021.1, published with racemap's
+mylaps-to-racemap-forwarder: github.com/racemap/mylaps-to-racemap-forwarder, `docs/` and
+`src/main/mylaps/consts.ts` for the function names Passing, AckPassing, Ping, GetInfo and the passing keys).
 """
 
 from __future__ import annotations

@@ -7,6 +7,9 @@ the time of day is completed from the gateway's day. Passings are numbered by th
 for again with `<from>:<count>`, which the decoder answers with the same fields minus the `#P;` prefix and
 an empty line. The greeting ends with `PASSINGS`, answered `PASSINGS;<count>;<file number>`: passings logged
 just before a hang-up, with none after them to show the gap, are fetched from that count on reconnect.
+
+Follows RACE RESULT's published decoder TCP protocol (port 3601, protocol 3.2, 20-field passing records), as
+the open metarace decoder implements it (github.com/ndf-zz/metarace, `src/metarace/decoder/rrs.py`).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from datetime import date, datetime, time, timedelta, tzinfo
 from typing import ClassVar, Literal
 
 from gateway.formats._common import (
-    DelimFramer,
+    LineFormat,
     complete_time,
     decode_line,
     digits,
@@ -30,8 +33,6 @@ from gateway.formats._common import (
 )
 from gateway.formats.base import (
     Conversation,
-    Format,
-    Framer,
     ParseContext,
     ParseResult,
     ReaderConversation,
@@ -108,20 +109,18 @@ def parse_passing(text: str, offset: int, ctx: ParseContext, raw: str) -> ParseR
     return Read(chip=chip, bib=None, timestamp=ts, antenna=antenna, rssi=rssi, reader=reader, seq=int(no_text), raw=raw)
 
 
-class RaceResultFormat(Format):
+class RaceResultFormat(LineFormat):
     name: ClassVar[str] = "raceresult"
     default_port: ClassVar[int | None] = 3601
     gateway_role: ClassVar[Literal["connect", "listen", "either"]] = "connect"
     description: ClassVar[str] = "RACE RESULT decoder protocol 3.2, pushed #P; passings, refetch by number"
 
-    def framer(self) -> Framer:
-        return DelimFramer(b"\r\n")
-
-    def parse(self, record: bytes, ctx: ParseContext) -> ParseResult:
+    def decode(self, record: bytes) -> str:
         text, _err = decode_line(record)
-        if text is None:
-            # the decoder speaks ISO-8859-1; a stray high byte in a box name is not worth losing a passing
-            text = record.decode("latin-1")
+        # the decoder speaks ISO-8859-1; a stray high byte in a box name is not worth losing a passing
+        return text if text is not None else record.decode("latin-1")
+
+    def parse_line(self, text: str, ctx: ParseContext) -> ParseResult:
         raw = text
         if text.startswith("#P;"):
             return parse_passing(text[3:], 3, ctx, raw)

@@ -7,6 +7,10 @@ zone. ChipCode is decimal or hex depending on the reader's setting and is kept a
 stops after UltraID (no log id). The reader says `Connected,<LastTimeSent>` on connect and `V=<volts>`
 every 10 s. Missing log ids are asked for again with the rewind-by-record command `600<from>\\r<to>\\r`;
 rewound reads come back with IsRewind=1 and their original log id.
+
+Follows the public reading of the protocol in Chronokeep's Ultra interface (github.com/grecaun/chronokeep-windows,
+`ChronoKeep/Timing/Interfaces/RFIDUltraInterface.cs`: the same twelve chip-read fields, `V=` and `Connected,`
+lines, LF-terminated messages), itself from RFID Timing Systems' Ultra TCP documentation.
 """
 
 from __future__ import annotations
@@ -17,11 +21,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
 from typing import ClassVar, Literal
 
-from gateway.formats._common import DelimFramer, decode_line, digits, field_offsets, show
+from gateway.formats._common import LineFormat, digits, field_offsets, show
 from gateway.formats.base import (
     Conversation,
-    Format,
-    Framer,
     ParseContext,
     ParseResult,
     ReaderConversation,
@@ -58,19 +60,13 @@ def is_rewind(raw: str) -> bool:
     return len(parts) > F_REWIND and parts[F_REWIND].strip() == "1"
 
 
-class UltraFormat(Format):
+class UltraFormat(LineFormat):
     name: ClassVar[str] = "ultra"
     default_port: ClassVar[int | None] = 23
     gateway_role: ClassVar[Literal["connect", "listen", "either"]] = "connect"
     description: ClassVar[str] = "RFID Timing Systems Ultra/Joey chip reads, V= heartbeat, rewind by log id"
 
-    def framer(self) -> Framer:
-        return DelimFramer(b"\r\n")
-
-    def parse(self, record: bytes, ctx: ParseContext) -> ParseResult:
-        text, err = decode_line(record)
-        if text is None:
-            return Rejected(err, record.decode("utf-8", errors="replace"))
+    def parse_line(self, text: str, ctx: ParseContext) -> ParseResult:
         raw = text
         line = text.strip()
         if line.startswith("V="):
