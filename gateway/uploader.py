@@ -516,17 +516,12 @@ class Uploader:
                 return _Verdict(ok=nums, unverified=dict.fromkeys(sorted(fresh), UNVERIFIED_DUPLICATE))
             return _Verdict(ok=nums)
         lo, hi = min(nums), max(nums)
-        try:
-            cloud = await self._read(token, lambda c: c.session_passings(token, first=lo, last=hi))
-        except NotFoundError:
-            cloud = []
-        except AuthError as exc:
-            if exc.status != 403:
-                raise
-            lifecycle.read_denied(self._client, "duplicate read-back")
-            self.status.can_read = False
-            return await self._verify(token, rows, fresh, inserted, duplicates)
-        held = {p.num_passing: p for p in cloud}
+        cloud, allowed = await self._read_back(
+            token, lambda c: c.session_passings(token, first=lo, last=hi), "duplicate read-back"
+        )
+        if not allowed:
+            return await self._verify(token, rows, fresh, inserted, duplicates)  # now on the 2xx alone
+        held = {p.num_passing: p for p in cloud or []}
         verdict = _Verdict()
         for row in rows:
             n = row.passing.num_passing
@@ -588,17 +583,10 @@ class Uploader:
         landed: list[int] = []
         if self.can_read:
             lo, hi = pending[0].passing.num_passing, pending[-1].passing.num_passing
-            try:
-                cloud = await self._read(token, lambda c: c.session_passings(token, first=lo, last=hi))
-            except NotFoundError:
-                cloud = []
-            except AuthError as exc:
-                if exc.status != 403:
-                    raise
-                lifecycle.read_denied(self._client, "closed-session read-back")
-                self.status.can_read = False
-                cloud = []
-            held = {p.num_passing: p for p in cloud}
+            cloud, _ = await self._read_back(
+                token, lambda c: c.session_passings(token, first=lo, last=hi), "closed-session read-back"
+            )
+            held = {p.num_passing: p for p in cloud or []}
             landed = [
                 r.passing.num_passing
                 for r in pending
@@ -618,15 +606,9 @@ class Uploader:
             deviceid = self.settings.deviceid or rec.deviceid or await self.outbox.get_meta(lifecycle.DEVICE_META_KEY)
             moved: tuple[str, dict[int, int]] | None = None
             if deviceid and self.can_read:
-                try:
-                    moved = await self._read(token, lambda c: lifecycle.follow_active(self.outbox, c, token, deviceid))
-                except NotFoundError:
-                    moved = None
-                except AuthError as exc:
-                    if exc.status != 403:
-                        raise
-                    lifecycle.read_denied(self._client, "active session look-up")
-                    self.status.can_read = False
+                moved, _ = await self._read_back(
+                    token, lambda c: lifecycle.follow_active(self.outbox, c, token, deviceid), "active session look-up"
+                )
             if moved is not None:
                 target, mapping = moved
                 self._held.pop(token, None)
@@ -665,6 +647,23 @@ class Uploader:
             self._alert(message)
 
     # -- failures and recovery --------------------------------------------------------------------------
+    async def _read_back(
+        self, token: str, fn: Callable[[RufusClient], Awaitable[T]], check: str
+    ) -> tuple[T | None, bool]:
+        """A read a safety check needs: (what the cloud holds, None for a 404; whether the key may read). A
+        403 means it may not: recorded once on the client (lifecycle.read_denied) and shown on the status, and
+        the caller carries on without that check. Any other refusal is the caller's to handle."""
+        try:
+            return await self._read(token, fn), True
+        except NotFoundError:
+            return None, True
+        except AuthError as exc:
+            if exc.status != 403:
+                raise
+            lifecycle.read_denied(self._client, check)
+            self.status.can_read = False
+            return None, False
+
     async def _read(self, token: str, fn: Callable[[RufusClient], Awaitable[T]]) -> T:
         """A GET for a safety check, retried through outages like an upload."""
         while True:
