@@ -446,10 +446,8 @@ async def test_mark_and_void_without_a_running_daemon_use_the_database_directly(
     try:
         await until(lambda: sum(len(v) for v in cloud_nums(enveloped).values()) == 3, what="the manual one sent")
         [(_tok, nums)] = cloud_nums(enveloped).items()
-        assert nums == [1, 2, 3]  # 4 was voided: Rejected locally, never sent
-        assert d.query("select state, reason from passings where num_passing = 4") == [
-            ("Voided", "voided by operator")
-        ]
+        assert nums == [1, 2, 3]  # 4 was voided: Voided locally, never sent
+        assert d.query("select state, reason from passings where num_passing = 4") == [("Voided", "voided by operator")]
     finally:
         await d.kill()
 
