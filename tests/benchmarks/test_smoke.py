@@ -1,5 +1,5 @@
 """Each benchmark script's --quick run: exits 0, prints a table, and ends with ONE JSON line carrying its
-figures and a positive ratio (run.py: every goal of issue 13). No timing is asserted (speed belongs to the figures, not to a test); what is
+figures and a positive ratio. No timing is asserted (speed belongs to the figures, not to a test); what is
 asserted are facts the scripts report that do not depend on the machine: all formats measured, requests
 counted, transactions fewer than reads when submissions are concurrent.
 
