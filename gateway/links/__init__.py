@@ -41,12 +41,11 @@ class BadLinkURL(ReaderError):
 def safe_url(url: str) -> str:
     """The URL without any user:password part (never shown, never logged)."""
     parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
+    if "@" not in parts.netloc:
         return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return parts._replace(netloc=host).geturl()
+    # The netloc's own text after the credentials, not `parts.port`: that raises on a non-numeric or
+    # out-of-range port, and parse_url would then call the port a bad host in the very message that shows it.
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
 
 
 def _is_char_device(path: str) -> bool:

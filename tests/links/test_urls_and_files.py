@@ -77,6 +77,22 @@ def test_credentials_never_appear_in_the_url_or_errors() -> None:
         assert "hunter22" not in str(err.value), bad
 
 
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("tcp://admin:hunter22@10.0.0.5:x", "reader URL 'tcp://10.0.0.5:x': port must be a number, got 'x'"),
+        (
+            "tcp://admin:hunter22@10.0.0.5:99999",
+            "reader URL 'tcp://10.0.0.5:99999': port must be between 1 and 65535, got 99999",
+        ),
+    ],
+)
+def test_a_bad_port_behind_credentials_is_still_called_a_bad_port(url: str, message: str) -> None:
+    with pytest.raises(ReaderError) as err:
+        open_link(url)
+    assert str(err.value) == message
+
+
 def test_serial_line_options_reach_the_port() -> None:
     link = open_link("serial:///dev/ttyUSB0?baudrate=19200&bytesize=7&parity=e&stopbits=1.5")
     assert isinstance(link, SerialLink)
