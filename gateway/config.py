@@ -34,7 +34,7 @@ class CloudSettings:
     api_key: str = field(default="", repr=False)
     api_key_header: str = "api_key"
     batch_size: int = 500
-    linger_s: float = 0.2
+    linger_s: float = 0.1
     connect_timeout_s: float = 10.0
     read_timeout_s: float = 30.0
     backoff_cap_s: float = 60.0

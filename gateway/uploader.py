@@ -41,7 +41,7 @@ T = TypeVar("T")
 MAX_BATCH = 5000  # the cloud answers 413 above this
 IDLE_POLL_S = 2.0  # a safety net under notify(): work queued by another path (a requeue, a new session) is seen
 MAX_ALERTS = 50
-LINGER_MAX = 5  # a linger ends after this many linger_s even while passings keep arriving
+LINGER_MAX = 2  # a linger ends after this many linger_s even while passings keep arriving
 ALL = 1_000_000_000  # "every pending row" for the rare full-session operations (closed-session handling)
 
 STATES = ("idle", "sending", "backoff", "auth_failed", "refused", "session_closed", "no_session", "held")
@@ -51,7 +51,7 @@ REFUSAL_STREAK = 8  # rows refused alone for one reason, nothing to probe with, 
 @dataclass(frozen=True)
 class UploaderSettings:
     batch_size: int = 500
-    linger_s: float = 0.2
+    linger_s: float = 0.1
     follow_active_session: bool = False
     deviceid: str | None = None
     backoff_base: float = 0.5
