@@ -35,6 +35,7 @@ from prometheus_client.registry import Collector
 from gateway import __version__
 from gateway.control import SHUTDOWN_GRACE_S
 from gateway.log import get_logger, redact
+from gateway.pipeline import CURSOR_KEY
 
 if TYPE_CHECKING:
     from gateway.service import Gateway
@@ -47,7 +48,7 @@ KEEPALIVE_S = 15.0  # a comment line on a quiet stream, so a phone's Wi-Fi or a 
 RATE_WINDOW_S = 60.0
 _SET_COOKIE = web.RequestKey("set_cookie", bool)
 # keys that change on every look without anything happening: not a reason to push an event
-_VOLATILE = ("uptime_s", "watchdog_at")
+_VOLATILE = ("uptime_s", "watchdog_at", "now")
 
 
 class AccessLogger(AbstractAccessLogger):
@@ -203,9 +204,10 @@ class StatusServer:
             session = await gw.outbox.current_session()
             self._alias = session.alias if session else None
             cursor = gw.pipeline.cursor if gw.pipeline is not None else None
-            # nothing waits in the pipeline: it has read the whole journal (a cursor of None: not started,
-            # or no session yet, so the reads wait)
-            self._caught_up = cursor is not None and not await gw.outbox.reads_after(cursor, 1)
+            if cursor is None:  # before its first step (or after a commit it did not see): the stored one
+                cursor = int(await gw.outbox.get_meta(CURSOR_KEY) or 0)
+            # nothing waits in the pipeline: it has derived every read of the journal
+            self._caught_up = not await gw.outbox.reads_after(cursor, 1)
             self._stats_at = now
             self._fingerprint = fingerprint
         except Exception as exc:  # a busy or closing database must not break the page
@@ -271,6 +273,7 @@ class StatusServer:
             "version": __version__,
             "phase": gw.state.phase,
             "uptime_s": round(now - gw.state.started_at, 1),
+            "now": round(now, 3),  # the Pi's clock: the page counts ages from it, not from the phone's
             "deviceid": gw.state.deviceid,
             "token_session": gw.state.token_session,
             "session_alias": self._alias,

@@ -8,8 +8,10 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import aiohttp
 import pytest
@@ -18,10 +20,12 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from gateway import config as config_mod
 from gateway.ingest import ReaderCounters
+from gateway.model import Read
 from gateway.outbox import Outbox
 from gateway.pipeline import Pipeline
 from gateway.service import Gateway, reader_rules, stamp_of
 from gateway.status.server import COOKIE, StatusServer
+from gateway.uploader import UploaderStatus
 from tests.fixtures.daemon import write_config
 
 TOKEN = "finish-line-wifi-7731"
@@ -146,3 +150,32 @@ async def test_the_token_is_in_no_log_line(
     assert {e["path"] for e in access} >= {"/", "/status.json"}, events  # the access log did run
     text = caplog.text + json.dumps(events, default=str)
     assert TOKEN not in text and "a-wrong-guess" not in text
+
+
+async def test_can_we_pack_up_only_once_every_passing_is_sent_and_nothing_waits(
+    served: tuple[StatusServer, TestClient[Any, Any]],
+) -> None:
+    server, _client = served
+    gw = server.gateway
+    assert gw.outbox is not None
+    gw.uploader = mock.Mock(status=UploaderStatus())
+    # an empty journal and outbox, uploader idle: nothing to wait for
+    assert (await server.snapshot(fresh=True))["pack_up"] == {"ok": True, "why": []}
+    # a read journaled and not derived yet (no pipeline step): the reads wait
+    read = Read(chip="C1", bib="7", timestamp=datetime.now(UTC), reader="finish")
+    await gw.outbox.journal("finish", [read])
+    snap = await server.snapshot(fresh=True)
+    assert snap["pack_up"]["ok"] is False
+    assert snap["pack_up"]["why"] == ["reads still waiting to become passings"]
+    # derived: a Pending passing waits for the cloud
+    assert gw.pipeline is not None
+    await gw.pipeline.step(datetime.now(UTC) + timedelta(minutes=5))
+    snap = await server.snapshot(fresh=True)
+    assert snap["outbox"]["pending"] == 1
+    assert snap["pack_up"] == {"ok": False, "why": ["1 passing(s) not yet in the cloud"]}
+    # the cloud acknowledged it: yes
+    await gw.outbox.mark_sent("S-1", [1])
+    assert (await server.snapshot(fresh=True))["pack_up"] == {"ok": True, "why": []}
+    # no key: nothing would ever be uploaded, so never "yes"
+    gw.uploader = None
+    assert (await server.snapshot(fresh=True))["pack_up"]["why"] == ["no API key configured: nothing is uploaded"]
