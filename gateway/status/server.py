@@ -19,12 +19,15 @@ import functools
 import hmac
 import ipaddress
 import json
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, is_dataclass
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -32,8 +35,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from gateway import __version__
+from gateway import __version__, control
 from gateway.control import SHUTDOWN_GRACE_S
+from gateway.errors import GatewayError
 from gateway.log import get_logger, redact
 from gateway.pipeline import CURSOR_KEY
 
@@ -47,6 +51,10 @@ EVENTS_PER_S = 4  # the snapshot is compared this often; a burst of reads become
 KEEPALIVE_S = 15.0  # a comment line on a quiet stream, so a phone's Wi-Fi or a proxy does not drop it
 RATE_WINDOW_S = 60.0
 _SET_COOKIE = web.RequestKey("set_cookie", bool)
+# What the page takes as a bib: what is printed on a race number (digits, letters, a dash), no spaces
+BIB_RE = re.compile(r"[0-9A-Za-z][0-9A-Za-z-]{0,11}")
+CLOCK_TIME_RE = re.compile(r"([01]?\d|2[0-3]):([0-5]\d)(?::([0-5]\d)(?:\.(\d{1,6}))?)?")
+FUTURE_TOLERANCE_S = 2.0  # a time typed "now" on a phone a second ahead of the Pi is not in the future
 # keys that change on every look without anything happening: not a reason to push an event
 _VOLATILE = ("uptime_s", "watchdog_at", "now")
 
@@ -115,6 +123,8 @@ class StatusServer:
                 web.get("/events", self._events),
                 web.get("/metrics", self._metrics),
                 web.get("/healthz", self._healthz),
+                web.post("/manual", self._manual),
+                web.post("/void", self._void),
             ]
         )
         self.app.on_response_prepare.append(self._set_cookie)
@@ -374,6 +384,96 @@ class StatusServer:
             self._subscribers -= 1
         return response
 
+    # -- manual entry -------------------------------------------------------------------------------
+    async def _manual(self, request: web.Request) -> web.Response:
+        """A bib the mat missed, typed on the phone: checked here, then the control socket's own `mark`
+        (control.dispatch), so it is journaled and derived exactly like `rufus-gateway mark`."""
+        body = await _json_body(request)
+        if isinstance(body, web.Response):
+            return body
+        bib = str(body.get("bib") or "").strip()
+        if not bib:
+            return _bad("bib: type the bib the mat missed")
+        if not BIB_RE.fullmatch(bib):
+            return _bad(f"bib: {bib[:40]!r} is not a bib (digits and letters, at most 12, no spaces)")
+        now = datetime.now(UTC)
+        try:
+            when = self._parse_time(body.get("time"), body.get("utc_offset_min"), now)
+        except ValueError as exc:
+            return _bad(f"time: {exc}")
+        if when is not None and (when - now).total_seconds() > FUTURE_TOLERANCE_S:
+            local = when.astimezone(self._zone(body.get("utc_offset_min")))
+            return _bad(
+                f"time: {local:%H:%M:%S} is in the future (the gateway's clock is behind it); leave it empty for now"
+            )
+        if self.gateway.outbox is None or self.gateway.pipeline is None:
+            return web.json_response({"error": "the gateway is not running yet: try again in a moment"}, status=503)
+        try:
+            result = await control.dispatch(
+                self.gateway, "mark", {"bib": bib, "time": when.isoformat() if when else None}
+            )
+        except GatewayError as exc:
+            return web.json_response({"error": str(exc)}, status=409)
+        self._fingerprint = None  # the next event shows it
+        log.info("manual entry from the status page", bib=bib, num_passing=result.get("num_passing"))
+        return web.json_response({"bib": bib, "time": (when or now).isoformat()} | result)
+
+    async def _void(self, request: web.Request) -> web.Response:
+        """Take back a mistyped manual entry: `mark --void`'s rule (Pending, manual, never sent)."""
+        body = await _json_body(request)
+        if isinstance(body, web.Response):
+            return body
+        raw = str(body.get("num_passing") or "").strip().lstrip("#")
+        if not raw.isdigit():
+            return _bad(f"num_passing: {raw[:40]!r} is not a passing number")
+        num = int(raw)
+        if self.gateway.outbox is None:
+            return web.json_response({"error": "the gateway is not running yet: try again in a moment"}, status=503)
+        try:
+            result = await control.dispatch(self.gateway, "void", {"num_passing": num})
+        except GatewayError as exc:
+            return web.json_response({"error": str(exc)}, status=409)
+        if not result["voided"]:
+            return web.json_response({"error": f"#{num} is not a Pending manual passing: not voided"}, status=409)
+        self._fingerprint = None
+        return web.json_response({"voided": num})
+
+    def _zone(self, utc_offset_min: Any) -> tzinfo:
+        """The zone a clock time typed on the phone is in: the phone's own offset when the page sends it,
+        else [session] timezone, else UTC."""
+        if isinstance(utc_offset_min, int | float) and not isinstance(utc_offset_min, bool):
+            if abs(utc_offset_min) <= 18 * 60:
+                return timezone(timedelta(minutes=utc_offset_min))
+        name = getattr(self.gateway.settings.session, "timezone", None)
+        if name:
+            try:
+                return ZoneInfo(name)
+            except (ZoneInfoNotFoundError, ValueError):
+                pass
+        return UTC
+
+    def _parse_time(self, text: Any, utc_offset_min: Any, now: datetime) -> datetime | None:
+        """Empty: now (None). 09:15:02 (or 09:15, 09:15:02.250): today on the phone's clock. Or ISO 8601
+        with a zone, as `mark --time` takes it."""
+        if text is None or not str(text).strip():
+            return None
+        text = str(text).strip()
+        clock = CLOCK_TIME_RE.fullmatch(text)
+        if clock:
+            zone = self._zone(utc_offset_min)
+            h, m, sec, frac = clock.groups()
+            day = now.astimezone(zone)
+            micro = int((frac or "0").ljust(6, "0"))
+            local = day.replace(hour=int(h), minute=int(m), second=int(sec or 0), microsecond=micro)
+            return local.astimezone(UTC)
+        try:
+            ts = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"{text[:40]!r} is not a time: type 09:15:02 (or leave it empty for now)") from None
+        if ts.tzinfo is None:
+            raise ValueError(f"{text[:40]!r} has no zone: type 09:15:02, or 2026-05-03T09:15:02+02:00")
+        return ts.astimezone(UTC)
+
     # -- handlers -------------------------------------------------------------------------------------
     async def _status(self, _request: web.Request) -> web.Response:
         return web.json_response(await self.snapshot())
@@ -413,6 +513,20 @@ class StatusServer:
             await asyncio.Event().wait()
         finally:
             await runner.cleanup()
+
+
+def _bad(message: str) -> web.Response:
+    return web.json_response({"error": message}, status=400)
+
+
+async def _json_body(request: web.Request) -> dict[str, Any] | web.Response:
+    try:
+        body = await request.json()
+    except ValueError:
+        return _bad("the request is not JSON")
+    if not isinstance(body, dict):
+        return _bad("the request is not a JSON object")
+    return body
 
 
 def _event(snapshot: dict[str, Any]) -> bytes:
