@@ -75,52 +75,9 @@ class ControlServer:
         return web.json_response(result)
 
     async def _dispatch(self, action: str, body: dict[str, Any]) -> dict[str, Any]:
-        gw = self.gateway
-        outbox = gw.outbox
-        assert outbox is not None
-        if action == "mark":
-            when = datetime.fromisoformat(body["time"]) if body.get("time") else None
-            num = await gw.mark(str(body["bib"]), when)
-            return {"num_passing": num, "token_session": gw.state.token_session}
-        if action == "prune":
-            # the same explicit retention as the direct command (invariant 5), logged by prune_sent
-            return {"pruned": await outbox.prune_sent(float(body["older_than_s"]))}
         if action == "device_bind":
             return {"deviceid": await self._bind(body)}
-        session = await outbox.current_session()
-        token = body.get("token_session") or (session.token_session if session else None)
-        if action == "void":
-            if token is None:
-                raise GatewayError("no current session")
-            return {"voided": await outbox.void(token, int(body["num_passing"]))}
-        if action == "requeue":
-            if body.get("rejected"):
-                # every session unless one is named: a Rejected row may sit in an older one
-                n = await outbox.requeue_rejected(body.get("token_session"))
-                if gw.uploader:
-                    gw.uploader.retry_now()  # the crew says the cloud is fixed: no need to wait out 'refused'
-                return {"requeued": n}
-            if token is None:
-                raise GatewayError("no current session")
-            n = await outbox.requeue(token, [int(x) for x in body["nums"]])
-            if gw.uploader:
-                gw.uploader.notify()
-            return {"requeued": n}
-        if action in ("session_new", "session_close"):
-            from gateway import lifecycle
-
-            if gw.client is None:
-                raise GatewayError("no API key configured: cannot talk to the cloud")
-            if action == "session_new":
-                rec = await lifecycle.new_session(outbox, gw.client, body.get("alias"), gw.state.deviceid)
-                gw.state.token_session = rec.token_session
-                gw.kick()
-                return {"token_session": rec.token_session}
-            if token is None:
-                raise GatewayError("no current session")
-            await lifecycle.close_session(outbox, gw.client, token)
-            return {"closed": token}
-        raise KeyError(action)
+        return await dispatch(self.gateway, action, body)
 
     async def _bind(self, body: dict[str, Any]) -> str:
         """`device bind`: the CLI's [device] values, the same rules as without a daemon (a configured or
@@ -174,6 +131,54 @@ class ControlServer:
 
     async def _session_close(self, request: web.Request) -> web.Response:
         return await self._call(request, "session_close")
+
+
+async def dispatch(gw: Gateway, action: str, body: dict[str, Any]) -> dict[str, Any]:
+    """One crew action on the running daemon: the control socket's and the status page's (POST /manual,
+    /void) single path, so a bib typed on the phone is journaled exactly as `rufus-gateway mark` does."""
+    outbox = gw.outbox
+    assert outbox is not None
+    if action == "mark":
+        when = datetime.fromisoformat(body["time"]) if body.get("time") else None
+        num = await gw.mark(str(body["bib"]), when)
+        return {"num_passing": num, "token_session": gw.state.token_session}
+    if action == "prune":
+        # the same explicit retention as the direct command (invariant 5), logged by prune_sent
+        return {"pruned": await outbox.prune_sent(float(body["older_than_s"]))}
+    session = await outbox.current_session()
+    token = body.get("token_session") or (session.token_session if session else None)
+    if action == "void":
+        if token is None:
+            raise GatewayError("no current session")
+        return {"voided": await outbox.void(token, int(body["num_passing"]))}
+    if action == "requeue":
+        if body.get("rejected"):
+            # every session unless one is named: a Rejected row may sit in an older one
+            n = await outbox.requeue_rejected(body.get("token_session"))
+            if gw.uploader:
+                gw.uploader.retry_now()  # the crew says the cloud is fixed: no need to wait out 'refused'
+            return {"requeued": n}
+        if token is None:
+            raise GatewayError("no current session")
+        n = await outbox.requeue(token, [int(x) for x in body["nums"]])
+        if gw.uploader:
+            gw.uploader.notify()
+        return {"requeued": n}
+    if action in ("session_new", "session_close"):
+        from gateway import lifecycle
+
+        if gw.client is None:
+            raise GatewayError("no API key configured: cannot talk to the cloud")
+        if action == "session_new":
+            rec = await lifecycle.new_session(outbox, gw.client, body.get("alias"), gw.state.deviceid)
+            gw.state.token_session = rec.token_session
+            gw.kick()
+            return {"token_session": rec.token_session}
+        if token is None:
+            raise GatewayError("no current session")
+        await lifecycle.close_session(outbox, gw.client, token)
+        return {"closed": token}
+    raise KeyError(action)
 
 
 class DaemonNotRunning(Exception):

@@ -57,7 +57,7 @@ async def test_status_json_metrics_healthz_and_page_show_the_run_without_the_key
                 assert r.status == 200 and (await r.json())["ok"] is True
             async with http.get(f"{base}/") as r:
                 page = await r.text()
-            assert "status.json" in page
+            assert 'EventSource("events")' in page
             for text in (str(status), metrics, page):
                 assert KEY not in text
     finally:
