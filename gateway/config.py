@@ -115,6 +115,9 @@ class Settings:
 T = TypeVar("T")
 
 
+UNIX_PATH_MAX = 107  # sun_path is 108 bytes on Linux, one of them the terminating NUL
+
+
 class _Loader:
     def __init__(self, data: Mapping[str, Any], path: str, text: str) -> None:
         self.data = data
@@ -282,7 +285,8 @@ def _listen(v: str | None) -> str | None:
 
 def check_for_run(settings: Settings) -> None:
     """What the daemon needs beyond a valid file, checked by `run` and `run --check` alike (ConfigError if not):
-    a reader, and an outbox directory that exists or can be created, and is writable. Not part of `load`: the
+    a reader, a control socket path a unix socket can have, and (for a database not there yet) an outbox directory
+    that exists or can be created, and is writable. Not part of `load`: the
     crew commands read the same file without readers, or on a machine where the database lives elsewhere."""
     if not settings.readers:
         raise ConfigError(
@@ -291,6 +295,16 @@ def check_for_run(settings: Settings) -> None:
             key="reader",
         )
     db = Path(settings.outbox.path)
+    ld = settings.outbox_where or settings.source
+    ctl = os.fsencode(settings.control_socket)
+    if len(ctl) > UNIX_PATH_MAX:
+        raise ConfigError(
+            f"{ld}: [outbox] path: the control socket beside it ({settings.control_socket}) would be {len(ctl)} "
+            f"bytes, over the {UNIX_PATH_MAX} a unix socket path may have: choose a shorter outbox path",
+            key="outbox.path",
+        )
+    if db.exists():
+        return  # an existing database's own troubles (read-only, corrupt) are the database layer's to name
     target = db.parent
     while not target.exists() and target != target.parent:
         target = target.parent  # `run` creates the missing directories: what matters is the first that exists
@@ -301,7 +315,6 @@ def check_for_run(settings: Settings) -> None:
         problem = f"{db.parent}: directory not writable{missing}"
     else:
         return
-    ld = settings.outbox_where or settings.source
     raise ConfigError(f"{ld}: [outbox] path: {problem}", key="outbox.path")
 
 

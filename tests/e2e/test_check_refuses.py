@@ -162,3 +162,18 @@ def test_an_empty_file_is_refused_not_run_on_defaults(tmp_path: Path) -> None:
         cfg,
         f'{cfg}: [[reader]]: none configured, the gateway would read nothing (e.g. [[reader]] url = "tcp-listen://0.0.0.0:3097")',
     )
+
+
+def test_an_outbox_path_too_long_for_its_control_socket_is_refused_naming_outbox_path(tmp_path: Path) -> None:
+    """The control socket lives beside the database, and a unix socket path has at most 107 bytes: a deep outbox
+    path is refused at the check, not met as `AF_UNIX path too long` (exit 70) once the daemon is up."""
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    cfg = config_with(tmp_path, "tcp-listen://127.0.0.1:0")
+    cfg.write_text(cfg.read_text().replace('path = "outbox.db"', f'path = "{deep}/outbox.db"'))
+    where = f"{cfg}:{line_of(cfg, 'path = ')}"
+    ctl = f"{deep}/outbox.ctl"
+    problem = (
+        f"the control socket beside it ({ctl}) would be {len(os.fsencode(ctl))} bytes, over the 107 a unix "
+        "socket path may have: choose a shorter outbox path"
+    )
+    assert_refused(cfg, f"{where}: [outbox] path: {problem}")
