@@ -20,6 +20,7 @@ from gateway import control
 from tests.chaos.harness import cloud, daemon, free_port, settled, until, verdict
 from tests.chaos.harness.checker import load_truth, snapshot_db
 from tests.chaos.harness.processes import ReaderProcess
+from tests.fixtures.filemodes import obeys_file_modes
 
 pytestmark = pytest.mark.chaos
 
@@ -209,22 +210,6 @@ async def test_disk_full_loses_nothing_committed_and_recovers(tmp_path: Path, di
 # Root ignores file modes, so to root a chmod'ed database is no read-only database at all: as root, the daemon
 # of the chmod case runs without the capabilities that override them (setpriv drops CAP_DAC_OVERRIDE and
 # CAP_DAC_READ_SEARCH from its bounding set), and meets the modes like any user; without root it needs nothing.
-_NO_DAC_OVERRIDE = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
-
-
-def _obeys_file_modes() -> list[str]:
-    """The argv prefix under which a process started by this one obeys file modes (none without root)."""
-    if os.geteuid() != 0:
-        return []
-    try:
-        done = subprocess.run([*_NO_DAC_OVERRIDE, "true"], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        pytest.skip(f"root, and cannot drop CAP_DAC_OVERRIDE to make file modes count: {exc}")
-    if done.returncode != 0:
-        pytest.skip(f"root, and cannot drop CAP_DAC_OVERRIDE to make file modes count: {done.stderr.strip()}")
-    return _NO_DAC_OVERRIDE
-
-
 @contextlib.contextmanager
 def read_only_database(how: str, tmp_path: Path) -> Iterator[tuple[Path, Callable[[], list[str]], Callable[[], None]]]:
     """A directory for the database; a function that makes the database read-only and returns the argv prefix
@@ -245,7 +230,7 @@ def read_only_database(how: str, tmp_path: Path) -> Iterator[tuple[Path, Callabl
         return
     sd = tmp_path / "sd"
     sd.mkdir()
-    prefix = _obeys_file_modes()
+    prefix = obeys_file_modes()
 
     def ro_modes() -> list[str]:
         for p in sd.iterdir():
