@@ -73,6 +73,7 @@ class ReaderSettings:
     chip_last_n: int | None = None
     silence_s: float | None = None  # None: the protocol's own silence timeout (csv and ipico have none)
     set_time: bool = False  # send the gateway's clock to the reader on connect (RaceResult, Ultra)
+    ipico_seen: str = "both"  # an IPICO in first/last-seen mode: which of the two reads make passings
 
 
 @dataclass(frozen=True)
@@ -443,7 +444,18 @@ def load(path: str | Path | None, environ: Mapping[str, str] | None = None) -> S
             chip_last_n=ld.get(r, "reader", "chip_last_n", _int, 0, idx, check=_range(0, 64)) or None,
             silence_s=ld.get(r, "reader", "silence_s", _float, 0.0, idx, check=_silence) or None,
             set_time=ld.get(r, "reader", "set_time", _bool, False, idx),
+            ipico_seen=ld.get(
+                r,
+                "reader",
+                "ipico_seen",
+                _str,
+                "both",
+                idx,
+                check=lambda v: None if v in ("both", "first", "last") else "must be both, first or last",
+            ),
         )
+        if reader.ipico_seen != "both" and fmt != "ipico":  # no other format reports first/last-seen
+            raise ld.fail("reader", "ipico_seen", f"only for format = 'ipico' (this reader is {fmt!r})", idx)
         if reader.chip_map and path is not None and not Path(reader.chip_map).is_absolute():
             # relative to the config file, so a crew can ship config + chips.csv together
             object.__setattr__(reader, "chip_map", str(Path(path).parent / reader.chip_map))

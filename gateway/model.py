@@ -47,6 +47,11 @@ class Read:
     reader: str | None = None  # the reader's own id where the protocol has one, else the link's name
     seq: int | None = None  # the reader's sequence number where the protocol has one
     raw: str = ""
+    # first/last-seen where the reader reports presence that way (IPICO FS/LS mode): "first", "last", or
+    # "both" for a tag seen once; None for an ordinary read. Journaled, so `[reader] ipico_seen` can pick one.
+    seen: str | None = None
+    # the reader's per-channel decode counters (IPICO I/Q), kept as the reader sent them: not signal strength
+    counters: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -169,6 +169,11 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX passings_state ON passings (state, token_session, num_passing);
     CREATE INDEX passings_read ON passings (read_id);
     """,
+    # v5: a reader in first/last-seen mode (IPICO) says which of the two each read is; the journal keeps it so
+    # the pipeline can keep only one of them (`[reader] ipico_seen`), on replay too. Older reads have none.
+    """
+    ALTER TABLE reads ADD COLUMN seen TEXT CHECK (seen IN ('first', 'last', 'both'));
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -192,6 +197,7 @@ _EXPORTABLE: dict[str, tuple[str, ...]] = {
         "rssi",
         "raw",
         "origin",
+        "seen",
     ),
     "rejected_lines": ("id", "link", "offset", "reason", "raw", "received_at"),
     "sessions": (
@@ -272,6 +278,7 @@ class JournaledRead:
     antenna: int | None
     rssi: float | None
     origin: str
+    seen: str | None = None  # "first", "last" or "both" from a first/last-seen reader, else None
 
 
 @dataclass(frozen=True)
@@ -690,6 +697,7 @@ class Outbox:
                             read.rssi,
                             read.raw,
                             origin,
+                            read.seen,
                         )
                     )
                     slots.append((b, i))
@@ -704,7 +712,7 @@ class Outbox:
                 before = int((await self._fetchone("SELECT COALESCE(MAX(id), 0) FROM reads"))[0])
                 await db.executemany(
                     "INSERT INTO reads (link, reader, seq, reader_ts, received_at, chip, bib, antenna, rssi, raw,"
-                    " origin) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " origin, seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     inserts,
                 )
                 # We hold the write lock, so the rows after `before` are exactly ours, in insertion order.
@@ -727,7 +735,7 @@ class Outbox:
     async def reads_after(self, cursor: int, limit: int) -> list[JournaledRead]:
         """Journaled reads with id > cursor, in id order (the pipeline's input)."""
         rows = await self._fetchall(
-            "SELECT id, link, reader, seq, reader_ts, received_at, chip, bib, antenna, rssi, origin FROM reads "
+            "SELECT id, link, reader, seq, reader_ts, received_at, chip, bib, antenna, rssi, origin, seen FROM reads "
             "WHERE id > ? ORDER BY id LIMIT ?",
             (cursor, limit),
         )
@@ -744,6 +752,7 @@ class Outbox:
                 antenna=r[8],
                 rssi=r[9],
                 origin=r[10],
+                seen=r[11],
             )
             for r in rows
         ]

@@ -10,13 +10,17 @@ Duplicate windows are keyed by (reader, chip) and measured on the READER's times
   window of it are the same crossing. Reads do not always arrive in reader order (a re-fetch brings a lost
   read after later ones), so the window is held like a `strongest` one and emits its earliest read when it
   closes: the passing is the same whatever order the reads arrived in.
-- `strongest`: the read with the highest RSSI in the window is the passing.
+- `strongest`: the read with the highest RSSI in the window is the passing (reads without one, such as an
+  IPICO's, whose I/Q figures are decode counters, never displace the first).
 Either window is emitted when it has closed: a later read of that chip beyond the window, or, for a chip that
 is not read again, once the gateway has received reads (or its clock has passed) the window plus
 `close_grace_s` (default: 1 s for `strongest`, none for `first`) after the window opened. That second rule
 uses the stored arrival times of journaled reads, so it gives the same result on replay.
 - `finished_window_s` (optional, longer): once a chip has a passing, later crossings within this window are
   suppressed (a runner who lingers on the mat, or walks back over it).
+A reader in first/last-seen mode (IPICO) reports each presence twice; `seen` ("first" or "last") keeps only
+that one of the two (a tag seen once, "both", and ordinary reads are always kept). The others stay in the
+journal and are counted (`reads_dropped_seen`), never turned into passings.
 Manual reads (origin `manual`) bypass all of this: the operator asked for exactly that passing.
 """
 
@@ -70,6 +74,7 @@ class ReaderRules:
     # `strongest` (a stronger read may be in flight), 0 for `first` (only out-of-order reads matter, and a
     # re-fetch answers within moments), so a `first` passing waits one window
     close_grace_s: float | None = None
+    seen: Literal["both", "first", "last"] = "both"  # which first/last-seen reads may make a passing
 
     @property
     def grace_ms(self) -> int:
@@ -80,6 +85,10 @@ class ReaderRules:
         if self.dedup_mode not in ("first", "strongest"):
             raise ConfigError(
                 f"dedup_mode must be 'first' or 'strongest', got {self.dedup_mode!r}", key="reader.dedup_mode"
+            )
+        if self.seen not in ("both", "first", "last"):
+            raise ConfigError(
+                f"ipico_seen must be 'both', 'first' or 'last', got {self.seen!r}", key="reader.ipico_seen"
             )
         if self.dedup_window_s < 0:
             raise ConfigError("dedup_window_s must be >= 0", key="reader.dedup_window_s")
@@ -154,6 +163,7 @@ class _Step:
     passings: list[NewPassing] = field(default_factory=list)
     unmapped: set[str] = field(default_factory=set)
     suppressed: int = 0
+    dropped_seen: int = 0
     open: set[tuple[str, str]] = field(default_factory=set)  # keys with an open window
     deadlines: list[tuple[int, int, tuple[str, str]]] = field(default_factory=list)  # heap; stale entries skipped
 
@@ -171,6 +181,7 @@ class Pipeline:
         self.passings_created = 0
         self.reads_processed = 0
         self.reads_suppressed = 0
+        self.reads_dropped_seen = 0  # first/last-seen reads of the kind `seen` leaves out
         self.cursor: int | None = None
         self._generation: str | None = None
         self._state: dict[tuple[str, str], _KeyState] = {}
@@ -243,6 +254,7 @@ class Pipeline:
         self.cursor = cursor
         self.reads_processed += reads
         self.reads_suppressed += work.suppressed
+        self.reads_dropped_seen += work.dropped_seen
         self.passings_created += len(work.passings)
         new_unmapped = work.unmapped - self.unmapped_chips
         if new_unmapped:
@@ -337,6 +349,9 @@ class Pipeline:
         if read.origin == "manual":
             self._emit(work, read.timestamp, bib, read.chip, "manual", read.id)
             return
+        if rules.seen != "both" and read.seen in ("first", "last") and read.seen != rules.seen:
+            work.dropped_seen += 1
+            return
         cmap = rules.chip_map or _NO_MAP
         key = (read.reader, "chip:" + cmap.normalise(read.chip) if read.chip else "bib:" + bib)
         t = _ms(read.timestamp)
@@ -396,6 +411,7 @@ def rules_summary(rules: Mapping[str, ReaderRules]) -> dict[str, dict[str, Any]]
         name: {
             "dedup_window_s": r.dedup_window_s,
             "dedup_mode": r.dedup_mode,
+            "ipico_seen": r.seen,
             "finished_window_s": r.finished_window_s,
             "chip_map": (r.chip_map.source if r.chip_map else None),
             "chip_map_size": len(r.chip_map) if r.chip_map else 0,

@@ -62,6 +62,7 @@ def reader_rules(settings: config_mod.Settings) -> dict[str, ReaderRules]:
             dedup_mode=r.dedup_mode,  # type: ignore[arg-type]
             finished_window_s=r.finished_window_s,
             chip_map=chip_map,
+            seen=r.ipico_seen,  # type: ignore[arg-type]
         )
     return rules
 

@@ -48,6 +48,8 @@ def read_json(read: Read) -> str:
         "rssi": read.rssi,
         "reader": read.reader,
         "seq": read.seq,
+        "seen": read.seen,
+        "counters": list(read.counters) if read.counters is not None else None,
     }
     return json.dumps(obj, ensure_ascii=False)
 

@@ -304,6 +304,7 @@ class StatusServer:
                 "passings_created": pipeline.passings_created,
                 "reads_processed": pipeline.reads_processed,
                 "reads_suppressed": pipeline.reads_suppressed,
+                "reads_dropped_seen": pipeline.reads_dropped_seen,
                 "open_windows": pipeline.open_windows,
                 "unmapped_chips": sorted(pipeline.unmapped_chips)[:200],
                 "unmapped_count": len(pipeline.unmapped_chips),

@@ -134,7 +134,7 @@ KNOWN: dict[str, list[str]] = {
     "device": ["deviceid", "serial_number", "model", "alias", "firmware"],
     "session": ["token_session", "alias", "timezone", "latitude", "longitude", "follow_active_session"],
     "reader": ["name", "url", "format", "tz", "dedup_window_s", "dedup_mode", "finished_window_s", "chip_map",
-               "chip_last_n"],
+               "chip_last_n", "ipico_seen"],
     "outbox": ["path"],
     "status": ["listen", "token"],
     "log": ["level"],

@@ -52,6 +52,8 @@ def read_dict(read: Read) -> dict[str, Any]:
         "reader": read.reader,
         "seq": read.seq,
         "raw": read.raw,
+        "seen": read.seen,
+        "counters": list(read.counters) if read.counters is not None else None,
     }
 
 

@@ -78,9 +78,10 @@ def ipico_reads(draw: st.DrawFn) -> Read:
         bib=None,
         timestamp=ts.replace(microsecond=ts.microsecond - ts.microsecond % 10_000),  # hundredths on the wire
         antenna=None,
-        rssi=float(draw(st.integers(0, 255))),
+        rssi=None,  # I and Q are decode counters, not signal strength
         reader=draw(st.text(alphabet=hexdigits, min_size=2, max_size=2)),
         seq=None,
+        counters=(draw(st.integers(0, 255)), draw(st.integers(0, 255))),
     )
 
 
@@ -155,8 +156,8 @@ SAMPLES: dict[str, Read] = {
         chip="058001e50001",
         bib=None,
         timestamp=datetime(2026, 5, 17, 9, 15, 2, 120000, tzinfo=UTC),
-        rssi=132.0,
         reader="00",
+        counters=(0, 1),
     ),
     "chronotrack": Read(
         chip="1234",

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from gateway.cli import cli
 
-KEYS = ["bib", "chip", "timestamp", "antenna", "rssi", "reader", "seq"]
+KEYS = ["bib", "chip", "timestamp", "antenna", "rssi", "reader", "seq", "seen", "counters"]
 
 
 def _run(args: list[str], stdin: bytes | None = None) -> tuple[int, list[dict[str, object]], list[str]]:
@@ -29,7 +29,7 @@ def test_clean_capture_exits_0_with_every_key(tmp_path: Path) -> None:
     assert [list(r) for r in reads] == [KEYS, KEYS]
     assert reads[0] == {
         "bib": "17", "chip": "E2000017", "timestamp": "2026-05-17T07:15:02.500Z",
-        "antenna": 2, "rssi": -61.5, "reader": None, "seq": None,
+        "antenna": 2, "rssi": -61.5, "reader": None, "seq": None, "seen": None, "counters": None,
     }  # fmt: skip
     assert reads[1]["bib"] is None and reads[1]["timestamp"] == "2026-05-17T07:15:03.000Z"
 
@@ -57,7 +57,7 @@ def test_raceresult_capture_with_status_lines_is_clean() -> None:
     assert (code, errors) == (0, [])
     assert reads == [
         {"bib": None, "chip": "1234", "timestamp": "2026-05-17T09:15:02.123Z", "antenna": 2, "rssi": 79.0,
-         "reader": "D-5012", "seq": 17}
+         "reader": "D-5012", "seq": 17, "seen": None, "counters": None}
     ]  # fmt: skip
 
 

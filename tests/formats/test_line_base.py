@@ -11,7 +11,7 @@ from gateway import formats
 from gateway.formats._common import LineFormat
 from gateway.formats.base import ParseContext, Rejected
 
-LINE_FORMATS = {"csv", "ultra", "chronotrack", "raceresult"}
+LINE_FORMATS = {"csv", "ultra", "chronotrack", "raceresult", "ipico"}
 CTX = ParseContext(now=datetime(2024, 5, 1, 9, 0, tzinfo=UTC))
 
 

@@ -1,8 +1,10 @@
 """Schema migrations on files that hold data: every row survives; v3 makes the database enforce a read's identity;
-v4 makes Voided a state of its own and converts the voids older gateways stored as Rejected."""
+v4 makes Voided a state of its own and converts the voids older gateways stored as Rejected; v5 journals a
+first/last-seen reader's flag."""
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from pathlib import Path
 
@@ -48,7 +50,7 @@ def _old_file(db: Path, version: int) -> None:
         con.close()
 
 
-@pytest.mark.parametrize("version", [1, 2, 3])
+@pytest.mark.parametrize("version", [1, 2, 3, 4])
 async def test_an_old_file_with_data_migrates_and_keeps_every_row(db_path: Path, version: int) -> None:
     _old_file(db_path, version)
     before = count_rows(db_path)
@@ -64,7 +66,7 @@ async def test_an_old_file_with_data_migrates_and_keeps_every_row(db_path: Path,
         await box.close()
     con = sqlite3.connect(db_path)
     try:
-        assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+        assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
         indexes = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     finally:
         con.close()
@@ -167,6 +169,29 @@ async def test_the_database_refuses_a_state_outside_the_five(db_path: Path) -> N
             con.execute(
                 "INSERT INTO passings (token_session, num_passing, timestamp, bib, state, created_at) "
                 "VALUES ('t', 99, 'x', '1', 'Lost', 'x')"
+            )
+    finally:
+        con.close()
+
+
+async def test_v5_journals_first_and_last_seen_and_leaves_older_reads_without(db_path: Path) -> None:
+    _old_file(db_path, 4)
+    box = await Outbox.open(db_path)
+    try:
+        fs = dataclasses.replace(read_at(10, "C10", reader="box1"), seen="first")
+        ls = dataclasses.replace(read_at(11, "C10", reader="box1"), seen="last")
+        await box.journal("mat", [fs, ls, read_at(12, "C12", reader="box1")])
+        got = [(r.chip, r.seen) for r in await box.reads_after(0, 100)]
+    finally:
+        await box.close()
+    old = [("C1", None), (None, None), ("C3", None), (None, None), ("D1", None)]  # journaled before v5
+    assert got == [*old, ("C10", "first"), ("C10", "last"), ("C12", None)]
+    con = sqlite3.connect(db_path)
+    try:
+        with pytest.raises(sqlite3.IntegrityError):
+            con.execute(
+                "INSERT INTO reads (link, reader, reader_ts, received_at, raw, seen) "
+                "VALUES ('m', 'b', 'x', 'x', '', 'sometimes')"
             )
     finally:
         con.close()

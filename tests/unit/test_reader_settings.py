@@ -45,3 +45,32 @@ def test_set_time_is_off_unless_the_crew_opts_in(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as exc:
         _load(tmp_path, "set_time = 'yes'\n")
     assert re.search(r"gw\.toml:3: \[reader\] set_time: must be true or false", str(exc.value)), str(exc.value)
+
+
+def _load_as(tmp_path: Path, fmt: str, body: str) -> config.Settings:
+    p = tmp_path / "gw.toml"
+    p.write_text(f"[reader]\nurl = 'tcp://127.0.0.1:10000'\nformat = '{fmt}'\n" + body)
+    return config.load(p, environ={})
+
+
+def test_ipico_seen_defaults_to_both_and_reaches_the_pipeline_rules(tmp_path: Path) -> None:
+    from gateway.service import reader_rules
+
+    assert _load_as(tmp_path, "ipico", "").readers[0].ipico_seen == "both"
+    settings = _load_as(tmp_path, "ipico", "ipico_seen = 'first'\n")
+    assert reader_rules(settings)["reader1"].seen == "first"
+
+
+@pytest.mark.parametrize(
+    ("fmt", "body", "expected"),
+    [
+        ("ipico", "ipico_seen = 'fs'\n", r"gw\.toml:4: \[reader\] ipico_seen: must be both, first or last"),
+        ("ipico", "ipico_seen = 1\n", r"gw\.toml:4: \[reader\] ipico_seen: must be a string"),
+        ("csv", "ipico_seen = 'first'\n", r"gw\.toml:4: \[reader\] ipico_seen: only for format = 'ipico'"),
+    ],
+)
+def test_bad_ipico_seen_is_one_line_naming_file_line_key(tmp_path: Path, fmt: str, body: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        _load_as(tmp_path, fmt, body)
+    assert "\n" not in str(exc.value)
+    assert re.search(expected, str(exc.value)), str(exc.value)
