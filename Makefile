@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint clean wheelhouse
+.PHONY: demo test lint clean wheelhouse chromium
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -17,8 +17,17 @@ demo: $(STAMP)
 
 # Two workers: most tests wait on sockets, subprocesses and fsync, not the CPU (a serial run keeps one core a
 # third busy), so the suite takes about half as long. Ports are per worker (tests/fixtures/ports.py).
-test: $(STAMP)
+# The phone page is tested in a real browser (tests/e2e/test_status_browser.py): Debian's chromium, installed
+# here when it is missing (apt-get, as root or through sudo); Playwright drives it, no browser download.
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest -q -n 2 --dist worksteal $(ARGS)
+
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the browser test (apt-get)"; \
+	  SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
 # Offline install: every wheel the Pi needs, built on a laptop that reaches PyPI, for the Pi's Python and
 # architecture (not the laptop's). Defaults: Raspberry Pi OS bookworm 64-bit = CPython 3.11 on aarch64, glibc

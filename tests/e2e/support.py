@@ -51,3 +51,13 @@ def make(tmp_path: Path, emu: Emulator, port: int, **kw: Any) -> Daemon:
         **kw,
     )
     return Daemon(cfg)
+
+
+def status_daemon(
+    tmp_path: Path, emu: Emulator, port: int, status_port: int, token: str | None = None, **kw: Any
+) -> Daemon:
+    """`make`'s daemon with the status server on 127.0.0.1:`status_port` (behind `[status] token` if given)."""
+    d = make(tmp_path, emu, port, **kw)
+    listen = f'listen = "127.0.0.1:{status_port}"' + (f'\ntoken = "{token}"' if token else "")
+    d.config.write_text(d.config.read_text().replace('listen = ""', listen))
+    return d
