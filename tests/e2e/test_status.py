@@ -12,22 +12,15 @@ from aiohttp.test_utils import make_mocked_request
 
 from gateway.emulator import Emulator
 from gateway.status.server import StatusServer, safe_url
-from tests.e2e.support import KEY, cloud_nums, csv_lines, send, until
-from tests.fixtures.daemon import Daemon, free_port, write_config
+from tests.e2e.support import KEY, cloud_nums, csv_lines, send, status_daemon, until
+from tests.fixtures.daemon import free_port
 
 
 async def test_status_json_metrics_healthz_and_page_show_the_run_without_the_key(
     tmp_path: Path, enveloped: Emulator
 ) -> None:
     port, status_port = free_port(), free_port()
-    cfg = write_config(
-        tmp_path / "gw.toml",
-        base_url=enveloped.base_url,
-        api_key=KEY,
-        readers=[{"name": "finish", "url": f"tcp-listen://127.0.0.1:{port}", "format": "csv"}],
-    )
-    cfg.write_text(cfg.read_text().replace('listen = ""', f'listen = "127.0.0.1:{status_port}"'))
-    d = Daemon(cfg)
+    d = status_daemon(tmp_path, enveloped, port, status_port)
     await d.start()
     try:
         await send(port, [*csv_lines(12), "this is not a read"])
@@ -66,14 +59,7 @@ async def test_status_json_metrics_healthz_and_page_show_the_run_without_the_key
 
 async def test_unmapped_chips_and_link_times_on_all_three_surfaces(tmp_path: Path, enveloped: Emulator) -> None:
     port, status_port = free_port(), free_port()
-    cfg = write_config(
-        tmp_path / "gw.toml",
-        base_url=enveloped.base_url,
-        api_key=KEY,
-        readers=[{"name": "finish", "url": f"tcp-listen://127.0.0.1:{port}", "format": "csv"}],
-    )
-    cfg.write_text(cfg.read_text().replace('listen = ""', f'listen = "127.0.0.1:{status_port}"'))
-    d = Daemon(cfg)
+    d = status_daemon(tmp_path, enveloped, port, status_port)
     await d.start()
     try:
         before = time.time()
@@ -154,3 +140,41 @@ async def test_non_local_clients_need_the_status_token() -> None:
 def test_reader_urls_lose_their_credentials() -> None:
     assert safe_url("tcp://user:pw@10.0.0.5:3601") == "tcp://10.0.0.5:3601"
     assert safe_url("/dev/serial/by-id/usb-FTDI") == "/dev/serial/by-id/usb-FTDI"
+
+
+def _keys(value: Any, prefix: str = "") -> set[str]:
+    """Every leaf key of a snapshot: `a.b` for objects, `a[].b` for lists of objects. Maps keyed by a name
+    the crew chose (a reader, a line kind) are leaves themselves."""
+    if isinstance(value, dict) and prefix not in _NAMED_MAPS:
+        out: set[str] = set()
+        for k, v in value.items():
+            out |= _keys(v, f"{prefix}.{k}" if prefix else k)
+        return out
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        return set().union(*(_keys(v, prefix + "[]") for v in value))
+    return {prefix}
+
+
+_NAMED_MAPS = {"clock.reader_skew_s", "readers[].skipped_kinds"}
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+async def test_readme_documents_every_key_of_status_json(tmp_path: Path, enveloped: Emulator) -> None:
+    port, status_port = free_port(), free_port()
+    d = status_daemon(tmp_path, enveloped, port, status_port)
+    await d.start()
+    try:
+        await send(port, [*csv_lines(3), "junk"])
+        await until(lambda: sum(len(v) for v in cloud_nums(enveloped).values()) == 3, what="3 in the cloud")
+        async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{status_port}/status.json") as r:
+            status = await r.json()
+    finally:
+        await d.kill()
+    assert status["uploader"] and status["pipeline"] and status["journal"] and status["outbox"]  # all filled in
+    text = README.read_text()
+    schema = text[text.index("### /status.json schema") :]
+    schema = schema[: schema.index("\n## ")] if "\n## " in schema else schema
+    keys = _keys(status)
+    assert {"readers[].reads", "uploader.state", "pack_up.ok", "clock.synced", "disk.free_mb"} <= keys
+    missing = sorted(k for k in keys if f"`{k}`" not in schema)
+    assert not missing, f"README.md's /status.json schema lacks {missing}"
