@@ -140,6 +140,11 @@ def field_offsets(text: str, sep: str) -> list[tuple[str, int]]:
     """Split on `sep`, keeping each field's byte offset within the line (text is UTF-8)."""
     out: list[tuple[str, int]] = []
     pos = 0
+    if text.isascii():  # the usual line: characters are bytes, no encoding per field
+        for part in text.split(sep):
+            out.append((part, pos))
+            pos += len(part) + len(sep)
+        return out
     for part in text.split(sep):
         out.append((part, pos))
         pos += len(part.encode("utf-8")) + len(sep.encode("utf-8"))

@@ -4,7 +4,7 @@ import io
 import json
 import random
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from click.testing import CliRunner
@@ -19,6 +19,26 @@ def test_format_ts_is_utc_millis_z() -> None:
     ts = datetime(2026, 5, 3, 9, 4, 5, 123987, tzinfo=timezone(timedelta(hours=2)))
     assert format_ts(ts) == "2026-05-03T07:04:05.123Z"
     assert parse_ts("2026-05-03T07:04:05.123Z") == to_utc_ms(ts)
+
+
+def _format_ts_by_strftime(ts: datetime) -> str:
+    """The form's definition spelled out field by field (format_ts takes a faster road to the same text)."""
+    ts = ts.astimezone(UTC)
+    ms = ts.microsecond // 1000
+    return f"{ts.year:04d}-{ts.month:02d}-{ts.day:02d}T{ts.hour:02d}:{ts.minute:02d}:{ts.second:02d}.{ms:03d}Z"
+
+
+def test_format_ts_matches_the_definition_for_any_instant_and_zone() -> None:
+    rnd = random.Random(7)
+    base = datetime(1, 1, 2, tzinfo=UTC)
+    for _ in range(20_000):
+        ts = base + timedelta(seconds=rnd.randrange(0, 315_537_000_000), microseconds=rnd.randrange(10**6))
+        if rnd.random() < 0.3:
+            ts = ts.replace(microsecond=rnd.randrange(1000) * 1000 if rnd.random() < 0.5 else 0)
+        if rnd.random() < 0.3 and 1 < ts.year < 9999:
+            ts = ts.astimezone(timezone(timedelta(minutes=rnd.randrange(-900, 900))))
+        assert format_ts(ts) == _format_ts_by_strftime(ts), ts
+        assert to_utc_ms(ts) == parse_ts(format_ts(ts))
 
 
 @pytest.mark.parametrize("bad", ["2026-05-03T07:04:05Z", "2026-05-03 07:04:05.123Z", "2026-05-03T07:04:05.123+00:00"])
