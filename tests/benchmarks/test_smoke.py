@@ -171,3 +171,17 @@ def test_run_quick_at_tiny_sizes_reports_every_goal() -> None:
     assert f["latency_p50_ms"] <= f["latency_p99_ms"]
     assert isinstance(f["goals_missed"], list)
     assert left == [], "the run left files behind"
+
+
+def test_profile_ingest_quick_times_the_daemon_without_a_profiler(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "profile_ingest.py"), "--quick"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.splitlines()[-1].startswith("5000 reads journaled in "), proc.stdout
+    assert list(tmp_path.iterdir()) == []  # its daemon's files went with its temporary directory
