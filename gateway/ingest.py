@@ -8,13 +8,15 @@ the reader would keep re-sending them forever.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from gateway.errors import StorageError
 from gateway.formats.base import (
     Conversation,
     Format,
@@ -33,6 +35,7 @@ log = get_logger("gateway.ingest")
 
 KEEPALIVE_DEFAULT_S = 30.0
 REJECT_LOG_FIRST = 20
+IN_FLIGHT = 2  # batches a link may have queued for the journal behind the one committing
 REJECT_LOG_EVERY = 1000  # protocols without a silence timeout still get an occasional keepalive
 
 
@@ -112,6 +115,8 @@ async def serve_connection(
     timeout = silence_s if silence_s is not None else conv.silence_timeout
     interval = keepalive_s or (timeout / 3 if timeout else KEEPALIVE_DEFAULT_S)
     keeper = asyncio.create_task(_keepalive(conn, conv.keepalive, interval), name=f"keepalive:{link_name}")
+    acks = _Acks(conn, conv, seqs, counters, link_name)
+    stopping = False
     try:
         while True:
             try:
@@ -131,6 +136,7 @@ async def serve_connection(
                 await _flush(framer, fmt, ctx, sink, link_name, counters)
                 raise
             if not chunk:
+                await acks.drain()
                 await _flush(framer, fmt, ctx, sink, link_name, counters)
                 return
             reads: list[Read] = []
@@ -151,12 +157,20 @@ async def serve_connection(
             if reply:
                 conn.write(bytes(reply))
             if reads:
-                fresh = await _journal_and_ack(conn, conv.ack, sink, link_name, reads, counters)
-                # after the acks: a re-fetch request goes out once what came is durable
-                request = seqs.observe(reads, fresh, conv, conv.refetch)
-                if request:
-                    conn.write(request)
+                # durable before acknowledged: the acks go out from `acks` once this batch has committed,
+                # while this loop reads and parses the next chunk
+                await acks.submit(asyncio.ensure_future(sink.journal(link_name, reads)), reads)
+    except asyncio.CancelledError:
+        stopping = True
+        if acks.stopped_us:  # the journal failed while this loop waited for the reader: surface that failure
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            assert acks.failure is not None
+            raise acks.failure from None
+        raise
     finally:
+        await acks.close(wait=not stopping)
         keeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await keeper
@@ -193,29 +207,99 @@ async def _reject(sink: ReadSink, link: str, offset: int, result: Rejected, coun
     await sink.reject(link, offset, result.reason, result.raw)
 
 
-async def _journal_and_ack(
-    conn: Connection,
-    ack: Callable[[Read], bytes],
-    sink: ReadSink,
-    link: str,
-    reads: list[Read],
-    counters: ReaderCounters,
-) -> Sequence[bool]:
-    fresh = await sink.journal(link, reads)  # returns only after the commit: the acknowledgement point
-    out = bytearray()
-    for read, new in zip(reads, fresh, strict=True):
-        if new:
-            counters.reads += 1
-        else:
-            counters.resent += 1
-        data = ack(read)
-        if data:
-            out += data
-            counters.acks_sent += 1
+def _count(fresh: Sequence[bool], counters: ReaderCounters) -> None:
+    new = sum(fresh)
+    counters.reads += new
+    counters.resent += len(fresh) - new
     counters.last_read_at = time.time()
-    if out:
-        conn.write(bytes(out))
-    return fresh
+
+
+class _Acks:
+    """The batches a link handed to the journal, acknowledged in order as each becomes durable.
+
+    The link's read loop submits a batch and goes on reading and parsing the next chunk while this one
+    commits (at most IN_FLIGHT batches wait behind the one committing): the fsync no longer stalls the
+    link. Only once a batch's commit has returned are its reads counted and acknowledged to the reader (the
+    protocol's acks, then any re-fetch request), in the order they came. If the journal fails, the read
+    loop gets that error: at its next submit, or, parked in a read (a reader waiting for acks sends
+    nothing), by being cancelled, which serve_connection turns back into the failure.
+    """
+
+    def __init__(
+        self, conn: Connection, conv: Conversation, seqs: SeqTracker, counters: ReaderCounters, link: str
+    ) -> None:
+        self._conn, self._conv, self._seqs, self._counters = conn, conv, seqs, counters
+        self._queue: asyncio.Queue[tuple[asyncio.Future[Sequence[bool]], list[Read]]] = asyncio.Queue(IN_FLIGHT)
+        self._unacked: collections.deque[asyncio.Future[Sequence[bool]]] = collections.deque()
+        self._owner = asyncio.current_task()
+        self._waiting = False  # the owner is in submit/drain: it sees a failure without being cancelled
+        self.failure: BaseException | None = None
+        self.stopped_us = False
+        self._task = asyncio.create_task(self._run(), name=f"acks:{link}")
+
+    async def _run(self) -> None:
+        while True:
+            fut, batch = await self._queue.get()
+            try:
+                fresh = await asyncio.shield(fut)  # shielded: stopping the acks must not cancel a commit
+                self._unacked.popleft()
+                _count(fresh, self._counters)
+                out = bytearray()
+                for read in batch:
+                    data = self._conv.ack(read)
+                    if data:
+                        out += data
+                        self._counters.acks_sent += 1
+                if out:
+                    self._conn.write(bytes(out))
+                # after the acks: a re-fetch request goes out once what came is durable
+                request = self._seqs.observe(batch, fresh, self._conv, self._conv.refetch)
+                if request:
+                    self._conn.write(request)
+            except Exception as exc:
+                self.failure = exc
+                if not self._waiting and self._owner is not None and not self._owner.done():
+                    self.stopped_us = True
+                    self._owner.cancel()
+                return
+            self._queue.task_done()
+
+    async def _until(self, op: Awaitable[Any]) -> None:
+        step = asyncio.ensure_future(op)
+        self._waiting = True
+        try:
+            await asyncio.wait({step, self._task}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._waiting = False
+            if not step.done():
+                step.cancel()
+        if not step.done() or step.cancelled():
+            if self.failure is not None:
+                raise self.failure
+            raise StorageError("acknowledgements stopped")  # not reached: _run only ends on a failure
+
+    async def submit(self, fut: asyncio.Future[Sequence[bool]], batch: list[Read]) -> None:
+        self._unacked.append(fut)
+        await self._until(self._queue.put((fut, batch)))
+
+    async def drain(self) -> None:
+        """Until every submitted batch is durable and acknowledged."""
+        await self._until(self._queue.join())
+
+    async def close(self, *, wait: bool) -> None:
+        """Stop. No acknowledgement goes out any more. With `wait` (the link broke or ended), the batches still
+        committing are waited for and counted; without (the link is being stopped), they are let go: the
+        journal writer commits what it was given whatever happens to this link (invariant 7)."""
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        while self._unacked:
+            fut = self._unacked.popleft()
+            if not wait:
+                fut.cancel()  # the submitter's wait, not the commit: JournalWriter shields that
+                continue
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                _count(await fut, self._counters)
 
 
 class SeqTracker:

@@ -4,11 +4,14 @@ re-sends recognised and acknowledged again, gaps re-fetched, heartbeats skipped,
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 import pytest
 
+from gateway.errors import StorageError
 from gateway.formats.base import (
     Conversation,
     Format,
@@ -251,5 +254,64 @@ async def test_link_state_follows_the_peer() -> None:
         await peer.close()  # the reader is switched off: the link stays down and says why
         await eventually(lambda: "Refused" in (link.state.last_error or ""), what="connection refused")
         assert not link.state.connected
+    finally:
+        await _stop(peer, task)
+
+
+class HeldSink(MemorySink):
+    """Each journal() call waits for its own release: commits that finish in any order the test chooses."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[list[str | None], asyncio.Event]] = []
+
+    async def journal(self, link: str, reads: Sequence[Read]) -> Sequence[bool]:
+        release = asyncio.Event()
+        self.calls.append(([r.chip for r in reads], release))
+        await release.wait()
+        return await super().journal(link, reads)
+
+
+async def test_the_link_reads_on_while_a_batch_commits_and_acks_in_the_readers_order() -> None:
+    sink = HeldSink()
+    peer, task, counters = await _start(AckFormat(), sink)
+    try:
+        await peer.send(b"1,CHIPA,100\n")
+        await eventually(lambda: len(sink.calls) == 1)
+        await peer.send(b"2,CHIPB,200\n")  # the first batch has not committed: the link parses this one anyway
+        await eventually(lambda: len(sink.calls) == 2)
+        assert [chips for chips, _ in sink.calls] == [["CHIPA"], ["CHIPB"]]
+        sink.calls[1][1].set()  # the second commits first: its ack still waits for the first batch's
+        with pytest.raises(TimeoutError):
+            await peer.recv(timeout=0.3)
+        assert counters.reads == 0 and counters.acks_sent == 0  # nothing is counted before it is acknowledged
+        sink.calls[0][1].set()
+        acks = b""
+        while acks.count(b"\n") < 2:
+            acks += await peer.recv()
+        assert acks == b"ACK 1\nACK 2\n"
+        assert counters.reads == 2 and counters.acks_sent == 2
+    finally:
+        await _stop(peer, task)
+
+
+class FailingSink(MemorySink):
+    async def journal(self, link: str, reads: Sequence[Read]) -> Sequence[bool]:
+        await asyncio.sleep(0.05)
+        raise StorageError("database is full: read not taken")
+
+
+async def test_a_journal_failure_stops_the_link_even_while_the_reader_waits_for_its_ack() -> None:
+    """An acknowledging reader sends nothing until it has its ack: the failure must not wait for its next byte."""
+    peer, task, counters = await _start(AckFormat(), FailingSink())
+    try:
+        await peer.send(b"1,CHIPA,100\n")
+        with pytest.raises(StorageError, match="database is full"):
+            await asyncio.wait_for(task, 5)
+        assert counters.reads == 0 and counters.acks_sent == 0
+        rest = b""
+        with contextlib.suppress(TimeoutError):
+            rest = await peer.recv(timeout=0.2)
+        assert b"ACK" not in rest  # never acknowledged (the link closed)
     finally:
         await _stop(peer, task)
