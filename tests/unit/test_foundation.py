@@ -152,3 +152,24 @@ def test_cli_help_and_version() -> None:
     r = CliRunner().invoke(cli, ["--version"])
     assert r.exit_code == 0 and "0.1.0" in r.output
     assert CliRunner().invoke(cli, ["--help"]).exit_code == 0
+
+
+def test_reads_hand_written_init_takes_exactly_its_fields_and_stays_frozen() -> None:
+    import dataclasses
+    import inspect
+
+    from gateway.model import Read
+
+    params = list(inspect.signature(Read.__init__).parameters.values())[1:]
+    fields = dataclasses.fields(Read)
+    assert [p.name for p in params] == [f.name for f in fields]
+    assert [p.default for p in params] == [
+        inspect.Parameter.empty if f.default is dataclasses.MISSING else f.default for f in fields
+    ]
+    ts = datetime(2026, 5, 3, 9, 0, tzinfo=UTC)
+    values = {f.name: f"v{i}" for i, f in enumerate(fields)} | {"timestamp": ts}
+    read = Read(**values)  # type: ignore[arg-type]
+    assert {f.name: getattr(read, f.name) for f in fields} == values  # each argument lands in its own field
+    assert dataclasses.replace(read, seq=7).seq == 7 and read.seq == "v6"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        read.chip = "other"  # type: ignore[misc]
