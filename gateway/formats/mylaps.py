@@ -16,7 +16,6 @@ mylaps-to-racemap-forwarder: github.com/racemap/mylaps-to-racemap-forwarder, `do
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
@@ -65,21 +64,27 @@ def _antenna(value: str) -> int | None:
     return int(value) if digits(value) and len(value) <= 3 else None
 
 
-def _passing(text: str, offset: int, location: str, ctx: ParseContext, raw: str) -> ParseResult:
-    """One `|`-separated passing starting at byte `offset` of the record."""
-    values: dict[str, tuple[str, int]] = {}
-    for item, item_off in field_offsets(text, "|"):
-        key, sep, value = item.partition("=")
-        if not sep:
-            return Rejected(f"passing item {show(item)} at byte {offset + item_off}: not key=value", raw)
-        values[key] = (value, offset + item_off + len(key.encode()) + 1)
-    chip = values.get("c", ("", 0))[0] or None
-    bib = values.get("b", ("", 0))[0] or None
+def _passing(text: str, offset: int, location: str, ctx: ParseContext, raw: str, seq: int | None) -> ParseResult:
+    """One `|`-separated passing starting at byte `offset` of the record (`seq`: the message number, for a
+    message that carries this one passing)."""
+    try:
+        values: dict[str, str] = dict(item.split("=", 1) for item in text.split("|"))
+    except ValueError:  # an item without '=': name the first one
+        item, item_off = next((i, o) for i, o in field_offsets(text, "|") if "=" not in i)
+        return Rejected(f"passing item {show(item)} at byte {offset + item_off}: not key=value", raw)
+
+    def at(key: str) -> int:
+        """Byte offset of `key`'s value in the record (the last item of that key wins, as in `values`)."""
+        where = [o for item, o in field_offsets(text, "|") if item.partition("=")[0] == key]
+        return offset + where[-1] + len(key.encode()) + 1
+
+    chip = values.get("c") or None
+    bib = values.get("b") or None
     if chip is None and bib is None:
         return Rejected(f"passing at byte {offset} has neither c (chip) nor b (bib)", raw)
     if "t" not in values:
         return Rejected(f"passing at byte {offset} has no t (time)", raw)
-    t_text, t_off = values["t"]
+    t_text = values["t"]
     m = _TIME.fullmatch(t_text)
     try:
         if not m:
@@ -87,37 +92,39 @@ def _passing(text: str, offset: int, location: str, ctx: ParseContext, raw: str)
         hh, mm, ss, frac = m.groups()
         tod = time(int(hh), int(mm), int(ss), int((frac or "0").ljust(3, "0")) * 1000)
     except ValueError as exc:
-        return Rejected(f"t {show(t_text)} at byte {t_off}: {exc}", raw)
+        return Rejected(f"t {show(t_text)} at byte {at('t')}: {exc}", raw)
     if "d" in values:
-        d_text, d_off = values["d"]
+        d_text = values["d"]
         dm = _DATE.fullmatch(d_text)
         try:
             if not dm:
                 raise ValueError("not YYMMDD")
             day = date(2000 + int(dm.group(1)), int(dm.group(2)), int(dm.group(3)))
         except ValueError as exc:
-            return Rejected(f"d {show(d_text)} at byte {d_off}: {exc}", raw)
+            return Rejected(f"d {show(d_text)} at byte {at('d')}: {exc}", raw)
         ts = local(day, tod, ctx.tz)
     else:
         ts = complete_time(tod, ctx)
     antenna = None
     for key in ("ans", "an"):  # the strongest antenna, where the decoder reports it, is the better one
-        if key in values and values[key][0]:
-            a_text, a_off = values[key]
+        a_text = values.get(key)
+        if a_text:
             antenna = _antenna(a_text)
             if antenna is None and not _MASK.fullmatch(a_text):
-                return Rejected(f"{key} {show(a_text)} at byte {a_off}: not an antenna number or mask", raw)
+                return Rejected(f"{key} {show(a_text)} at byte {at(key)}: not an antenna number or mask", raw)
             break
     rssi = None
-    if values.get("amd", ("", 0))[0]:
-        r_text, r_off = values["amd"]
+    r_text = values.get("amd")
+    if r_text:
         try:
             rssi = float(r_text)
         except ValueError:
-            return Rejected(f"amd {show(r_text)} at byte {r_off}: not a number", raw)
+            return Rejected(f"amd {show(r_text)} at byte {at('amd')}: not a number", raw)
         if not finite(rssi):
-            return Rejected(f"amd {show(r_text)} at byte {r_off}: not a finite number", raw)
-    return Read(chip=chip, bib=bib, timestamp=ts, antenna=antenna, rssi=rssi, reader=location or ctx.reader, raw=raw)
+            return Rejected(f"amd {show(r_text)} at byte {at('amd')}: not a finite number", raw)
+    return Read(
+        chip=chip, bib=bib, timestamp=ts, antenna=antenna, rssi=rssi, reader=location or ctx.reader, seq=seq, raw=raw
+    )
 
 
 def parse_message(record: bytes, ctx: ParseContext) -> Message:
@@ -143,9 +150,9 @@ def parse_message(record: bytes, ctx: ParseContext) -> Message:
             rej = Rejected(f"message number {show(num_text)} at byte {num_off}: not a whole number", raw)
             return Message(location, function, [rej], None)
         number = int(num_text)
-        results = [_passing(p, off, location, ctx, raw) for p, off in body[:-1]]
-        if len(results) == 1 and isinstance(results[0], Read):
-            results = [dataclasses.replace(results[0], seq=number)]
+        passings = body[:-1]
+        seq = number if len(passings) == 1 else None  # numbered reads only when the number is theirs alone
+        results = [_passing(p, off, location, ctx, raw, seq) for p, off in passings]
         return Message(location, function, results, number)
     if function == "Store":
         reason = f"Store message at byte {parts[1][1]}: legacy stored passings are not supported; use Passing (V2)"

@@ -25,7 +25,6 @@ from gateway.formats._common import (
     complete_time,
     decode_line,
     digits,
-    field_offsets,
     local,
     now_of,
     show,
@@ -69,22 +68,27 @@ def _parse_time(text: str) -> time | None:
 
 def parse_passing(text: str, offset: int, ctx: ParseContext, raw: str) -> ParseResult:
     """The 20 passing fields starting at byte `offset` of the line."""
-    fields = [(v, o + offset) for v, o in field_offsets(text, ";")]
-    if len(fields) != N_FIELDS:
-        return Rejected(f"passing at byte {offset} has {len(fields)} fields, want {N_FIELDS}", raw)
-    no_text, no_off = fields[F_NO]
+    values = text.split(";")
+    if len(values) != N_FIELDS:
+        return Rejected(f"passing at byte {offset} has {len(values)} fields, want {N_FIELDS}", raw)
+
+    def at(index: int) -> int:
+        """Byte offset of field `index` in the line: worked out only for a message."""
+        return offset + sum(len(v.encode()) + 1 for v in values[:index])
+
+    no_text = values[F_NO]
     if not digits(no_text):
-        return Rejected(f"PassingNo {show(no_text)} at byte {no_off}: not a decimal number", raw)
-    chip, chip_off = fields[F_BIB]
+        return Rejected(f"PassingNo {show(no_text)} at byte {at(F_NO)}: not a decimal number", raw)
+    chip = values[F_BIB]
     if not chip or not chip.isprintable():
-        return Rejected(f"Bib/transponder {show(chip)} at byte {chip_off}: empty or not printable", raw)
-    tod = _parse_time(fields[F_TIME][0])
+        return Rejected(f"Bib/transponder {show(chip)} at byte {at(F_BIB)}: empty or not printable", raw)
+    tod = _parse_time(values[F_TIME])
     if tod is None:
-        return Rejected(f"Time {show(fields[F_TIME][0])} at byte {fields[F_TIME][1]}: not hh:mm:ss.kkk", raw)
-    date_text, date_off = fields[F_DATE]
+        return Rejected(f"Time {show(values[F_TIME])} at byte {at(F_TIME)}: not hh:mm:ss.kkk", raw)
+    date_text = values[F_DATE]
     m = _DATE.fullmatch(date_text)
     if not m:
-        return Rejected(f"Date {show(date_text)} at byte {date_off}: not YYYY-MM-DD", raw)
+        return Rejected(f"Date {show(date_text)} at byte {at(F_DATE)}: not YYYY-MM-DD", raw)
     year, month, day = (int(g) for g in m.groups())
     if year == 0:  # no GPS fix: 0000-00-0N counts days since the decoder started, it is not a date
         ts = complete_time(tod, ctx)
@@ -92,20 +96,20 @@ def parse_passing(text: str, offset: int, ctx: ParseContext, raw: str) -> ParseR
         try:
             ts = local(date(year, month, day), tod, ctx.tz)
         except ValueError as exc:
-            return Rejected(f"Date {show(date_text)} at byte {date_off}: {exc}", raw)
+            return Rejected(f"Date {show(date_text)} at byte {at(F_DATE)}: {exc}", raw)
     for idx, name in ((F_HITS, "Hits"), (F_RSSI, "MaxRSSI")):
-        value, off = fields[idx]
+        value = values[idx]
         if value and not _HEX.fullmatch(value):
-            return Rejected(f"{name} {show(value)} at byte {off}: not hexadecimal", raw)
-    rssi_text = fields[F_RSSI][0]
+            return Rejected(f"{name} {show(value)} at byte {at(idx)}: not hexadecimal", raw)
+    rssi_text = values[F_RSSI]
     rssi = float(int(rssi_text, 16)) if rssi_text else None
-    ant_text, ant_off = fields[F_ANTENNA]
+    ant_text = values[F_ANTENNA]
     antenna: int | None = None
     if ant_text:
         if not digits(ant_text) or len(ant_text) > 3:
-            return Rejected(f"MaxRSSIAntenna {show(ant_text)} at byte {ant_off}: not an antenna number", raw)
+            return Rejected(f"MaxRSSIAntenna {show(ant_text)} at byte {at(F_ANTENNA)}: not an antenna number", raw)
         antenna = int(ant_text)
-    reader = fields[F_BOXNAME][0] or fields[F_BOXID][0] or ctx.reader
+    reader = values[F_BOXNAME] or values[F_BOXID] or ctx.reader
     return Read(chip=chip, bib=None, timestamp=ts, antenna=antenna, rssi=rssi, reader=reader, seq=int(no_text), raw=raw)
 
 
