@@ -393,6 +393,11 @@ class Outbox:
         # One connection, several coroutines: a transaction spans several awaits, so they must not interleave.
         self._lock = asyncio.Lock()
         self._closed = False
+        # For the pipeline's clock-closed windows (pipeline.py, step): the arrival time stamped on the journal
+        # transaction now open (None: none is), and the highest read id this object has committed. A read
+        # not yet visible to the pipeline is in that transaction, or has committed above its cursor.
+        self.journal_open_since: datetime | None = None
+        self.journal_last_id = 0
 
     # -- open / close ---------------------------------------------------------------------------------
     @classmethod
@@ -649,8 +654,20 @@ class Outbox:
             if origin not in ORIGINS:
                 raise ValueError(f"origin must be one of {ORIGINS}, got {origin!r}")
         results: list[list[int | None]] = [[None] * len(reads) for _, reads, _ in batches]
+        try:
+            return await self._journal_batch(batches, rejects, results)
+        finally:
+            self.journal_open_since = None  # committed (or rolled back): visible to the next read of the journal
+
+    async def _journal_batch(
+        self,
+        batches: Sequence[tuple[str, Sequence[Read], str]],
+        rejects: Sequence[tuple[str, int, str, str]],
+        results: list[list[int | None]],
+    ) -> list[list[int | None]]:
         async with self._write() as db:
             received = _ts(_now())  # under the lock: arrival times never run backwards against read ids
+            self.journal_open_since = _dt(received)  # exactly what its reads will carry
             # Which reads are already in the journal (re-sends), or earlier in this same batch? A re-send has
             # the same reader, sequence number AND content; a reused number with other content is a reader
             # that restarted its numbering, and its read is new (dropping it would lose a runner's time).
@@ -729,6 +746,7 @@ class Outbox:
                     [(link, offset, reason, raw, received) for link, offset, reason, raw in rejects],
                 )
             failpoints.hit("mid_batch_commit")
+        self.journal_last_id = max([self.journal_last_id, *(i for ids in results for i in ids if i is not None)])
         failpoints.hit("after_journal_commit")
         return results
 

@@ -47,7 +47,11 @@ CURSOR_KEY = "pipeline.cursor"
 GENERATION_KEY = "pipeline.generation"  # bumped by every step's transaction: tells a stale cache
 BATCH = 500  # reads per transaction
 HISTORY = 16  # crossings remembered per (reader, chip)
-CLOCK_SETTLE_MS = 500  # a read received before a window's deadline is journaled well within this
+# A window closes by the clock once `now - CLOCK_SETTLE_MS` has passed its deadline AND no read that arrived
+# before it can still appear: none is in a journal transaction still open (Outbox.journal_open_since), and
+# none committed after the pipeline last read the journal (Outbox.journal_last_id). So the margin only covers
+# the clock's own granularity; it used to be 500 ms of hoping the journal was quicker than that.
+CLOCK_SETTLE_MS = 50
 CLOCK_BACK_MS = 300_000  # every open deadline this far ahead of the clock: the clock was set back
 
 
@@ -182,6 +186,7 @@ class Pipeline:
         self.reads_processed = 0
         self.reads_suppressed = 0
         self.reads_dropped_seen = 0  # first/last-seen reads of the kind `seen` leaves out
+        self.last_closed_by_clock = 0  # passings the last step emitted from windows that closed on the clock
         self.cursor: int | None = None
         self._generation: str | None = None
         self._state: dict[tuple[str, str], _KeyState] = {}
@@ -197,6 +202,7 @@ class Pipeline:
         close `strongest` windows whose time is up by the clock. Returns the passings created; 0 while
         there is no current session (the reads wait in the journal)."""
         async with self._lock:
+            self.last_closed_by_clock = 0
             if await self.outbox.current_session() is None:
                 return 0
             generation = await self.outbox.get_meta(GENERATION_KEY)
@@ -227,12 +233,27 @@ class Pipeline:
                 created += n
             # Only once caught up with the journal: a window whose reads could still be queued stays open.
             now_ms = _ms(now or datetime.now(UTC)) - CLOCK_SETTLE_MS
+            if self.outbox.journal_last_id > self.cursor:
+                return created  # reads committed since that last query: the step their commit woke takes them first
+            open_since = self.outbox.journal_open_since
+            if open_since is not None:  # its reads arrived at open_since: windows due before then may close
+                now_ms = min(now_ms, _ms(open_since) - 1)
             work = self._work()
             self._close_due(work, now_ms)
             self._close_from_the_future(work, now_ms)
             if work.passings:
-                created += await self._commit(work, self.cursor, 0) or 0
+                by_clock = await self._commit(work, self.cursor, 0) or 0
+                self.last_closed_by_clock = by_clock
+                created += by_clock
+            else:
+                self._deadlines = work.deadlines  # only stale entries were dropped: keep the heap lean
             return created
+
+    def next_deadline_s(self) -> float | None:
+        """When (time.time()) the earliest open window may close by the clock; None: no window is open."""
+        if not self._deadlines:
+            return None
+        return (self._deadlines[0][0] + CLOCK_SETTLE_MS) / 1000
 
     async def _commit(self, work: _Step, cursor: int, reads: int) -> int | None:
         generation = str(int(self._generation or 0) + 1)

@@ -398,7 +398,10 @@ class Gateway:
     async def _pipeline_loop(self) -> None:
         assert self.pipeline is not None
         while True:
-            await wait_event(self._work, PIPELINE_TICK_S)
+            # woken by each commit, and at the earliest open window's deadline (its passing waits no tick)
+            due = self.pipeline.next_deadline_s()
+            wait = PIPELINE_TICK_S if due is None else min(PIPELINE_TICK_S, max(0.005, due - time.time()))
+            await wait_event(self._work, wait)
             self._work.clear()
             if await self.pipeline.step() and self.uploader is not None:
                 self.uploader.notify()
