@@ -404,7 +404,7 @@ class Gateway:
             await wait_event(self._work, wait)
             self._work.clear()
             if await self.pipeline.step() and self.uploader is not None:
-                self.uploader.notify()
+                self.uploader.notify(waited=self.pipeline.last_closed_by_clock > 0)
 
     async def _lifecycle(self, settings: config_mod.Settings) -> None:
         """Find (or bind/create) the device and session; retried inside until the cloud answers."""

@@ -120,6 +120,7 @@ class Uploader:
         self.settings = settings
         self._client = client
         self._wake = wake or asyncio.Event()
+        self._no_linger = False  # set by notify(waited=True): the next batch goes without a linger
         self._client_changed = asyncio.Event()
         self._limit = settings.batch_size
         self._backoff = Backoff(settings.backoff_base, settings.backoff_cap)
@@ -146,8 +147,12 @@ class Uploader:
     def can_read(self) -> bool:
         return lifecycle.can_read(self._client)
 
-    def notify(self) -> None:
-        """New work: the pipeline derived passings, or the crew requeued some."""
+    def notify(self, *, waited: bool = False) -> None:
+        """New work: the pipeline derived passings, or the crew requeued some. `waited`: they come from
+        duplicate windows that closed on the clock, so they have waited a whole window already and go out
+        without lingering for company (the window's end is the latency a crew configured, not plus a linger)."""
+        if waited:
+            self._no_linger = True
         self._wake.set()
 
     def update_client(self, client: RufusClient) -> None:
@@ -185,8 +190,9 @@ class Uploader:
             self._retry.clear()
             self._wake.clear()  # before looking, so a notify() during the look is not lost
             client = self._client
+            linger, self._no_linger = was_idle and not self._no_linger, False
             try:
-                worked = await self._step(linger=was_idle)
+                worked = await self._step(linger=linger)
             except AuthError as exc:
                 if self._client is not client:
                     continue  # refused the old key while a new one was being loaded: try the new one

@@ -80,6 +80,30 @@ async def test_linger_ends_while_a_steady_flow_goes_on(env: Env) -> None:
     assert cloud_nums(env.emu, env.token) == list(range(1, n + 1))
 
 
+async def test_passings_that_waited_their_window_go_out_without_a_linger(env: Env) -> None:
+    """Passings from duplicate windows that closed on the clock have already waited a whole window: the
+    uploader sends them at once instead of lingering for company (notify(waited=True)); others still linger."""
+    linger = 1.0
+    up = Uploader(env.outbox, env.client, fast(linger_s=linger))
+    loop = asyncio.get_running_loop()
+    async with running(up):
+        await asyncio.sleep(0.05)  # idle
+        await env.add(1)
+        t0 = loop.time()
+        up.notify(waited=True)
+        await eventually(await all_sent(env, 1), what="1 Sent")
+        waited_s = loop.time() - t0
+        await asyncio.sleep(0.05)
+        await env.add(1)
+        t1 = loop.time()
+        up.notify()
+        await eventually(await all_sent(env, 2), what="2 Sent", timeout=10)
+        lingered_s = loop.time() - t1
+    assert waited_s < linger / 2, f"a passing that waited its window lingered {waited_s:.2f} s more"
+    assert lingered_s >= linger  # an ordinary one still waits for company
+    assert cloud_nums(env.emu, env.token) == [1, 2]
+
+
 async def test_errors_with_retry_after_are_retried(env: Env) -> None:
     await env.add(30)
     env.emu.set_faults(error_rate=1.0, error_status=503, retry_after=0.05)
