@@ -5,6 +5,8 @@ so a gateway whose format drifts is caught by its stand-in instead of being agre
 from __future__ import annotations
 
 import ast
+import random
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -107,3 +109,38 @@ def test_the_emulator_shares_no_timestamp_code_with_the_gateway() -> None:
             if any(n == "gateway.model" or n.startswith("gateway.model.") for n in names):
                 offenders.append(f"{path.name}:{node.lineno}")
     assert offenders == []
+
+
+def _by_the_contract(value: str) -> bool:
+    """The contract's form read character by character: the definition the emulator's check must equal."""
+    form = "YYYY-MM-DDTHH:mm:ss.sssZ"
+    if len(value) != len(form):
+        return False
+    for got, want in zip(value, form, strict=True):
+        if want.isalpha() and want not in "TZ":
+            if got not in "0123456789":
+                return False
+        elif got != want:
+            return False
+    try:
+        datetime(int(value[0:4]), int(value[5:7]), int(value[8:10]), int(value[11:13]), int(value[14:16]),
+                 int(value[17:19]), tzinfo=UTC)  # fmt: skip
+    except ValueError:
+        return False
+    return True
+
+
+def test_the_check_equals_the_contract_on_every_one_or_two_character_change() -> None:
+    from gateway.emulator.timestamps import is_contract_ts
+
+    rnd = random.Random(5)
+    base, alphabet = "2026-05-03T09:00:00.123Z", "0123456789-T:.Zz +\n\u0663\uff11"
+    accepted = 0
+    for _ in range(40_000):
+        chars = list(base)
+        for _ in range(rnd.randrange(1, 3)):
+            chars[rnd.randrange(len(chars))] = rnd.choice(alphabet)
+        value = "".join(chars)
+        assert is_contract_ts(value) == _by_the_contract(value), value
+        accepted += _by_the_contract(value)
+    assert 1000 < accepted < 39_000  # both sides of the line were exercised
