@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from gateway.errors import StorageError
 from gateway.formats.base import (
     Conversation,
     Format,
@@ -35,8 +34,8 @@ log = get_logger("gateway.ingest")
 
 KEEPALIVE_DEFAULT_S = 30.0
 REJECT_LOG_FIRST = 20
-IN_FLIGHT = 2  # batches a link may have queued for the journal behind the one committing
 REJECT_LOG_EVERY = 1000  # protocols without a silence timeout still get an occasional keepalive
+IN_FLIGHT = 2  # batches a link may have queued for the journal behind the one committing
 
 
 class ReadSink(Protocol):
@@ -274,9 +273,8 @@ class _Acks:
             if not step.done():
                 step.cancel()
         if not step.done() or step.cancelled():
-            if self.failure is not None:
-                raise self.failure
-            raise StorageError("acknowledgements stopped")  # not reached: _run only ends on a failure
+            assert self.failure is not None  # _run only ends on a failure
+            raise self.failure
 
     async def submit(self, fut: asyncio.Future[Sequence[bool]], batch: list[Read]) -> None:
         self._unacked.append(fut)

@@ -9,12 +9,17 @@ from datetime import UTC, datetime
 _TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 
 
+def _in_utc(ts: datetime) -> datetime:
+    if ts.tzinfo is UTC:  # the common case (every parser's output) skips the conversion
+        return ts
+    if ts.tzinfo is None:
+        raise ValueError("naive datetime: a reader time must carry its zone")
+    return ts.astimezone(UTC)
+
+
 def to_utc_ms(ts: datetime) -> datetime:
     """Normalise an aware datetime to UTC, truncated to whole milliseconds (the cloud's precision)."""
-    if ts.tzinfo is not UTC:  # the common case (every parser's output) skips the conversion
-        if ts.tzinfo is None:
-            raise ValueError("naive datetime: a reader time must carry its zone")
-        ts = ts.astimezone(UTC)
+    ts = _in_utc(ts)
     extra = ts.microsecond % 1000
     return ts.replace(microsecond=ts.microsecond - extra) if extra else ts
 
@@ -25,11 +30,7 @@ def format_ts(ts: datetime) -> str:
     isoformat (C, zero-pads the year to four digits; cutting it at the milliseconds truncates as to_utc_ms
     does) rather than strftime: this runs for every read and passing, and strftime was a sixth of the
     ingest's time (py-spy)."""
-    if ts.tzinfo is not UTC:
-        if ts.tzinfo is None:
-            raise ValueError("naive datetime: a reader time must carry its zone")
-        ts = ts.astimezone(UTC)
-    text = ts.isoformat()  # ...T09:15:02+00:00, or ...T09:15:02.123456+00:00 (a timespec argument costs 2x)
+    text = _in_utc(ts).isoformat()  # ...T09:15:02+00:00, or ...T09:15:02.123456+00:00 (a timespec argument costs 2x)
     return text[:19] + ".000Z" if len(text) == 25 else text[:23] + "Z"
 
 
