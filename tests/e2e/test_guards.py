@@ -17,8 +17,8 @@ from typing import Any
 import aiohttp
 
 from gateway.emulator import Emulator
-from tests.e2e.support import KEY, cloud_nums, send, until
-from tests.fixtures.daemon import Daemon, free_port, write_config
+from tests.e2e.support import cloud_nums, send, status_daemon, until
+from tests.fixtures.daemon import Daemon, free_port
 
 SITECUSTOMIZE = """
 import os
@@ -36,21 +36,18 @@ if _clock_file:
 """
 
 
-def clock_daemon(tmp_path: Path, emu: Emulator, port: int, status_port: int, state: str) -> tuple[Daemon, Path]:
-    cfg = write_config(
-        tmp_path / "gw.toml",
-        base_url=emu.base_url,
-        api_key=KEY,
-        readers=[{"name": "finish", "url": f"tcp-listen://127.0.0.1:{port}", "format": "csv"}],
-    )
-    text = cfg.read_text().replace('listen = ""', f'listen = "127.0.0.1:{status_port}"')
-    cfg.write_text(text + "[clock]\nhold_uploads_until_synced = true\nmax_skew_s = 2.0\n")
+def clock_daemon(
+    tmp_path: Path, emu: Emulator, port: int, status_port: int, state: str, token: str | None = None
+) -> tuple[Daemon, Path]:
+    d = status_daemon(tmp_path, emu, port, status_port, token)
+    d.config.write_text(d.config.read_text() + "[clock]\nhold_uploads_until_synced = true\nmax_skew_s = 2.0\n")
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
     clock = tmp_path / "clock"
     clock.write_text(state)
-    return Daemon(cfg, env={"PYTHONPATH": str(site), "RUFUS_TEST_CLOCK_FILE": str(clock)}), clock
+    d.env = {"PYTHONPATH": str(site), "RUFUS_TEST_CLOCK_FILE": str(clock)}
+    return d, clock
 
 
 def ahead_lines(n: int, ahead_s: float) -> list[str]:

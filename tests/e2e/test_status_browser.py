@@ -145,9 +145,7 @@ async def test_a_mistyped_bib_is_voided_on_the_page_and_never_reaches_the_cloud(
     bibs stay Pending and never tried, so `mark --void`'s rule lets the page take one back. Then the clock syncs
     and only the kept one goes out."""
     port, status_port = free_port(), free_port()
-    daemon, clock = clock_daemon(tmp_path, enveloped, port, status_port, "unsynced")
-    listen = f'listen = "127.0.0.1:{status_port}"'
-    daemon.config.write_text(daemon.config.read_text().replace(listen, f'{listen}\ntoken = "{TOKEN}"'))
+    daemon, clock = clock_daemon(tmp_path, enveloped, port, status_port, "unsynced", TOKEN)
     await daemon.start()
     try:
         page = await open_page(browser, status_port)
