@@ -10,15 +10,15 @@ import contextlib
 import dataclasses
 import signal
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from gateway import config as config_mod
-from gateway import failpoints, formats, guards
+from gateway import failpoints, formats, guards, snapshot
 from gateway.aio import wait_event
 from gateway.backoff import Backoff
 from gateway.cloud.client import RufusClient, Timeouts
@@ -27,15 +27,18 @@ from gateway.errors import ConfigError, DatabaseCorruptError, GatewayError
 from gateway.formats.base import ParseContext
 from gateway.guards import ClockGuard, DiskGuard
 from gateway.ingest import ReaderCounters, run_reader
-from gateway.lifecycle import LifecycleSettings, resolve_device, resolve_session
+from gateway.lifecycle import LifecycleSettings, close_session, new_session, resolve_device, resolve_session
 from gateway.lifecycle import can_read as lifecycle_can_read
 from gateway.links import Link, open_link
 from gateway.log import get_logger, register_secret
 from gateway.model import Read
 from gateway.outbox import JournalWriter, Outbox
-from gateway.pipeline import ChipMap, Pipeline, ReaderRules, Stamp
+from gateway.pipeline import CURSOR_KEY, ChipMap, Pipeline, ReaderRules, Stamp
 from gateway.sdnotify import Notifier, watchdog_interval
 from gateway.uploader import Uploader, UploaderSettings
+
+if TYPE_CHECKING:
+    from gateway.status.server import StatusServer
 
 log = get_logger("gateway.service")
 
@@ -186,7 +189,7 @@ class Gateway:
         self._session_ready = asyncio.Event()
         self._reload: asyncio.Event = asyncio.Event()
         self.running = asyncio.Event()  # set once the readers are up (READY=1)
-        self.status_server: Any = None
+        self.status_server: StatusServer | None = None
         self._tg: asyncio.TaskGroup | None = None
         self._core: list[asyncio.Task[Any]] = []  # every task but the readers; the journal writer first
         # Clients replaced by a reload: a request may still be in flight on one, so it is closed at shutdown
@@ -215,6 +218,143 @@ class Gateway:
             self.uploader.notify()
         row = await self.outbox.passing_of_read(ids[0]) if ids[0] is not None else None
         return row.passing.num_passing if row else None
+
+    # -- the local surfaces' protocol (gateway/snapshot.py) -----------------------------------------------
+    def live(self) -> snapshot.Live:
+        """A copy of the figures the control socket, the status page and /metrics show."""
+        writer, pipeline, up = self.writer, self.pipeline, self.uploader
+        status = snapshot.copy(up.status) if up is not None else None
+        return snapshot.Live(
+            phase=self.state.phase,
+            started_at=self.state.started_at,
+            deviceid=self.state.deviceid,
+            token_session=self.state.token_session,
+            alerts=(*self.state.alerts, *(status.alerts if status is not None else ())),
+            watchdog_at=self.state.last_watchdog_at,
+            readers=tuple(
+                snapshot.ReaderFigures(
+                    name=r.name,
+                    format=r.format,
+                    url=r.url,
+                    link=snapshot.copy(self.links[r.name].state) if r.name in self.links else None,
+                    counters=snapshot.copy(self.counters[r.name]) if r.name in self.counters else None,
+                )
+                for r in self.settings.readers
+            ),
+            journal=None
+            if writer is None
+            else snapshot.JournalFigures(
+                committed=writer.committed,
+                duplicates=writer.duplicates,
+                rejected=writer.rejected,
+                batches=writer.batches,
+                last_commit_at=writer.last_commit_at,
+                alive=writer.alive,
+            ),
+            pipeline=None
+            if pipeline is None
+            else snapshot.PipelineFigures(
+                passings_created=pipeline.passings_created,
+                reads_processed=pipeline.reads_processed,
+                reads_suppressed=pipeline.reads_suppressed,
+                reads_dropped_seen=pipeline.reads_dropped_seen,
+                open_windows=pipeline.open_windows,
+                unmapped_chips=frozenset(pipeline.unmapped_chips),
+            ),
+            uploader=status,
+            clock=snapshot.copy(self.clock.status),
+            disk=snapshot.copy(self.disk.status),
+            timezone=self.settings.session.timezone,
+        )
+
+    async def outbox_figures(self) -> snapshot.OutboxFigures | None:
+        outbox = self.outbox
+        if outbox is None:
+            return None
+        stats = await outbox.stats()
+        session = await outbox.current_session()
+        cursor = self.pipeline.cursor if self.pipeline is not None else None
+        if cursor is None:  # before its first step (or after a commit it did not see): the stored one
+            cursor = int(await outbox.get_meta(CURSOR_KEY) or 0)
+        return snapshot.OutboxFigures(
+            stats=stats,
+            session_alias=session.alias if session else None,
+            caught_up=not await outbox.reads_after(cursor, 1),  # the pipeline has derived every read
+        )
+
+    async def command(self, action: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """One crew action on the running daemon: the control socket's and the status page's (POST /manual,
+        /void) single path, so a bib typed on the phone is journaled exactly as `rufus-gateway mark` does."""
+        outbox = self.outbox
+        if outbox is None or (action == "mark" and self.pipeline is None):
+            raise snapshot.NotReady()
+        if action == "mark":
+            when = datetime.fromisoformat(body["time"]) if body.get("time") else None
+            num = await self.mark(str(body["bib"]), when)
+            return {"num_passing": num, "token_session": self.state.token_session}
+        if action == "prune":
+            # the same explicit retention as the direct command (invariant 5), logged by prune_sent
+            return {"pruned": await outbox.prune_sent(float(body["older_than_s"]))}
+        if action == "device_bind":
+            return {"deviceid": await self._bind(outbox, body)}
+        session = await outbox.current_session()
+        token = body.get("token_session") or (session.token_session if session else None)
+        if action == "void":
+            if token is None:
+                raise GatewayError("no current session")
+            return {"voided": await outbox.void(token, int(body["num_passing"]))}
+        if action == "requeue":
+            if body.get("rejected"):
+                # every session unless one is named: a Rejected row may sit in an older one
+                n = await outbox.requeue_rejected(body.get("token_session"))
+                if self.uploader:
+                    self.uploader.retry_now()  # the crew says the cloud is fixed: no need to wait out 'refused'
+                return {"requeued": n}
+            if token is None:
+                raise GatewayError("no current session")
+            n = await outbox.requeue(token, [int(x) for x in body["nums"]])
+            if self.uploader:
+                self.uploader.notify()
+            return {"requeued": n}
+        if action in ("session_new", "session_close"):
+            if self.client is None:
+                raise GatewayError("no API key configured: cannot talk to the cloud")
+            if action == "session_new":
+                rec = await new_session(outbox, self.client, body.get("alias"), self.state.deviceid)
+                self.state.token_session = rec.token_session
+                self.kick()
+                return {"token_session": rec.token_session}
+            if token is None:
+                raise GatewayError("no current session")
+            await close_session(outbox, self.client, token)
+            return {"closed": token}
+        raise KeyError(action)
+
+    async def _bind(self, outbox: Outbox, body: Mapping[str, Any]) -> str:
+        """`device bind`: the CLI's [device] values, the same rules as without a daemon (a configured or
+        stored deviceid is kept, not bound again), and the daemon uses the deviceid from now on."""
+        if self.client is None:
+            raise GatewayError("no API key configured: cannot talk to the cloud")
+
+        def text(key: str) -> str | None:
+            value = body.get(key)
+            return None if value is None else str(value)
+
+        settings = LifecycleSettings(
+            deviceid=text("deviceid"),
+            serial_number=text("serial_number"),
+            model=text("model"),
+            device_alias=text("alias"),
+            firmware=text("firmware"),
+            device_type=text("type") or config_mod.DEFAULT_DEVICE_TYPE,
+            patient=False,  # the crew is at the keyboard: an error now, not a retry loop
+        )
+        deviceid = await resolve_device(outbox, self.client, settings)
+        if deviceid is None:
+            raise ConfigError("[device] serial_number and model: both needed to bind a device", key="device")
+        self.state.deviceid = deviceid
+        log.info("device bound through the control endpoint", deviceid=deviceid)
+        return deviceid
 
     # -- the run ----------------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -287,7 +427,7 @@ class Gateway:
                 tg.create_task(self._guard("guards", self._guards_loop()), name="guards"),
             ]
             if s.status.listen:  # before the disk wait: the page is where the crew sees that the disk is full
-                from gateway.status.server import StatusServer
+                from gateway.status.server import StatusServer  # only with a page: it costs start-up time
 
                 self.status_server = StatusServer(self, s.status.listen, s.status.token)
                 core.append(tg.create_task(self._guard("status", self.status_server.serve()), name="status"))

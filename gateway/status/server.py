@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, is_dataclass
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -35,14 +35,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from gateway import __version__, control
+from gateway import __version__
 from gateway.control import SHUTDOWN_GRACE_S
 from gateway.errors import GatewayError
 from gateway.log import get_logger, redact
-from gateway.pipeline import CURSOR_KEY
-
-if TYPE_CHECKING:
-    from gateway.service import Gateway
+from gateway.snapshot import Live, NotReady, Surface
 
 log = get_logger("gateway.status")
 OUTBOX_STATS_MAX_AGE_S = 2.0  # a phone polling every second must not turn into a query per request
@@ -94,7 +91,7 @@ class StatusServer:
     # phone on the Wi-Fi sees.
     trust_loopback = True
 
-    def __init__(self, gateway: Gateway, listen: str, token: str | None) -> None:
+    def __init__(self, gateway: Surface, listen: str, token: str | None) -> None:
         self.gateway = gateway
         host, _, port = listen.rpartition(":")
         self.host = host.strip("[]")
@@ -184,49 +181,47 @@ class StatusServer:
             response.set_cookie(COOKIE, self.token, httponly=True, samesite="Strict", path="/")
 
     # -- data -----------------------------------------------------------------------------------------
-    def _cheap_fingerprint(self) -> tuple[Any, ...]:
+    @staticmethod
+    def _cheap_fingerprint(live: Live) -> tuple[Any, ...]:
         """In-memory figures that move when reads, passings or uploads do: a change refreshes the outbox
         figures at once instead of waiting out their cache."""
-        gw = self.gateway
-        up = gw.uploader.status if gw.uploader is not None else None
+        up = live.uploader
         return (
-            gw.writer.committed if gw.writer else None,
-            gw.pipeline.passings_created if gw.pipeline else None,
-            gw.pipeline.reads_processed if gw.pipeline else None,
-            gw.pipeline.open_windows if gw.pipeline else None,
+            live.journal.committed if live.journal else None,
+            live.pipeline.passings_created if live.pipeline else None,
+            live.pipeline.reads_processed if live.pipeline else None,
+            live.pipeline.open_windows if live.pipeline else None,
             up.passings_sent if up else None,
             up.rejected if up else None,
             up.state if up else None,
-            gw.state.token_session,
+            live.token_session,
         )
 
-    async def _refresh_stats(self, now: float, force: bool) -> None:
-        gw = self.gateway
-        if gw.outbox is None:
-            return
-        fingerprint = self._cheap_fingerprint()
+    async def _refresh_stats(self, live: Live, now: float, force: bool) -> None:
+        fingerprint = self._cheap_fingerprint(live)
         if fingerprint != self._fingerprint:
             force = True
         if not force and self._stats is not None and now - self._stats_at <= OUTBOX_STATS_MAX_AGE_S:
             return
         try:
-            self._stats = asdict(await gw.outbox.stats())
-            session = await gw.outbox.current_session()
-            self._alias = session.alias if session else None
-            cursor = gw.pipeline.cursor if gw.pipeline is not None else None
-            if cursor is None:  # before its first step (or after a commit it did not see): the stored one
-                cursor = int(await gw.outbox.get_meta(CURSOR_KEY) or 0)
-            # nothing waits in the pipeline: it has derived every read of the journal
-            self._caught_up = not await gw.outbox.reads_after(cursor, 1)
-            self._stats_at = now
-            self._fingerprint = fingerprint
+            figures = await self.gateway.outbox_figures()
         except Exception as exc:  # a busy or closing database must not break the page
             log.debug("outbox stats unavailable", error=str(exc))
+            return
+        if figures is None:  # the outbox is not open yet
+            return
+        self._stats = asdict(figures.stats)
+        self._alias = figures.session_alias
+        self._caught_up = figures.caught_up
+        self._stats_at = now
+        self._fingerprint = fingerprint
 
-    def _sample(self, now: float) -> None:
-        for name, counters in self.gateway.counters.items():
-            samples = self._samples.setdefault(name, collections.deque())
-            samples.append((now, counters.reads))
+    def _sample(self, live: Live, now: float) -> None:
+        for reader in live.readers:
+            if reader.counters is None:
+                continue
+            samples = self._samples.setdefault(reader.name, collections.deque())
+            samples.append((now, reader.counters.reads))
             # keep one sample at least RATE_WINDOW_S old: the baseline of "reads in the last minute"
             while len(samples) > 1 and samples[1][0] <= now - RATE_WINDOW_S:
                 samples.popleft()
@@ -260,44 +255,30 @@ class StatusServer:
         return {"ok": not why, "why": why}
 
     async def snapshot(self, *, fresh: bool = False) -> dict[str, Any]:
-        gw = self.gateway
+        live = self.gateway.live()
         now = time.time()
-        await self._refresh_stats(now, fresh)
-        self._sample(now)
+        await self._refresh_stats(live, now, fresh)
+        self._sample(live, now)
         readers = []
-        for r in gw.settings.readers:
-            link = gw.links.get(r.name)
-            counters = gw.counters.get(r.name)
+        for r in live.readers:
             entry: dict[str, Any] = {"name": r.name, "format": r.format, "url": safe_url(r.url)}
-            if link is not None:
-                entry |= {k: v for k, v in _plain(link.state).items()}
-            if counters is not None:
-                entry |= {k: v for k, v in _plain(counters).items() if k not in ("last_seq",)}
-                entry["reads_last_min"] = self._reads_last_min(r.name, counters.reads)
+            if r.link is not None:
+                entry |= _plain(r.link)
+            if r.counters is not None:
+                entry |= {k: v for k, v in _plain(r.counters).items() if k not in ("last_seq",)}
+                entry["reads_last_min"] = self._reads_last_min(r.name, r.counters.reads)
             readers.append(entry)
-        writer = gw.writer
-        up = gw.uploader.status if gw.uploader is not None else None
-        pipeline = gw.pipeline
-        alerts = list(gw.state.alerts) + (list(up.alerts) if up is not None else [])
+        pipeline = live.pipeline
         data = {
             "version": __version__,
-            "phase": gw.state.phase,
-            "uptime_s": round(now - gw.state.started_at, 1),
+            "phase": live.phase,
+            "uptime_s": round(now - live.started_at, 1),
             "now": round(now, 3),  # the Pi's clock: the page counts ages from it, not from the phone's
-            "deviceid": gw.state.deviceid,
-            "token_session": gw.state.token_session,
+            "deviceid": live.deviceid,
+            "token_session": live.token_session,
             "session_alias": self._alias,
             "readers": readers,
-            "journal": None
-            if writer is None
-            else {
-                "committed": writer.committed,
-                "duplicates": writer.duplicates,
-                "rejected": writer.rejected,
-                "batches": writer.batches,
-                "last_commit_at": writer.last_commit_at,
-                "alive": writer.alive,
-            },
+            "journal": None if live.journal is None else asdict(live.journal),
             "pipeline": None
             if pipeline is None
             else {
@@ -310,11 +291,13 @@ class StatusServer:
                 "unmapped_count": len(pipeline.unmapped_chips),
             },
             "outbox": self._stats,
-            "uploader": None if up is None else {k: v for k, v in _plain(up).items() if k != "alerts"},
-            "alerts": alerts[-50:],
-            "watchdog_at": gw.state.last_watchdog_at,
-            "clock": asdict(gw.clock.status),
-            "disk": asdict(gw.disk.status),
+            "uploader": None
+            if live.uploader is None
+            else {k: v for k, v in _plain(live.uploader).items() if k != "alerts"},
+            "alerts": list(live.alerts[-50:]),
+            "watchdog_at": live.watchdog_at,
+            "clock": asdict(live.clock),
+            "disk": asdict(live.disk),
         }
         data["pack_up"] = self._pack_up(data)
         # Belt and braces: whatever a future field carries, a registered secret never leaves this process.
@@ -329,7 +312,7 @@ class StatusServer:
             if self._subscribers:
                 await self._publish(await self.snapshot())
             else:
-                self._sample(time.time())
+                self._sample(self.gateway.live(), time.time())
             await asyncio.sleep(1 / EVENTS_PER_S)
 
     async def _publish(self, snap: dict[str, Any]) -> None:
@@ -388,7 +371,7 @@ class StatusServer:
     # -- manual entry -------------------------------------------------------------------------------
     async def _manual(self, request: web.Request) -> web.Response:
         """A bib the mat missed, typed on the phone: checked here, then the control socket's own `mark`
-        (control.dispatch), so it is journaled and derived exactly like `rufus-gateway mark`."""
+        (Surface.command), so it is journaled and derived exactly like `rufus-gateway mark`."""
         body = await _json_body(request)
         if isinstance(body, web.Response):
             return body
@@ -407,12 +390,10 @@ class StatusServer:
             return _bad(
                 f"time: {local:%H:%M:%S} is in the future (the gateway's clock is behind it); leave it empty for now"
             )
-        if self.gateway.outbox is None or self.gateway.pipeline is None:
-            return web.json_response({"error": "the gateway is not running yet: try again in a moment"}, status=503)
         try:
-            result = await control.dispatch(
-                self.gateway, "mark", {"bib": bib, "time": when.isoformat() if when else None}
-            )
+            result = await self.gateway.command("mark", {"bib": bib, "time": when.isoformat() if when else None})
+        except NotReady as exc:
+            return web.json_response({"error": str(exc)}, status=503)
         except GatewayError as exc:
             return web.json_response({"error": str(exc)}, status=409)
         self._fingerprint = None  # the next event shows it
@@ -428,10 +409,10 @@ class StatusServer:
         if not raw.isdigit():
             return _bad(f"num_passing: {raw[:40]!r} is not a passing number")
         num = int(raw)
-        if self.gateway.outbox is None:
-            return web.json_response({"error": "the gateway is not running yet: try again in a moment"}, status=503)
         try:
-            result = await control.dispatch(self.gateway, "void", {"num_passing": num})
+            result = await self.gateway.command("void", {"num_passing": num})
+        except NotReady as exc:
+            return web.json_response({"error": str(exc)}, status=503)
         except GatewayError as exc:
             return web.json_response({"error": str(exc)}, status=409)
         if not result["voided"]:
@@ -445,7 +426,7 @@ class StatusServer:
         if isinstance(utc_offset_min, int | float) and not isinstance(utc_offset_min, bool):
             if abs(utc_offset_min) <= 18 * 60:
                 return timezone(timedelta(minutes=utc_offset_min))
-        name = getattr(self.gateway.settings.session, "timezone", None)
+        name = self.gateway.live().timezone
         if name:
             try:
                 return ZoneInfo(name)
@@ -480,9 +461,8 @@ class StatusServer:
         return web.json_response(await self.snapshot())
 
     async def _healthz(self, _request: web.Request) -> web.Response:
-        gw = self.gateway
-        ok = gw.state.phase == "running" and gw.writer is not None and gw.writer.alive
-        return web.json_response({"ok": ok, "phase": gw.state.phase}, status=200 if ok else 503)
+        live = self.gateway.live()
+        return web.json_response({"ok": live.healthy, "phase": live.phase}, status=200 if live.healthy else 503)
 
     async def _metrics(self, _request: web.Request) -> web.Response:
         await self.snapshot()  # refresh the cached outbox figures the collector reads
@@ -540,15 +520,15 @@ def _page_html() -> str:
 
 
 class _Collector(Collector):
-    """Prometheus metrics computed at scrape time from the gateway's attributes (no shared mutable state)."""
+    """Prometheus metrics computed at scrape time from one `Live` snapshot (no shared mutable state)."""
 
     def __init__(self, server: StatusServer) -> None:
         self.server = server
 
     def collect(self) -> Iterator[Metric]:
-        gw = self.server.gateway
+        live = self.server.gateway.live()
         up = GaugeMetricFamily("rufus_gateway_up", "1 while the gateway is running", labels=["phase"])
-        up.add_metric([gw.state.phase], 1.0 if gw.state.phase == "running" else 0.0)
+        up.add_metric([live.phase], 1.0 if live.phase == "running" else 0.0)
         yield up
         stats = self.server._stats or {}
         outbox = GaugeMetricFamily("rufus_gateway_outbox_passings", "Passings in the outbox by state", labels=["state"])
@@ -562,7 +542,7 @@ class _Collector(Collector):
         yield CounterMetricFamily(
             "rufus_gateway_reads_journaled",
             "Reads committed to the journal",
-            value=float(gw.writer.committed if gw.writer else 0),
+            value=float(live.journal.committed if live.journal else 0),
         )
         link_up = GaugeMetricFamily(
             "rufus_gateway_reader_connected", "1 while a reader link is connected", labels=["reader"]
@@ -580,25 +560,27 @@ class _Collector(Collector):
             "Unix time the reader link last went up or down",
             labels=["reader"],
         )
-        for name, link in gw.links.items():
-            link_up.add_metric([name], 1.0 if link.state.connected else 0.0)
-            last_byte.add_metric([name], float(link.state.last_byte_at or 0.0))
-            since.add_metric([name], float(link.state.since or 0.0))
-            counters = gw.counters.get(name)
-            rejected.add_metric([name], float(counters.rejected if counters else 0))
+        for reader in live.readers:
+            link, name = reader.link, reader.name
+            if link is None:  # not opened yet
+                continue
+            link_up.add_metric([name], 1.0 if link.connected else 0.0)
+            last_byte.add_metric([name], float(link.last_byte_at or 0.0))
+            since.add_metric([name], float(link.since or 0.0))
+            rejected.add_metric([name], float(reader.counters.rejected if reader.counters else 0))
         yield link_up
         yield rejected
         yield last_byte
         yield since
-        yield from _guard_metrics(gw)
-        unmapped = len(gw.pipeline.unmapped_chips) if gw.pipeline is not None else 0
+        yield from _guard_metrics(live)
+        unmapped = len(live.pipeline.unmapped_chips) if live.pipeline is not None else 0
         yield GaugeMetricFamily(
             "rufus_gateway_unmapped_chips",
             "Distinct chips read that are not in the chip map (sent with bib = chip)",
             value=float(unmapped),
         )
-        if gw.uploader is not None:
-            s = gw.uploader.status
+        if live.uploader is not None:
+            s = live.uploader
             yield CounterMetricFamily(
                 "rufus_gateway_passings_sent", "Passings acknowledged by the cloud", value=float(s.passings_sent)
             )
@@ -614,9 +596,9 @@ class _Collector(Collector):
             )
 
 
-def _guard_metrics(gw: Gateway) -> Iterator[Metric]:
+def _guard_metrics(live: Live) -> Iterator[Metric]:
     """The clock and disk guards (gateway/guards.py), as the page and status.json show them."""
-    clock, disk = gw.clock.status, gw.disk.status
+    clock, disk = live.clock, live.disk
     yield GaugeMetricFamily(
         "rufus_gateway_clock_ok",
         "1 when the system clock is synchronised (or cannot tell) and not before the release date",

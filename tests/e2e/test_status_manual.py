@@ -1,4 +1,4 @@
-"""Manual entry on the phone page's server: POST /manual and /void go through control.dispatch, the control
+"""Manual entry on the phone page's server: POST /manual and /void go through Surface.command, the control
 socket's own mark/void path, so a typed bib lands in the outbox exactly as `rufus-gateway mark` puts it
 there (origin manual), and bad input gets one clear line and a 4xx. Same fixtures as the live page's tests."""
 

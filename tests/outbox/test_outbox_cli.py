@@ -19,6 +19,7 @@ from gateway.cli import cli
 from gateway.outbox import NewPassing, Outbox
 from gateway.outbox_cli import PASSING_FIELDS
 from tests.fixtures.outbox import T0, read_at
+from tests.fixtures.surface import gateway_over
 from tests.fixtures.wait import until
 
 STATS_KEYS = ["pending", "sent", "rejected", "reads", "oldest_pending_age_s", "token_session"]
@@ -188,14 +189,12 @@ def test_requeue_directly_when_no_daemon_runs(db_path: Path) -> None:
 
 
 async def test_requeue_goes_through_the_running_daemon(db_path: Path) -> None:
-    from types import SimpleNamespace
 
     from gateway.control import ControlServer
 
     await _fill(db_path)
     daemon_box = await Outbox.open(db_path)  # the daemon holds the lock: a direct write would be refused
-    gateway = SimpleNamespace(outbox=daemon_box, uploader=None, state=SimpleNamespace(phase="running"))
-    server = ControlServer(gateway, str(db_path.with_suffix(".ctl")))  # type: ignore[arg-type]
+    server = ControlServer(gateway_over(daemon_box, db_path.parent), str(db_path.with_suffix(".ctl")))
     task = asyncio.create_task(server.serve())
     try:
         await until(lambda: db_path.with_suffix(".ctl").exists(), 10, "the control socket")

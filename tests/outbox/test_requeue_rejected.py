@@ -15,6 +15,7 @@ from gateway.cli import cli
 from gateway.control import ControlServer
 from gateway.outbox import NewPassing, Outbox
 from tests.fixtures.outbox import T0
+from tests.fixtures.surface import gateway_over
 from tests.fixtures.wait import until
 
 
@@ -82,8 +83,9 @@ async def test_requeue_rejected_goes_through_the_running_daemon_and_wakes_the_up
     daemon_box = await Outbox.open(db_path)  # the daemon holds the lock: a direct write would be refused
     woken: list[bool] = []
     uploader = SimpleNamespace(retry_now=lambda: woken.append(True), notify=lambda: None)
-    gateway = SimpleNamespace(outbox=daemon_box, uploader=uploader, state=SimpleNamespace(phase="running"))
-    server = ControlServer(gateway, str(db_path.with_suffix(".ctl")))  # type: ignore[arg-type]
+    server = ControlServer(
+        gateway_over(daemon_box, db_path.parent, uploader=uploader), str(db_path.with_suffix(".ctl"))
+    )
     task = asyncio.create_task(server.serve())
     try:
         await until(lambda: db_path.with_suffix(".ctl").exists(), 10, "the control socket")
