@@ -43,6 +43,12 @@ class DelimFramer(Framer):
                     break
             m = self._term_re.search(data, pos)
             stop = m.start() if m else end
+            if m is not None and not self._buf and not self._discarding and stop - pos <= MAX_RECORD:
+                # a whole record inside this chunk (nearly every one): straight out, no copy through _buf
+                if stop > pos:
+                    out.append(Record(bytes(data[pos:stop]), self._pos + pos))
+                pos = stop + 1
+                continue
             if stop > pos and not self._discarding:
                 if not self._buf:
                     self._start = self._pos + pos

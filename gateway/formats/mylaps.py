@@ -16,11 +16,11 @@ mylaps-to-racemap-forwarder: github.com/racemap/mylaps-to-racemap-forwarder, `do
 
 from __future__ import annotations
 
+import functools
 import re
-from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from datetime import date, time
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, NamedTuple
 
 from gateway.formats._common import DelimFramer, complete_time, decode_line, digits, field_offsets, finite, local, show
 from gateway.formats.base import (
@@ -44,11 +44,12 @@ _DATE = re.compile(r"(\d{2})(\d{2})(\d{2})")
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9]*")
 _MASK = re.compile(r"[01]{8}")
 _RESERVED = set("@|$=")
+_ONE_PASSING = re.compile(r"([^@]*)@Passing@([^@]*)@(\d{1,12})@")  # location, the passing, message number
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
-    """One framed record: who sent it, the function, its results and the message number (if it has one)."""
+class Message(NamedTuple):
+    """One framed record: who sent it, the function, its results and the message number (if it has one).
+    A tuple: one is made per record, and a frozen dataclass's __init__ costs four object.__setattr__ calls."""
 
     location: str
     function: str
@@ -58,25 +59,65 @@ class Message:
 
 def _antenna(value: str) -> int | None:
     """`an`: a plain antenna number, or BibTag's 8-bit mask (rightmost bit = antenna 1): the lowest set."""
+    if len(value) <= 3 and digits(value):  # the usual plain number first: a mask is eight characters
+        return int(value)
     if _MASK.fullmatch(value):
         bits = value[::-1]
         return bits.index("1") + 1 if "1" in bits else None
-    return int(value) if digits(value) and len(value) <= 3 else None
+    return None
+
+
+def _time_of_day(text: str) -> time:
+    """`t` H:MM:SS or HH:MM:SS, with up to three decimals. The form every decoder sends, HH:MM:SS.mmm, goes
+    through time.fromisoformat (C) once the characters are known to be that form and nothing else."""
+    if len(text) == 12 and text[2] == ":" and text[5] == ":" and text[8] == "." and text.isascii():
+        if (text[:2] + text[3:5] + text[6:8] + text[9:]).isdigit():
+            return time.fromisoformat(text)  # its ValueError names the field out of range, as time() does
+    return _time_of_day_general(text)
+
+
+def _time_of_day_general(text: str) -> time:
+    m = _TIME.fullmatch(text)
+    if not m:
+        raise ValueError("not HH:MM:SS.mmm")
+    hh, mm, ss, frac = m.groups()
+    return time(int(hh), int(mm), int(ss), int((frac or "0").ljust(3, "0")) * 1000)
+
+
+@functools.lru_cache(maxsize=64)
+def _day(text: str) -> date:
+    """`d` YYMMDD: one parse per race day, not per passing (a ValueError is not cached: it is raised again)."""
+    dm = _DATE.fullmatch(text)
+    if not dm:
+        raise ValueError("not YYMMDD")
+    return date(2000 + int(dm.group(1)), int(dm.group(2)), int(dm.group(3)))
+
+
+def _items(text: str) -> dict[str, str] | None:
+    """A passing's key=value items (the last of a key wins; a value may hold '='); None when an item has
+    no '='."""
+    try:
+        return dict(item.split("=", 1) for item in text.split("|"))
+    except ValueError:
+        return None
+
+
+def _value_offset(text: str, offset: int, key: str) -> int:
+    """Byte offset of `key`'s value in the record (the last item of that key wins, as in `values`)."""
+    where = [o for item, o in field_offsets(text, "|") if item.partition("=")[0] == key]
+    return offset + where[-1] + len(key.encode()) + 1
 
 
 def _passing(text: str, offset: int, location: str, ctx: ParseContext, raw: str, seq: int | None) -> ParseResult:
     """One `|`-separated passing starting at byte `offset` of the record (`seq`: the message number, for a
     message that carries this one passing)."""
-    try:
-        values: dict[str, str] = dict(item.split("=", 1) for item in text.split("|"))
-    except ValueError:  # an item without '=': name the first one
+    values = _items(text)
+    if values is None:  # an item without '=': name the first one
         item, item_off = next((i, o) for i, o in field_offsets(text, "|") if "=" not in i)
         return Rejected(f"passing item {show(item)} at byte {offset + item_off}: not key=value", raw)
 
     def at(key: str) -> int:
-        """Byte offset of `key`'s value in the record (the last item of that key wins, as in `values`)."""
-        where = [o for item, o in field_offsets(text, "|") if item.partition("=")[0] == key]
-        return offset + where[-1] + len(key.encode()) + 1
+        return _value_offset(text, offset, key)
 
     chip = values.get("c") or None
     bib = values.get("b") or None
@@ -85,21 +126,14 @@ def _passing(text: str, offset: int, location: str, ctx: ParseContext, raw: str,
     if "t" not in values:
         return Rejected(f"passing at byte {offset} has no t (time)", raw)
     t_text = values["t"]
-    m = _TIME.fullmatch(t_text)
     try:
-        if not m:
-            raise ValueError("not HH:MM:SS.mmm")
-        hh, mm, ss, frac = m.groups()
-        tod = time(int(hh), int(mm), int(ss), int((frac or "0").ljust(3, "0")) * 1000)
+        tod = _time_of_day(t_text)
     except ValueError as exc:
         return Rejected(f"t {show(t_text)} at byte {at('t')}: {exc}", raw)
     if "d" in values:
         d_text = values["d"]
-        dm = _DATE.fullmatch(d_text)
         try:
-            if not dm:
-                raise ValueError("not YYMMDD")
-            day = date(2000 + int(dm.group(1)), int(dm.group(2)), int(dm.group(3)))
+            day = _day(d_text)
         except ValueError as exc:
             return Rejected(f"d {show(d_text)} at byte {at('d')}: {exc}", raw)
         ts = local(day, tod, ctx.tz)
@@ -134,6 +168,17 @@ def parse_message(record: bytes, ctx: ParseContext) -> Message:
         return Message("", "", [Rejected(err, record.decode("utf-8", errors="replace"))], None)
     raw = text
     text = text.rstrip("\r\n")
+    one = _ONE_PASSING.fullmatch(text)
+    if one is not None:  # the message every decoder sends: one passing; the general path below agrees on it
+        location, passing, num_text = one.groups()
+        number = int(num_text)
+        offset = len(location) + 9 if location.isascii() else len(location.encode()) + 9  # after "@Passing@"
+        return Message(location, "Passing", [_passing(passing, offset, location, ctx, raw, number)], number)
+    return _parse_general(text, raw, ctx)
+
+
+def _parse_general(text: str, raw: str, ctx: ParseContext) -> Message:
+    """Any record, `text` without its line end: what parse_message's one-passing path must agree with."""
     parts = field_offsets(text, "@")
     if len(parts) < 2 or not _NAME.fullmatch(parts[1][0]):
         return Message("", "", [Rejected(f"not a MYLAPS message at byte 0 (starts {show(text[:16])})", raw)], None)
@@ -226,9 +271,11 @@ class MylapsConversation(Conversation):
     fmt: MylapsFormat
     ctx: ParseContext
     silence_timeout: float | None = 60.0  # keepalive() pings every 20 s; a live sender answers AckPing
-    # message number -> reads of it not yet acknowledged; a read -> the message numbers it arrived in
+    # message number -> reads of it not yet acknowledged; id of a read -> (that read, its message number).
+    # By identity, not by value: ack() gets the very Read on_record made, and hashing a Read (a tuple of
+    # every field) twice per passing was a tenth of this conversation's time.
     pending: dict[int, int] = field(default_factory=dict)
-    _waiting: defaultdict[Read, deque[int]] = field(default_factory=lambda: defaultdict(deque))
+    _waiting: dict[int, tuple[Read, int]] = field(default_factory=dict)
     acks_sent: int = 0
     gaps: list[tuple[int, int]] = field(default_factory=list)  # message numbers are not per passing: none
 
@@ -248,16 +295,15 @@ class MylapsConversation(Conversation):
                 return msg.results, self._ack("AckPassing", msg.number)
             self.pending[msg.number] = self.pending.get(msg.number, 0) + len(reads)
             for read in reads:
-                self._waiting[read].append(msg.number)
+                self._waiting[id(read)] = (read, msg.number)
         return msg.results, b""
 
     def ack(self, read: Read) -> bytes:
-        numbers = self._waiting.get(read)
-        if not numbers:
+        entry = self._waiting.get(id(read))
+        if entry is None or entry[0] is not read:  # not a read of ours waiting (or already acknowledged)
             return b""
-        number = numbers.popleft()
-        if not numbers:
-            del self._waiting[read]
+        del self._waiting[id(read)]
+        number = entry[1]
         left = self.pending.get(number, 1) - 1
         if left > 0:
             self.pending[number] = left
