@@ -20,7 +20,6 @@ from zoneinfo import ZoneInfo
 from gateway import config as config_mod
 from gateway import failpoints, formats, guards, snapshot
 from gateway.aio import wait_event
-from gateway.backoff import Backoff
 from gateway.cloud.client import RufusClient, Timeouts
 from gateway.control import ControlServer
 from gateway.errors import ConfigError, DatabaseCorruptError, GatewayError
@@ -658,35 +657,27 @@ class Gateway:
 
     def _update_uploader(self, old: config_mod.Settings, new: config_mod.Settings) -> list[str]:
         """Push [cloud] batch_size/linger_s/backoff_cap_s and [session] follow_active_session into the running
-        uploader. It has no setter for these, so its settings (and the state derived from them) are replaced."""
+        uploader (which replaces the state derived from them too)."""
         up = self.uploader
         assert up is not None
         changed: list[str] = []
-        settings = dataclasses.replace(
-            up.settings,
-            batch_size=new.cloud.batch_size,
-            linger_s=new.cloud.linger_s,
-            backoff_cap=new.cloud.backoff_cap_s,
-            follow_active_session=new.session.follow_active_session,
-        )
         if new.cloud.batch_size != old.cloud.batch_size:
-            up._limit = new.cloud.batch_size  # the size in use (a 413 may have halved it)
-            up.status.batch_limit = up._limit
             changed.append("[cloud] batch_size")
         if new.cloud.linger_s != old.cloud.linger_s:
             changed.append("[cloud] linger_s")
         if new.cloud.backoff_cap_s != old.cloud.backoff_cap_s:
-            up._backoff = Backoff(settings.backoff_base, settings.backoff_cap)
             changed.append("[cloud] backoff_cap_s")
-        up.settings = settings
         if new.session.follow_active_session != old.session.follow_active_session:
             changed.append("[session] follow_active_session")
-            if new.session.follow_active_session and up._held:
-                # Sessions held because following was off: look at them again now, and move their passings.
-                log.info("follow_active_session on: retrying held sessions", sessions=sorted(up._held))
-                up._held.clear()
-                up.status.held_sessions = []
-        up.notify()
+        up.reconfigure(
+            dataclasses.replace(
+                up.settings,
+                batch_size=new.cloud.batch_size,
+                linger_s=new.cloud.linger_s,
+                backoff_cap=new.cloud.backoff_cap_s,
+                follow_active_session=new.session.follow_active_session,
+            )
+        )
         return changed
 
     def _status_line(self) -> str:

@@ -162,6 +162,23 @@ class Uploader:
         self._client_changed.set()
         self.retry_now()
 
+    def reconfigure(self, settings: UploaderSettings) -> None:
+        """A reloaded config (SIGHUP) with new batch_size, linger_s, backoff or follow_active_session: the
+        settings are replaced, and so is the state derived from them (the batch size in use, which a 413 may
+        have halved; the backoff; sessions held because following was off)."""
+        old, self.settings = self.settings, settings
+        if settings.batch_size != old.batch_size:
+            self._limit = settings.batch_size
+            self.status.batch_limit = self._limit
+        if (settings.backoff_base, settings.backoff_cap) != (old.backoff_base, old.backoff_cap):
+            self._backoff = Backoff(settings.backoff_base, settings.backoff_cap)
+        if settings.follow_active_session and not old.follow_active_session and self._held:
+            # Sessions held because following was off: look at them again now, and move their passings.
+            log.info("follow_active_session on: retrying held sessions", sessions=sorted(self._held))
+            self._held.clear()
+            self.status.held_sessions = []
+        self.notify()
+
     def retry_now(self) -> None:
         """Try again at once (SIGHUP, `outbox requeue --rejected`): leaves 'refused' without waiting it out."""
         self._retry.set()
