@@ -376,8 +376,8 @@ def reconcile_cmd(config_path: Path, token: str | None) -> None:
 async def _reconcile(settings: config_mod.Settings, only: str | None) -> list[dict[str, Any]]:
     """Per local session with passings: what is Sent but not in the cloud (then requeued), still Pending,
     Rejected (a Voided passing is the crew's own decision, not a refusal to report)."""
+    from gateway import verification
     from gateway.outbox import Outbox
-    from gateway.uploader import UNVERIFIED_DUPLICATE, UNVERIFIED_SHORT, same_passing
 
     outbox = await Outbox.open(settings.outbox.path, lock=False, read_only=True)
     try:
@@ -394,22 +394,17 @@ async def _reconcile(settings: config_mod.Settings, only: str | None) -> list[di
             rejected = [r for r in rows if r.state == "Rejected"]
             if not (sent or pending or rejected):
                 continue  # nothing of ours left in it (moved, voided or pruned)
+            unverified = sum(1 for r in sent if verification.unverified(r))
             missing: list[int] = []
             if sent:
                 client = client or _client(settings)
                 try:
-                    cloud = {p.num_passing: p for p in await client.session_passings(tok)}
+                    # The uploader's own comparison: what "in the cloud" means cannot differ between the two.
+                    missing = (await verification.read_back(client, tok, sent)).not_ours
                 except CloudError as exc:
-                    unverified = sum(1 for r in sent if r.reason in (UNVERIFIED_DUPLICATE, UNVERIFIED_SHORT))
                     tail = f" ({unverified} passing(s) there were marked Sent without verification)"
                     tail = tail if unverified else ""
                     raise GatewayError(f"cannot read session {tok} back from the cloud: {exc}{tail}") from None
-                missing = sorted(
-                    r.passing.num_passing
-                    for r in sent
-                    if (c := cloud.get(r.passing.num_passing)) is None
-                    or not same_passing(r.passing, c.timestamp, c.bib)
-                )
                 if missing:
                     await _requeue(settings, tok, missing)
             report.append(
@@ -419,7 +414,7 @@ async def _reconcile(settings: config_mod.Settings, only: str | None) -> list[di
                     "missing": missing,
                     "pending": [(r.passing.num_passing, r.passing.bib) for r in pending],
                     "rejected": [(r.passing.num_passing, r.passing.bib, r.reason) for r in rejected],
-                    "unverified": sum(1 for r in sent if r.reason in (UNVERIFIED_DUPLICATE, UNVERIFIED_SHORT)),
+                    "unverified": unverified,
                 }
             )
     finally:

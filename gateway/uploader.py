@@ -1,4 +1,5 @@
-"""Pending passings out to the cloud: batches, retries, verification, session rollover.
+"""Pending passings out to the cloud: the loop that picks the next batch, lingers for a burst, and waits
+through a hold, a refused key or a cloud that refuses everything.
 
 A passing leaves `Pending` only on the cloud's 2xx for the request that carried it (invariant 3); everything
 else (a timeout, a reset, a 5xx, a lost response) is answered by sending the same batch again, which is safe
@@ -6,20 +7,21 @@ because the cloud dedups on (token_session, num_passing). One request is in flig
 order. The uploader never deletes or drops a passing: a row the cloud refuses is set aside as `Rejected` with
 the cloud's reason (invariant 4), a closed session's rows are moved or held, a refused key stops uploading
 until a new key is loaded.
+
+Collaborators decide the rest: `verification` (what a suspicious 2xx really delivered); `uplink` is what they
+share (client, pacing, status).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import TypeVar
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from gateway import failpoints, lifecycle
-from gateway.aio import wait_event
-from gateway.backoff import Backoff, Streak
+from gateway.aio import uncancellable, wait_event
+from gateway.backoff import Backoff
 from gateway.cloud.client import RufusClient
 from gateway.errors import (
     AuthError,
@@ -31,21 +33,22 @@ from gateway.errors import (
     SessionClosedError,
 )
 from gateway.log import get_logger
-from gateway.model import Passing, to_utc_ms
 from gateway.outbox import Outbox, OutboxRow, SessionRecord
+from gateway.uplink import Uplink, UploaderStatus
+from gateway.verification import Verdict, Verifier
+
+__all__ = ["LINGER_MAX", "MAX_BATCH", "STATES", "Uploader", "UploaderSettings", "UploaderStatus"]
 
 log = get_logger("gateway.uploader")
 
-T = TypeVar("T")
-
 MAX_BATCH = 5000  # the cloud answers 413 above this
 IDLE_POLL_S = 2.0  # a safety net under notify(): work queued by another path (a requeue, a new session) is seen
-MAX_ALERTS = 50
 LINGER_MAX = 2  # a linger ends after this many linger_s even while passings keep arriving
+
 ALL = 1_000_000_000  # "every pending row" for the rare full-session operations (closed-session handling)
+REFUSAL_STREAK = 8  # rows refused alone for one reason, nothing to probe with, no 2xx: the cloud refuses everything
 
 STATES = ("idle", "sending", "backoff", "auth_failed", "refused", "session_closed", "no_session", "held")
-REFUSAL_STREAK = 8  # rows refused alone for one reason, nothing to probe with, no 2xx: the cloud refuses everything
 
 
 @dataclass(frozen=True)
@@ -64,46 +67,6 @@ class UploaderSettings:
             raise ValueError("linger_s must be >= 0, backoff_base and backoff_cap > 0")
 
 
-@dataclass
-class UploaderStatus:
-    """Plain attributes for the status page and the metrics exporter (they read, never write)."""
-
-    state: str = "idle"
-    last_success_at: float | None = None  # time.time() of the last 2xx
-    last_error: str | None = None
-    outage_started_at: float | None = None  # time.time() of the first failure of the current streak
-    batches_sent: int = 0
-    passings_sent: int = 0  # rows marked Sent
-    duplicates: int = 0  # the cloud's duplicate_count, summed
-    rejected: int = 0
-    renumbered: int = 0
-    retries: int = 0
-    batch_limit: int = 0  # the batch size in use (halved on 413)
-    can_read: bool = True
-    held_sessions: list[str] = field(default_factory=list)  # closed sessions whose passings wait for the crew
-    held_reason: str | None = None  # uploads held ([clock] hold_uploads_until_synced): why
-    alerts: list[str] = field(default_factory=list)
-
-
-UNVERIFIED_DUPLICATE = "duplicate, not verified: key cannot read"
-UNVERIFIED_SHORT = "2xx counted fewer passings than sent, not verified: key cannot read"
-
-
-@dataclass
-class _Verdict:
-    """What a read-back found for a batch the cloud acknowledged."""
-
-    ok: list[int] = field(default_factory=list)  # held by the cloud as ours (or taken on the 2xx's word)
-    mismatched: set[int] = field(default_factory=set)  # the cloud holds someone else's passing at our number
-    missing: list[int] = field(default_factory=list)  # not in the cloud despite the 2xx
-    unverified: dict[int, str] = field(default_factory=dict)  # Sent on the 2xx's word alone: why
-
-
-def same_passing(ours: Passing, timestamp: datetime, bib: str | None) -> bool:
-    """Is the cloud's copy at our number our passing? Bib and timestamp (ms) identify it."""
-    return bib == ours.bib and to_utc_ms(timestamp) == to_utc_ms(ours.timestamp)
-
-
 class Uploader:
     def __init__(
         self,
@@ -118,34 +81,35 @@ class Uploader:
         self.outbox = outbox
         self._hold_uploads = hold  # a reason to send nothing for now (the clock guard's), or None
         self.settings = settings
-        self._client = client
         self._wake = wake or asyncio.Event()
         self._no_linger = False  # set by notify(waited=True): the next batch goes without a linger
         self._client_changed = asyncio.Event()
-        self._limit = settings.batch_size
-        self._backoff = Backoff(settings.backoff_base, settings.backoff_cap)
-        self._missing_backoff = Backoff(settings.backoff_base, settings.backoff_cap)  # 2xx but not stored
         self._retry = asyncio.Event()  # leave 'refused' now rather than after backoff_cap
+        self.status = UploaderStatus()
+        self._uplink = Uplink(
+            outbox, client, self.status, backoff_base=settings.backoff_base, backoff_cap=settings.backoff_cap
+        )
+        self._verifier = Verifier(self._uplink)
+        self._limit = settings.batch_size
+        self.status.batch_limit = self._limit
+        self._missing_backoff = Backoff(settings.backoff_base, settings.backoff_cap)  # 2xx but not stored
         # Rows set aside since the cloud last took a passing, with its reason: put back to Pending should it
         # turn out to refuse everything (it changed its mind between a 2xx and these refusals).
         self._refusals: dict[tuple[str, int], str] = {}
-        self._streak = Streak("cloud upload", log)
-        self._clock_alerted = False
         # token -> (monotonic time to look again (inf: until restart), the current session when held)
         self._held: dict[str, tuple[float, str | None]] = {}
-        self.status = UploaderStatus(batch_limit=self._limit)
         if not can_read:
-            lifecycle.read_denied(client, "start-up probe")
+            self._uplink.read_denied("start-up probe")
         self.status.can_read = self.can_read
 
     # -- control ----------------------------------------------------------------------------------------
     @property
     def client(self) -> RufusClient:
-        return self._client
+        return self._uplink.client
 
     @property
     def can_read(self) -> bool:
-        return lifecycle.can_read(self._client)
+        return self._uplink.can_read
 
     def notify(self, *, waited: bool = False) -> None:
         """New work: the pipeline derived passings, or the crew requeued some. `waited`: they come from
@@ -157,7 +121,7 @@ class Uploader:
 
     def update_client(self, client: RufusClient) -> None:
         """A reloaded config (SIGHUP): use the new client from the next request on; leaves auth_failed."""
-        self._client = client
+        self._uplink.client = client
         self.status.can_read = self.can_read
         self._client_changed.set()
         self.retry_now()
@@ -171,7 +135,7 @@ class Uploader:
             self._limit = settings.batch_size
             self.status.batch_limit = self._limit
         if (settings.backoff_base, settings.backoff_cap) != (old.backoff_base, old.backoff_cap):
-            self._backoff = Backoff(settings.backoff_base, settings.backoff_cap)
+            self._uplink.pace(settings.backoff_base, settings.backoff_cap)
         if settings.follow_active_session and not old.follow_active_session and self._held:
             # Sessions held because following was off: look at them again now, and move their passings.
             log.info("follow_active_session on: retrying held sessions", sessions=sorted(self._held))
@@ -206,17 +170,17 @@ class Uploader:
                 continue
             self._retry.clear()
             self._wake.clear()  # before looking, so a notify() during the look is not lost
-            client = self._client
+            client = self.client
             linger, self._no_linger = was_idle and not self._no_linger, False
             try:
                 worked = await self._step(linger=linger)
             except AuthError as exc:
-                if self._client is not client:
+                if self.client is not client:
                     continue  # refused the old key while a new one was being loaded: try the new one
                 self._client_changed.clear()
                 self.status.state = "auth_failed"
                 self.status.last_error = str(exc)
-                self._alert(
+                self._uplink.alert(
                     f"the cloud refused the API key ({exc.status}): uploads stopped, reads are still stored; "
                     "fix the key and reload the config (SIGHUP)"
                 )
@@ -356,8 +320,8 @@ class Uploader:
                     self.status.batch_limit = self._limit
                     log.warning("cloud refused the batch as too large: halving the batch size", batch_size=self._limit)
                 else:
-                    self._alert(f"session {token}: the cloud refuses even a single passing as too large (413)")
-                    await asyncio.sleep(self._backoff.next_delay())
+                    self._uplink.alert(f"session {token}: the cloud refuses even a single passing as too large (413)")
+                    await self._uplink.wait()
                 return  # the rest is fetched again at the new size (held rows stay Pending: tried again)
             except SessionClosedError:
                 await self._session_closed(rec)
@@ -377,7 +341,7 @@ class Uploader:
         if known is None:
             return "unknown"
         try:
-            await self._client.insert_passings(token, [known.passing])
+            await self._uplink.client.insert_passings(token, [known.passing])
         except BadRequestError as exc:
             log.info(
                 "cloud refuses a passing it took before",
@@ -388,7 +352,7 @@ class Uploader:
         except SessionClosedError:
             return "closed"
         except CloudError as exc:
-            await self._failed(exc, token)
+            await self._uplink.failed(exc, token)
             return "later"
         self._refusals.clear()  # the cloud takes well-formed passings: what it refused so far is poison
         log.info("cloud still takes a passing it took before: the refused one is poison", reason=reason)
@@ -424,7 +388,7 @@ class Uploader:
             if why == reason:
                 by_session.setdefault(tok, []).append(num)
         for tok, nums in by_session.items():
-            restored += await _uncancellable(self.outbox.unreject(tok, nums, reason))
+            restored += await uncancellable(self.outbox.unreject(tok, nums, reason))
         self.status.rejected = max(0, self.status.rejected - restored)
         self.status.state = "refused"
         self.status.last_error = f"HTTP 400 for every passing: {reason}"
@@ -434,7 +398,7 @@ class Uploader:
             reason=reason,
             restored=restored,
         )
-        self._alert(
+        self._uplink.alert(
             f"the cloud refuses every passing (HTTP 400: {reason}): nothing is set aside, they stay Pending; "
             f"retrying every {self.settings.backoff_cap:g} s, or at once on SIGHUP or `outbox requeue --rejected`"
         )
@@ -444,7 +408,7 @@ class Uploader:
         token = rec.token_session
         fresh = {r.passing.num_passing for r in rows if r.attempts == 0}
         while True:
-            client = self._client
+            client = self._uplink.client
             # Counted before the request: a row that may have reached the cloud is never "first send" again,
             # nor voidable. States are read again at each attempt: a row the crew voided meanwhile stays out.
             live = await self.outbox.add_attempt(token, [r.passing.num_passing for r in rows])
@@ -458,38 +422,40 @@ class Uploader:
             try:
                 result = await client.insert_passings(token, passings)
             except RetryableError as exc:
-                await self._failed(exc, token)
+                await self._uplink.failed(exc, token)
                 continue
             except (AuthError, BadRequestError, PayloadTooLargeError, SessionClosedError):
-                if client is not self._client:
+                if client is not self._uplink.client:
                     continue  # the key was replaced during the request: ask again with the new one
                 raise
             except NotFoundError as exc:
                 # The API's only 404 here says "Session not found or closed". Any other (an HTML page from a
                 # proxy or captive portal, a wrong base_url) says nothing about our passings: crashing would
                 # put the daemon in a restart loop, so wait and try again like any outage, and say where to look.
-                self._alert(
+                self._uplink.alert(
                     "HTTP 404 without the API's wording on POST /passings: check [cloud] base_url "
                     "(a proxy or captive portal answers instead of the API); retrying, nothing is dropped"
                 )
-                await self._failed(exc, token)
+                await self._uplink.failed(exc, token)
                 continue
             except CloudError as exc:  # a status nobody documented: wait and try again, never drop
-                await self._failed(exc, token)
+                await self._uplink.failed(exc, token)
                 continue
             failpoints.hit("after_cloud_2xx_before_mark_sent")
-            await self._succeeded(token)
+            await self._uplink.succeeded(token)
             self._refusals.clear()  # the cloud takes passings: a refusal from now on is about its row
             self.status.duplicates += max(result.duplicate_count, 0)
             counted = result.inserted_count + result.duplicate_count
             short = counted < len(rows)
             if short or result.duplicate_count > 0:
-                verdict = await self._verify(token, rows, first_sends, result.inserted_count, result.duplicate_count)
+                verdict = await self._verifier.verify(
+                    token, rows, first_sends, result.inserted_count, result.duplicate_count
+                )
             else:
-                verdict = _Verdict(ok=nums)
-            await _uncancellable(self._mark_sent(token, verdict.ok, verdict.unverified))
+                verdict = Verdict(ok=nums)
+            await uncancellable(self._uplink.mark_sent(token, verdict.ok, verdict.unverified))
             if verdict.mismatched:
-                await self._renumber(token, sorted(verdict.mismatched))
+                await self._verifier.renumber(token, verdict.mismatched)
             if verdict.missing:
                 # Left Pending: the next step sends them again. Paced, so a cloud that answers 2xx and stores
                 # nothing is not hammered.
@@ -498,100 +464,12 @@ class Uploader:
                 self._missing_backoff.reset()
             return
 
-    async def _mark_sent(self, token: str, nums: Sequence[int], unverified: Mapping[int, str] | None = None) -> None:
-        """Sent, with a reason on the rows whose presence in the cloud could not be checked (the crew sees it
-        in `outbox list` and `reconcile`)."""
-        tagged = dict(unverified or {})
-        plain = [n for n in nums if n not in tagged]
-        marked = await self.outbox.mark_sent(token, plain) if plain else 0
-        for reason in sorted(set(tagged.values())):
-            marked += await self.outbox.mark_sent(token, [n for n, r in tagged.items() if r == reason], reason=reason)
-        self.status.batches_sent += 1
-        self.status.passings_sent += marked
-
-    # -- verification -----------------------------------------------------------------------------------
-    async def _verify(
-        self, token: str, rows: Sequence[OutboxRow], fresh: set[int], inserted: int, duplicates: int
-    ) -> _Verdict:
-        """The 2xx reported duplicates, or counted fewer passings than the batch held: read the batch's range
-        back and compare bib and timestamp. Rows the cloud holds as ours are Sent; rows holding someone else's
-        passing are renumbered; rows it does not hold stay Pending (sent again).
-
-        Every such batch is read back, not only first sends: one GET per lost response is cheap, and it
-        closes the window where a crash between a first send and its check would let a clash pass."""
-        nums = [r.passing.num_passing for r in rows]
-        counted = inserted + duplicates
-        short = counted < len(rows)
-        if not self.can_read:
-            # The 2xx is all we have: Sent, as invariant 3 says, but tagged so reconcile can check them later.
-            if short:
-                self._alert(
-                    f"session {token}: the cloud answered 2xx but counted only {counted} of {len(rows)} passings "
-                    f"({inserted} inserted, {duplicates} duplicate) of {min(nums)}..{max(nums)}, and the key "
-                    "cannot read them back: marked Sent, not verified; run reconcile with a READ_WRITE key"
-                )
-                return _Verdict(ok=nums, unverified=dict.fromkeys(nums, UNVERIFIED_SHORT))
-            if fresh:
-                self._alert(
-                    f"session {token}: the cloud already held {duplicates} of passings "
-                    f"{min(fresh)}..{max(fresh)} never sent before, and the key may not read them back to compare"
-                )
-                return _Verdict(ok=nums, unverified=dict.fromkeys(sorted(fresh), UNVERIFIED_DUPLICATE))
-            return _Verdict(ok=nums)
-        lo, hi = min(nums), max(nums)
-        cloud, allowed = await self._read_back(
-            token, lambda c: c.session_passings(token, first=lo, last=hi), "duplicate read-back"
-        )
-        if not allowed:
-            return await self._verify(token, rows, fresh, inserted, duplicates)  # now on the 2xx alone
-        held = {p.num_passing: p for p in cloud or []}
-        verdict = _Verdict()
-        for row in rows:
-            n = row.passing.num_passing
-            copy = held.get(n)
-            if copy is None:
-                verdict.missing.append(n)
-            elif not same_passing(row.passing, copy.timestamp, copy.bib):
-                verdict.mismatched.add(n)
-            else:
-                verdict.ok.append(n)
-        if short:
-            self._alert(
-                f"session {token}: the cloud answered 2xx but counted only {counted} of {len(rows)} passings "
-                f"({inserted} inserted, {duplicates} duplicate) of {lo}..{hi}; read back: {len(verdict.ok)} held, "
-                f"{len(verdict.missing)} missing (kept Pending, sent again), {len(verdict.mismatched)} someone else's"
-            )
-        if verdict.missing:
-            log.warning(
-                "cloud answered 2xx but does not hold these passings: sending again",
-                token_session=token,
-                missing=verdict.missing[:20],
-                count=len(verdict.missing),
-            )
-        return verdict
-
-    async def _renumber(self, token: str, nums: list[int]) -> None:
-        """Someone else used these numbers in our session: ours go above the cloud's highest."""
-        try:
-            floor = await self._read(token, lambda c: c.max_num_passing(token))
-        except (AuthError, NotFoundError) as exc:
-            if isinstance(exc, AuthError) and exc.status != 403:
-                raise
-            floor = 0  # numbering continues above the local highest; a clash left is caught the same way
-        moved = await _uncancellable(self.outbox.renumber(token, nums, to_session=token, floor=floor))
-        self.status.renumbered += len(moved)
-        pairs = ", ".join(f"{a}->{b}" for a, b in sorted(moved.items())[:10])
-        self._alert(
-            f"session {token}: num_passing already used in the cloud by other passings (someone else numbers "
-            f"in this session); {len(moved)} of ours renumbered above the cloud's highest {floor}: {pairs}"
-        )
-
     # -- refusals ---------------------------------------------------------------------------------------
     async def _reject(self, token: str, row: OutboxRow, reason: str) -> None:
         await self.outbox.mark_rejected(token, row.passing.num_passing, reason)
         self._refusals[(token, row.passing.num_passing)] = reason
         self.status.rejected += 1
-        self._alert(
+        self._uplink.alert(
             f"session {token}: passing {row.passing.num_passing} (bib {row.passing.bib}) rejected by the "
             f"cloud and set aside: {reason}"
         )
@@ -604,19 +482,10 @@ class Uploader:
         if not pending:
             return
         landed: list[int] = []
-        if self.can_read:
-            lo, hi = pending[0].passing.num_passing, pending[-1].passing.num_passing
-            cloud, _ = await self._read_back(
-                token, lambda c: c.session_passings(token, first=lo, last=hi), "closed-session read-back"
-            )
-            held = {p.num_passing: p for p in cloud or []}
-            landed = [
-                r.passing.num_passing
-                for r in pending
-                if (c := held.get(r.passing.num_passing)) is not None and same_passing(r.passing, c.timestamp, c.bib)
-            ]
+        if self._uplink.can_read:
+            landed = await self._verifier.held(token, pending, "closed-session read-back")
             if landed:
-                await _uncancellable(self._mark_sent(token, landed))
+                await uncancellable(self._uplink.mark_sent(token, landed))
                 log.info(
                     "closed session already holds some pending passings: marked Sent",
                     token_session=token,
@@ -628,8 +497,8 @@ class Uploader:
         if self.settings.follow_active_session:
             deviceid = self.settings.deviceid or rec.deviceid or await self.outbox.get_meta(lifecycle.DEVICE_META_KEY)
             moved: tuple[str, dict[int, int]] | None = None
-            if deviceid and self.can_read:
-                moved, _ = await self._read_back(
+            if deviceid and self._uplink.can_read:
+                moved, _ = await self._uplink.read_back(
                     token, lambda c: lifecycle.follow_active(self.outbox, c, token, deviceid), "active session look-up"
                 )
             if moved is not None:
@@ -639,7 +508,7 @@ class Uploader:
                 self.status.renumbered += len(mapping)
                 nums = sorted(mapping.values())
                 span = f"{nums[0]}..{nums[-1]}" if nums else "-"
-                self._alert(
+                self._uplink.alert(
                     f"session {token} was closed in the cloud: {len(mapping)} pending passings moved to the "
                     f"device's active session {target} as num_passing {span}"
                 )
@@ -667,82 +536,4 @@ class Uploader:
         self._held[token] = (until, current_token)
         self.status.held_sessions = sorted(self._held)
         if first:
-            self._alert(message)
-
-    # -- failures and recovery --------------------------------------------------------------------------
-    async def _read_back(
-        self, token: str, fn: Callable[[RufusClient], Awaitable[T]], check: str
-    ) -> tuple[T | None, bool]:
-        """A read a safety check needs: (what the cloud holds, None for a 404; whether the key may read). A
-        403 means it may not: recorded once on the client (lifecycle.read_denied) and shown on the status, and
-        the caller carries on without that check. Any other refusal is the caller's to handle."""
-        try:
-            return await self._read(token, fn), True
-        except NotFoundError:
-            return None, True
-        except AuthError as exc:
-            if exc.status != 403:
-                raise
-            lifecycle.read_denied(self._client, check)
-            self.status.can_read = False
-            return None, False
-
-    async def _read(self, token: str, fn: Callable[[RufusClient], Awaitable[T]]) -> T:
-        """A GET for a safety check, retried through outages like an upload."""
-        while True:
-            try:
-                result = await fn(self._client)
-            except RetryableError as exc:
-                await self._failed(exc, token)
-                continue
-            await self._succeeded(token)
-            return result
-
-    async def _failed(self, exc: CloudError, token: str) -> None:
-        self.status.retries += 1
-        self.status.last_error = str(exc)
-        if not self._streak.down:
-            self.status.outage_started_at = time.time()
-        self._streak.failed(str(exc), status=exc.status, token_session=token)
-        retry_after = exc.retry_after if isinstance(exc, RetryableError) else None
-        if isinstance(exc, RetryableError) and exc.clock_suspect and not self._clock_alerted:
-            self._clock_alerted = True
-            self._alert(
-                "the cloud's TLS certificate is not yet valid for our clock: the system clock is probably "
-                "wrong (no RTC, no NTP yet); reader timestamps may be wrong too"
-            )
-        self.status.state = "backoff"
-        await asyncio.sleep(self._backoff.next_delay(retry_after))
-
-    async def _succeeded(self, token: str) -> None:
-        self.status.last_success_at = time.time()
-        if self._streak.down:
-            pending = (await self.outbox.stats()).pending
-            self._streak.succeeded(pending=pending, token_session=token)
-            self.status.outage_started_at = None
-        self._backoff.reset()
-
-    def _alert(self, message: str) -> None:
-        if self.status.alerts and self.status.alerts[-1] == message:
-            return  # a condition that persists is one alert, not one per retry
-        log.error(message)
-        self.status.alerts.append(message)
-        del self.status.alerts[:-MAX_ALERTS]
-
-
-async def _uncancellable(aw: Awaitable[T]) -> T:
-    """Finish a local bookkeeping step even if cancelled meanwhile (then re-raise the cancel): a 2xx must not
-    be half-recorded because shutdown arrived during the database write."""
-    task = asyncio.ensure_future(aw)
-    cancelled = False
-    while True:
-        try:
-            result = await asyncio.shield(task)
-        except asyncio.CancelledError:
-            if task.done():
-                raise
-            cancelled = True
-            continue
-        if cancelled:
-            raise asyncio.CancelledError
-        return result
+            self._uplink.alert(message)

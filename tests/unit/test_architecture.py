@@ -38,7 +38,12 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "guards": ("gateway.guards",),
     "ingest": ("gateway.ingest",),
     "pipeline": ("gateway.pipeline",),
-    "upload": ("gateway.uploader", "gateway.lifecycle"),
+    "upload": (
+        "gateway.uploader",
+        "gateway.uplink",
+        "gateway.verification",
+        "gateway.lifecycle",
+    ),
     "local API": ("gateway.control", "gateway.status", "gateway.snapshot"),
     "service": ("gateway.service",),
     "commands": (

@@ -10,7 +10,8 @@ from click.testing import CliRunner
 
 from gateway.cli import cli
 from gateway.model import Passing
-from gateway.uploader import UNVERIFIED_DUPLICATE, Uploader
+from gateway.uploader import Uploader
+from gateway.verification import UNVERIFIED_DUPLICATE
 from tests.uploader.helpers import T0, W_KEY, Env, all_sent, client_for, eventually, fast, running
 
 
