@@ -8,8 +8,8 @@ order. The uploader never deletes or drops a passing: a row the cloud refuses is
 the cloud's reason (invariant 4), a closed session's rows are moved or held, a refused key stops uploading
 until a new key is loaded.
 
-Collaborators decide the rest: `verification` (what a suspicious 2xx really delivered); `uplink` is what they
-share (client, pacing, status).
+Collaborators decide the rest: `verification` (what a suspicious 2xx really delivered), `rollover` (a session
+the cloud closed); `uplink` is what they share (client, pacing, status).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from gateway import failpoints, lifecycle
+from gateway import failpoints
 from gateway.aio import uncancellable, wait_event
 from gateway.backoff import Backoff
 from gateway.cloud.client import RufusClient
@@ -34,6 +34,7 @@ from gateway.errors import (
 )
 from gateway.log import get_logger
 from gateway.outbox import Outbox, OutboxRow, SessionRecord
+from gateway.rollover import Rollover
 from gateway.uplink import Uplink, UploaderStatus
 from gateway.verification import Verdict, Verifier
 
@@ -45,7 +46,6 @@ MAX_BATCH = 5000  # the cloud answers 413 above this
 IDLE_POLL_S = 2.0  # a safety net under notify(): work queued by another path (a requeue, a new session) is seen
 LINGER_MAX = 2  # a linger ends after this many linger_s even while passings keep arriving
 
-ALL = 1_000_000_000  # "every pending row" for the rare full-session operations (closed-session handling)
 REFUSAL_STREAK = 8  # rows refused alone for one reason, nothing to probe with, no 2xx: the cloud refuses everything
 
 STATES = ("idle", "sending", "backoff", "auth_failed", "refused", "session_closed", "no_session", "held")
@@ -96,8 +96,12 @@ class Uploader:
         # Rows set aside since the cloud last took a passing, with its reason: put back to Pending should it
         # turn out to refuse everything (it changed its mind between a 2xx and these refusals).
         self._refusals: dict[tuple[str, int], str] = {}
-        # token -> (monotonic time to look again (inf: until restart), the current session when held)
-        self._held: dict[str, tuple[float, str | None]] = {}
+        self._rollover = Rollover(
+            self._uplink,
+            self._verifier,
+            follow_active_session=settings.follow_active_session,
+            deviceid=settings.deviceid,
+        )
         if not can_read:
             self._uplink.read_denied("start-up probe")
         self.status.can_read = self.can_read
@@ -136,11 +140,7 @@ class Uploader:
             self.status.batch_limit = self._limit
         if (settings.backoff_base, settings.backoff_cap) != (old.backoff_base, old.backoff_cap):
             self._uplink.pace(settings.backoff_base, settings.backoff_cap)
-        if settings.follow_active_session and not old.follow_active_session and self._held:
-            # Sessions held because following was off: look at them again now, and move their passings.
-            log.info("follow_active_session on: retrying held sessions", sessions=sorted(self._held))
-            self._held.clear()
-            self.status.held_sessions = []
+        self._rollover.follow(settings.follow_active_session)
         self.notify()
 
     def retry_now(self) -> None:
@@ -209,9 +209,7 @@ class Uploader:
         current_token = current.token_session if current else None
         for rec in await self.outbox.sessions():
             token = rec.token_session
-            until, current_then = self._held.get(token, (0.0, None))
-            # A new current session (the crew opened one) is worth looking again at once.
-            if until > now and (until == float("inf") or current_then == current_token):
+            if self._rollover.waits(token, current_token, now):
                 continue
             rows = await self.outbox.pending(token, self._limit)
             if not rows:
@@ -222,7 +220,7 @@ class Uploader:
             return True
         if current is None:
             self.status.state = "no_session"
-        elif current.token_session in self._held:
+        elif self._rollover.holds(current.token_session):
             self.status.state = "session_closed"
         else:
             self.status.state = "idle"
@@ -301,7 +299,7 @@ class Uploader:
                     if verdict == "closed":
                         # The cloud judged the poison row before the session: the session is what to handle
                         # (the row moves with the rest, or is held), not a refusal to retry at once.
-                        await self._session_closed(rec)
+                        await self._rollover.session_closed(rec)
                         return
                     if verdict == "everything":
                         await self._refused_everywhere(token, reason)
@@ -324,7 +322,7 @@ class Uploader:
                     await self._uplink.wait()
                 return  # the rest is fetched again at the new size (held rows stay Pending: tried again)
             except SessionClosedError:
-                await self._session_closed(rec)
+                await self._rollover.session_closed(rec)
                 return
             else:
                 accepting = True
@@ -373,7 +371,7 @@ class Uploader:
             except PayloadTooLargeError:
                 return "stop"
             except SessionClosedError:
-                await self._session_closed(rec)
+                await self._rollover.session_closed(rec)
                 return "stop"
             log.info("cloud took a passing alone after refusing a run of them: those are poison", reason=reason)
             return "accepts"
@@ -473,67 +471,3 @@ class Uploader:
             f"session {token}: passing {row.passing.num_passing} (bib {row.passing.bib}) rejected by the "
             f"cloud and set aside: {reason}"
         )
-
-    async def _session_closed(self, rec: SessionRecord) -> None:
-        """The cloud takes no more passings into this session. What it already holds is Sent; the rest is
-        moved to the device's active session (follow_active_session) or held. Never dropped."""
-        token = rec.token_session
-        pending = await self.outbox.pending(token, ALL)
-        if not pending:
-            return
-        landed: list[int] = []
-        if self._uplink.can_read:
-            landed = await self._verifier.held(token, pending, "closed-session read-back")
-            if landed:
-                await uncancellable(self._uplink.mark_sent(token, landed))
-                log.info(
-                    "closed session already holds some pending passings: marked Sent",
-                    token_session=token,
-                    count=len(landed),
-                )
-        left = len(pending) - len(landed)
-        if left <= 0:
-            return
-        if self.settings.follow_active_session:
-            deviceid = self.settings.deviceid or rec.deviceid or await self.outbox.get_meta(lifecycle.DEVICE_META_KEY)
-            moved: tuple[str, dict[int, int]] | None = None
-            if deviceid and self._uplink.can_read:
-                moved, _ = await self._uplink.read_back(
-                    token, lambda c: lifecycle.follow_active(self.outbox, c, token, deviceid), "active session look-up"
-                )
-            if moved is not None:
-                target, mapping = moved
-                self._held.pop(token, None)
-                self.status.held_sessions = sorted(self._held)
-                self.status.renumbered += len(mapping)
-                nums = sorted(mapping.values())
-                span = f"{nums[0]}..{nums[-1]}" if nums else "-"
-                self._uplink.alert(
-                    f"session {token} was closed in the cloud: {len(mapping)} pending passings moved to the "
-                    f"device's active session {target} as num_passing {span}"
-                )
-                return
-            # No other active session yet (or no way to find it): look again later, keep everything.
-            current = await self.outbox.current_session()
-            self._hold(
-                token,
-                time.monotonic() + self.settings.backoff_cap,
-                current.token_session if current else None,
-                f"session {token} was closed in the cloud and the device has no other active session: "
-                f"{left} passings held until one exists",
-            )
-            return
-        self._hold(
-            token,
-            float("inf"),
-            None,
-            f"session {token} was closed in the cloud: {left} passings held (not dropped); start a new "
-            "session or set follow_active_session to move them",
-        )
-
-    def _hold(self, token: str, until: float, current_token: str | None, message: str) -> None:
-        first = token not in self._held
-        self._held[token] = (until, current_token)
-        self.status.held_sessions = sorted(self._held)
-        if first:
-            self._uplink.alert(message)

@@ -42,6 +42,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "gateway.uploader",
         "gateway.uplink",
         "gateway.verification",
+        "gateway.rollover",
         "gateway.lifecycle",
     ),
     "local API": ("gateway.control", "gateway.status", "gateway.snapshot"),
