@@ -41,6 +41,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "upload": (
         "gateway.uploader",
         "gateway.uplink",
+        "gateway.delivery",
         "gateway.verification",
         "gateway.rollover",
         "gateway.lifecycle",
