@@ -240,26 +240,8 @@ class Gateway:
                 )
                 for r in self.settings.readers
             ),
-            journal=None
-            if writer is None
-            else snapshot.JournalFigures(
-                committed=writer.committed,
-                duplicates=writer.duplicates,
-                rejected=writer.rejected,
-                batches=writer.batches,
-                last_commit_at=writer.last_commit_at,
-                alive=writer.alive,
-            ),
-            pipeline=None
-            if pipeline is None
-            else snapshot.PipelineFigures(
-                passings_created=pipeline.passings_created,
-                reads_processed=pipeline.reads_processed,
-                reads_suppressed=pipeline.reads_suppressed,
-                reads_dropped_seen=pipeline.reads_dropped_seen,
-                open_windows=pipeline.open_windows,
-                unmapped_chips=frozenset(pipeline.unmapped_chips),
-            ),
+            journal=None if writer is None else snapshot.read_off(snapshot.JournalFigures, writer),
+            pipeline=None if pipeline is None else snapshot.read_off(snapshot.PipelineFigures, pipeline),
             uploader=status,
             clock=snapshot.copy(self.clock.status),
             disk=snapshot.copy(self.disk.status),

@@ -9,6 +9,7 @@ A snapshot is a copy: a surface that keeps one cannot change, nor be changed by,
 from __future__ import annotations
 
 import copy as copy_mod
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -21,6 +22,7 @@ from gateway.outbox import OutboxStats
 from gateway.uploader import UploaderStatus
 
 T = TypeVar("T")
+F = TypeVar("F", "JournalFigures", "PipelineFigures")
 
 # The crew's commands, one name each: the control socket's routes and the status page's /manual and /void
 COMMANDS = ("mark", "void", "requeue", "prune", "session_new", "session_close", "device_bind")
@@ -111,6 +113,15 @@ class Surface(Protocol):
         """Run one of COMMANDS with its JSON body. GatewayError (NotReady among them) when it cannot be done;
         KeyError, ValueError or TypeError for a malformed body."""
         ...
+
+
+def read_off(cls: type[F], source: object) -> F:
+    """A figures dataclass filled from the same-named attributes of `source` (a set becomes a frozenset)."""
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        value = getattr(source, f.name)
+        values[f.name] = frozenset(value) if isinstance(value, set) else value
+    return cls(**values)
 
 
 def copy(obj: T) -> T:

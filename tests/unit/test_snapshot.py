@@ -11,7 +11,6 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
 
-from gateway import config as config_mod
 from gateway import control
 from gateway.control import ControlServer
 from gateway.guards import ClockStatus, DiskStatus
@@ -21,7 +20,7 @@ from gateway.outbox import OutboxStats
 from gateway.service import Gateway
 from gateway.snapshot import JournalFigures, Live, NotReady, OutboxFigures, ReaderFigures
 from gateway.status.server import StatusServer
-from tests.fixtures.daemon import write_config
+from tests.fixtures.surface import settings_in
 from tests.fixtures.wait import until
 
 TOKEN = "surface-token-4411"
@@ -128,14 +127,7 @@ async def test_the_control_socket_routes_every_command_to_the_surface(tmp_path: 
 
 
 def test_a_live_snapshot_does_not_move_with_the_gateway(tmp_path: Path) -> None:
-    cfg = write_config(
-        tmp_path / "gw.toml",
-        base_url="http://127.0.0.1:9",
-        api_key="",
-        readers=[{"name": "finish", "url": "tcp-listen://127.0.0.1:0", "format": "csv"}],
-        db=str(tmp_path / "outbox.db"),
-    )
-    gw = Gateway(config_mod.load(cfg))
+    gw = Gateway(settings_in(tmp_path, tmp_path / "outbox.db"))  # not started: nothing is opened
     counters = gw.counters["finish"] = ReaderCounters(reads=1)
     counters.skipped_kinds["heartbeat"] = 1
     before = gw.live()
