@@ -138,6 +138,7 @@ RUN_KEYS = {
     "recovery_s",
     "rss_mb",
     "startup_s",
+    "startup_after_kill_s",  # ours: the start after a power cut, integrity check before READY
 }
 TINY = ["--ingest", "300", "--drain", "300", "--naive", "10", "--latency-s", "0.5", "--recovery", "50"]
 TINY += ["--rows", "500", "--runners", "20"]
