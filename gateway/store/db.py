@@ -1,0 +1,271 @@
+"""The one connection every part of the store shares: open, pragmas, file lock, transactions, close.
+
+Modelled on zigpy's appdb: a quick integrity check at open, WAL with synchronous=FULL, one writer connection,
+explicit `BEGIN IMMEDIATE` transactions, WAL checkpoint then `await db.close()` at shutdown.
+
+A lock file beside the database (`<db>.lock`, holding the pid) makes a second daemon on the same file refuse
+to start (invariant 8). Read-only opens (the CLI's stats/export while the daemon runs) take no lock.
+
+Every part of the store (journal, sessions, passings, progress, admin) is a subclass of `Database` and the
+facade `Store` is all of them at once: there is one connection and one lock per open file, so a transaction
+that writes to several tables (a pipeline step: passings, sessions' high-water mark, cursor, dedup) is one
+transaction whichever module its statements come from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import os
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Self
+
+import aiosqlite
+
+from gateway.errors import DatabaseCorruptError, StorageError
+from gateway.log import get_logger
+from gateway.model import format_ts
+from gateway.store import schema
+
+log = get_logger("gateway.store")
+
+CHUNK = 400  # rows per IN (...) lookup: far below SQLite's bound-parameter limit
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def to_text(dt: datetime) -> str:
+    """How the store writes every timestamp (format_ts), so `from_text` can read it back with the C parser."""
+    return format_ts(dt)
+
+
+def from_text(text: str) -> datetime:
+    """Our own stored timestamps (always written by format_ts): the C parser, not strptime, which
+    dominated the pipeline's time."""
+    return datetime.fromisoformat(text)
+
+
+class Columns:
+    """Where each column of one result set sits, found by name once for the whole result: `r[c.bib]`.
+
+    sqlite3.Row finds a column by name with a string comparison against every column before it, on every
+    access; by index it is an array access. For the bulk reads (the uploader's pending batch, the pipeline's
+    reads) that was a third of the mapping's time per row, so their mappers look the names up here once.
+    Plain attributes (set one by one, no __getattr__ at run time) keep each `c.name` a specialised lookup."""
+
+    def __init__(self, rows: Sequence[sqlite3.Row]) -> None:
+        for i, name in enumerate(rows[0].keys() if rows else ()):  # no rows: no column is ever asked for
+            setattr(self, name, i)
+
+    if TYPE_CHECKING:
+
+        def __getattr__(self, name: str) -> int: ...  # every column name is an int; a wrong one, AttributeError
+
+
+def one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or exc.__class__.__name__
+
+
+def _is_damage(exc: sqlite3.DatabaseError) -> bool:
+    """SQLite's own words for a damaged file, as opposed to a locked, missing or read-only one."""
+    text = str(exc).lower()
+    return "malformed" in text or "not a database" in text or "corrupt" in text
+
+
+class _LockFile:
+    """fcntl.flock on `<db>.lock`: released by the kernel when the process dies, so a SIGKILLed daemon never
+    leaves a stale lock; the pid inside is only for the message."""
+
+    def __init__(self, db: Path) -> None:
+        self.path = Path(str(db) + ".lock")
+        self.fd: int | None = None
+
+    def acquire(self, db: Path) -> None:
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StorageError(f"cannot create lock file {self.path}: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            pid = "?"
+            with contextlib.suppress(OSError, ValueError):
+                pid = os.pread(fd, 32, 0).decode().strip() or "?"
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise StorageError(f"database {db} is in use by another rufus-gateway (pid {pid})") from None
+            raise StorageError(f"cannot lock {self.path}: {exc.strerror}") from None
+        with contextlib.suppress(OSError):  # a full disk must not stop the start: the pid is only for the message
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, 0)
+            os.close(self.fd)  # closing drops the flock
+            self.fd = None
+
+
+class Database:
+    """The connection and its plumbing. Create with `await <class>.open(path)`; the parts of the store add
+    the coroutines, each write one transaction."""
+
+    def __init__(self, db: aiosqlite.Connection, path: Path, lock: _LockFile | None, read_only: bool) -> None:
+        self._db = db
+        self.path = path
+        self._lockfile = lock
+        self.read_only = read_only
+        # One connection, several coroutines: a transaction spans several awaits, so they must not interleave.
+        self._lock = asyncio.Lock()
+        self._closed = False
+
+    # -- open / close ---------------------------------------------------------------------------------
+    @classmethod
+    async def open(
+        cls, path: str | Path, *, lock: bool = True, read_only: bool = False, quick_check: bool = True
+    ) -> Self:
+        """Open (creating and migrating unless read-only). `quick_check=False` only for `outbox check`, which
+        runs the full integrity_check itself and must be able to report on a damaged file."""
+        path = Path(path)
+        if read_only and not path.exists():
+            raise StorageError(f"database {path} does not exist")
+        lockfile: _LockFile | None = None
+        if lock and not read_only:
+            lockfile = _LockFile(path)
+            lockfile.acquire(path)
+        db: aiosqlite.Connection | None = None
+        try:
+            if read_only:
+                db = await aiosqlite.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+            else:
+                db = await aiosqlite.connect(path, isolation_level=None)
+            db.row_factory = sqlite3.Row  # every part reads its columns by name
+            self = cls(db, path, lockfile, read_only)
+            await self._prepare(quick_check)
+            return self
+        except BaseException as exc:
+            if db is not None:
+                with contextlib.suppress(Exception):
+                    await db.close()
+            if lockfile is not None:
+                lockfile.release()
+            if isinstance(exc, sqlite3.DatabaseError) and _is_damage(exc):
+                raise DatabaseCorruptError(f"database {path} is damaged: {one_line(exc)}") from None
+            if isinstance(exc, sqlite3.Error):
+                raise StorageError(f"database {path} is unusable: {one_line(exc)}") from None
+            raise
+
+    async def _prepare(self, quick_check: bool) -> None:
+        db = self._db
+        await db.execute("PRAGMA busy_timeout = 5000")  # a reader may meet the daemon's checkpoint
+        check = [r["quick_check"] for r in await db.execute_fetchall("PRAGMA quick_check")] if quick_check else ["ok"]
+        if check != ["ok"]:
+            raise DatabaseCorruptError(
+                f"database {self.path} failed its integrity check ({'; '.join(check[:3])}): "
+                "restore it from a backup or move it aside"
+            )
+        version = int((await self._one("PRAGMA user_version"))["user_version"])
+        if not quick_check and self.read_only:
+            return  # `outbox check` on a damaged file: let integrity_check report, do not refuse here
+        if version > schema.SCHEMA_VERSION:
+            raise StorageError(
+                f"database {self.path} has schema version {version}, newer than this gateway's {schema.SCHEMA_VERSION}"
+            )
+        if self.read_only:
+            if version < schema.SCHEMA_VERSION:
+                raise StorageError(
+                    f"database {self.path} has schema version {version}: start the gateway once to migrate it"
+                )
+            return
+        mode = (await self._one("PRAGMA journal_mode = WAL"))["journal_mode"]
+        if str(mode).lower() != "wal":
+            raise StorageError(f"database {self.path}: cannot switch to WAL (journal_mode is {mode})")
+        await db.execute("PRAGMA synchronous = FULL")
+        await db.execute("PRAGMA foreign_keys = ON")
+        for step in schema.steps(version):
+            async with self._txn():
+                for statement in step.statements:
+                    await db.execute(statement)
+            log.info("database migrated", db=str(self.path), from_version=step.from_version, to_version=step.to_version)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            async with self._lock:
+                if not self.read_only:
+                    with contextlib.suppress(sqlite3.Error):
+                        await self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                await self._db.close()
+        finally:
+            if self._lockfile is not None:
+                self._lockfile.release()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()
+
+    # -- plumbing -------------------------------------------------------------------------------------
+    async def _fetchone(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
+        """The first row or None, inside a transaction or open() (the caller holds the lock, or needs none)."""
+        rows = list(await self._db.execute_fetchall(sql, params))
+        first: sqlite3.Row | None = rows[0] if rows else None
+        return first
+
+    async def _one(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row:
+        """`_fetchone` of a statement that always yields a row (a pragma, an aggregate)."""
+        row = await self._fetchone(sql, params)
+        if row is None:
+            raise StorageError(f"database {self.path}: no row from {sql.split()[0]}")
+        return row
+
+    async def _fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        async with self._lock:
+            if self._closed:
+                raise StorageError(f"database {self.path} is closed")
+            return list(await self._db.execute_fetchall(sql, params))
+
+    @contextlib.asynccontextmanager
+    async def _txn(self) -> AsyncIterator[aiosqlite.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT, rolled back on any error or cancellation. The caller holds self._lock
+        (or is open(), before anyone else can see this object)."""
+        if self.read_only:
+            raise StorageError(f"database {self.path} is open read-only")
+        try:
+            # aiosqlite runs a request even when its awaiter is cancelled: a cancel here may still leave BEGIN
+            # executed, so it is rolled back like any other interruption (or the connection stays in a txn).
+            await self._db.execute("BEGIN IMMEDIATE")
+            yield self._db
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self._db.execute("ROLLBACK")
+            raise
+        try:
+            await self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(Exception):
+                await self._db.execute("ROLLBACK")
+            raise StorageError(f"database {self.path}: commit failed: {one_line(exc)}") from None
+
+    @contextlib.asynccontextmanager
+    async def _write(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._lock:
+            if self._closed:
+                raise StorageError(f"database {self.path} is closed")
+            try:
+                async with self._txn() as db:
+                    yield db
+            except sqlite3.Error as exc:
+                raise StorageError(f"database {self.path}: write failed: {one_line(exc)}") from None

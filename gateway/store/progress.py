@@ -1,0 +1,85 @@
+"""The pipeline's progress and the key/value meta: the cursor (last read id derived), the open dedup windows,
+and `commit_step`, which stores a step's passings and that progress in ONE transaction, so a restart or a
+replay derives exactly the same passings (design.md: the pipeline's progress is itself in the database).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+import aiosqlite
+
+from gateway.store.passings import NewPassing, Passings
+
+
+class _NoSession(Exception):
+    """Internal: commit_step found no current session (rolled back)."""
+
+
+class Progress(Passings):
+    """meta (cursor, generation, deviceid...) and the dedup state, written with the passings they produced."""
+
+    async def get_meta(self, key: str) -> str | None:
+        rows = await self._fetchall("SELECT value FROM meta WHERE key = ?", (key,))
+        return str(rows[0]["value"]) if rows else None
+
+    async def set_meta(self, key: str, value: str | None) -> None:
+        async with self._write() as db:
+            await self._set_meta(db, {key: value})
+
+    @staticmethod
+    async def _set_meta(db: aiosqlite.Connection, values: Mapping[str, str | None]) -> None:
+        """Inside the caller's transaction; None deletes the key."""
+        sets = [(k, v) for k, v in values.items() if v is not None]
+        dels = [(k,) for k, v in values.items() if v is None]
+        if sets:
+            await db.executemany(
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                sets,
+            )
+        if dels:
+            await db.executemany("DELETE FROM meta WHERE key = ?", dels)
+
+    async def dedup_state(self) -> dict[tuple[str, str], str]:
+        rows = await self._fetchall("SELECT reader, key, state FROM dedup")
+        return {(r["reader"], r["key"]): r["state"] for r in rows}
+
+    async def commit_step(
+        self,
+        passings: Sequence[NewPassing],
+        *,
+        meta: Mapping[str, str | None],
+        dedup_set: Mapping[tuple[str, str], str] | None = None,
+        dedup_delete: Iterable[tuple[str, str]] = (),
+    ) -> tuple[str, list[int]] | None:
+        """One pipeline step in ONE transaction: store the passings in the current session (allocating their
+        num_passings), advance the cursor (meta) and the dedup state. None, and nothing written, when there
+        is no current session."""
+        try:
+            return await self._commit_step(passings, meta, dedup_set, dedup_delete)
+        except _NoSession:
+            return None
+
+    async def _commit_step(
+        self,
+        passings: Sequence[NewPassing],
+        meta: Mapping[str, str | None],
+        dedup_set: Mapping[tuple[str, str], str] | None,
+        dedup_delete: Iterable[tuple[str, str]],
+    ) -> tuple[str, list[int]]:
+        async with self._write() as db:
+            token = await self._current_token()
+            if token is None:
+                raise _NoSession
+            nums = await self._insert_passings(db, token, passings)
+            await self._set_meta(db, meta)
+            if dedup_set:
+                await db.executemany(
+                    "INSERT INTO dedup (reader, key, state) VALUES (?, ?, ?) "
+                    "ON CONFLICT (reader, key) DO UPDATE SET state = excluded.state",
+                    [(r, k, s) for (r, k), s in dedup_set.items()],
+                )
+            dels = list(dedup_delete)
+            if dels:
+                await db.executemany("DELETE FROM dedup WHERE reader = ? AND key = ?", dels)
+        return token, nums
