@@ -2,8 +2,8 @@
 
 Every read the gateway takes is committed to SQLite (WAL, synchronous=FULL) before the reader is acknowledged,
 so each transaction costs one fsync of the WAL. The baseline is what a naive gateway does: one
-`BEGIN IMMEDIATE; INSERT; COMMIT` per read, sequentially (`Outbox.journal` with one read per call) on the same
-schema and pragmas. The group-commit path is `gateway.outbox.JournalWriter` with several links submitting at
+`BEGIN IMMEDIATE; INSERT; COMMIT` per read, sequentially (`Store.journal` with one read per call) on the same
+schema and pragmas. The group-commit path is `gateway.store.JournalWriter` with several links submitting at
 once, each waiting for its read to be durable before sending the next, exactly as the ingest does.
 
 Scenarios (each on a fresh database file in a temporary directory on the disk the gateway would use):
@@ -37,8 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bench import emit, machine, parser, peak_rss_mb, percentile, quiet_logs, ratio
 
 from gateway.model import Read
-from gateway.outbox import JournalWriter, Outbox
 from gateway.simulator.race import Race
+from gateway.store import JournalWriter, Store
 
 START = datetime(2026, 5, 3, 9, 0, tzinfo=UTC)
 
@@ -75,7 +75,7 @@ def race_reads(n: int) -> list[Read]:
     return reads[:n]
 
 
-async def _stored(outbox: Outbox, expected: int, name: str) -> None:
+async def _stored(outbox: Store, expected: int, name: str) -> None:
     got = (await outbox.stats()).reads
     if got != expected:
         raise SystemExit(f"journal benchmark {name}: {got} reads stored, expected {expected}")
@@ -83,7 +83,7 @@ async def _stored(outbox: Outbox, expected: int, name: str) -> None:
 
 async def naive(db: Path, reads: list[Read]) -> Run:
     run = Run("naive", reads=len(reads), transactions=len(reads))
-    outbox = await Outbox.open(db)
+    outbox = await Store.open(db)
     try:
         t0 = time.perf_counter()
         for read in reads:
@@ -100,7 +100,7 @@ async def naive(db: Path, reads: list[Read]) -> Run:
 async def grouped(db: Path, reads: list[Read], *, links: int, per_submit: int, max_delay: float | None) -> Run:
     name = f"group {links}x{per_submit}" + (f" linger{max_delay * 1000:g}ms" if max_delay else "")
     run = Run(name, reads=len(reads))
-    outbox = await Outbox.open(db)
+    outbox = await Store.open(db)
     writer = JournalWriter(outbox) if max_delay is None else JournalWriter(outbox, max_delay=max_delay)
     task = asyncio.create_task(writer.run(), name="journal-writer")
 

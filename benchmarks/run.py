@@ -46,7 +46,7 @@ from gateway.cloud.client import RufusClient, Timeouts
 from gateway.cloud.models import DeviceBind, SessionCreate
 from gateway.emulator import ApiKey, Emulator, EmulatorConfig
 from gateway.model import Passing
-from gateway.outbox import Outbox
+from gateway.store import Store
 from tests.fixtures.daemon import Daemon, read_only_query, write_config
 from tests.fixtures.ports import free_port
 
@@ -332,7 +332,7 @@ async def main() -> int:
 
             ing = await ingest(sub("ingest"), emu, n_ingest)
             ceil_dir = sub("ceiling")
-            box = await Outbox.open(ceil_dir / "ceiling.db")
+            box = await Store.open(ceil_dir / "ceiling.db")
             await box.close()
             ceil = ceiling(ceil_dir, ing["rows"])
             fig |= {

@@ -1,6 +1,6 @@
 """Upload throughput: the Uploader's batches of 500 against one request per passing, on loopback.
 
-Both runs are the real path: `gateway.uploader.Uploader` takes Pending rows from an `Outbox` file, counts the
+Both runs are the real path: `gateway.uploader.Uploader` takes Pending rows from a `Store` file, counts the
 attempt, POSTs them with `RufusClient` to the in-process RUFUS emulator (`gateway.emulator.Emulator`, on
 127.0.0.1, its store in memory) and marks them Sent on the 2xx. Only `batch_size` differs: 500 (the
 default) against 1, which is what a gateway without batching does. A run ends when every passing is Sent,
@@ -36,7 +36,7 @@ from _bench import emit, machine, parser, peak_rss_mb, quiet_logs, ratio
 from gateway.cloud.client import RufusClient, Timeouts
 from gateway.cloud.models import DeviceBind, SessionCreate
 from gateway.emulator import ApiKey, Emulator, EmulatorConfig
-from gateway.outbox import NewPassing, Outbox
+from gateway.store import NewPassing, Store
 from gateway.uploader import Uploader, UploaderSettings
 
 T0 = datetime(2026, 5, 3, 9, 0, tzinfo=UTC)
@@ -69,7 +69,7 @@ class Run:
 async def one_run(emu: Emulator, key: str, db: Path, run: Run) -> Run:
     emu.set_faults(latency_ms=run.latency_ms)
     client = RufusClient(emu.base_url, key, timeouts=Timeouts(connect=2.0, read=10.0, total=15.0))
-    outbox = await Outbox.open(db)
+    outbox = await Store.open(db)
     try:
         deviceid = (await client.bind_device(DeviceBind("One4All", f"SN-BENCH-{db.stem}"))).deviceid
         token = (await client.create_session(SessionCreate(deviceid, run.name))).token_session

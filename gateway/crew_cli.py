@@ -66,11 +66,11 @@ def _client(settings: config_mod.Settings) -> Any:
 @contextlib.asynccontextmanager
 async def _store_and_client(settings: config_mod.Settings) -> AsyncIterator[tuple[Any, Any]]:
     """The database (taking the daemon's lock) and a cloud client, both closed whatever happens."""
-    from gateway.outbox import Outbox
+    from gateway.store import Store
 
     client = _client(settings)  # first: a missing key fails before the database is touched
     try:
-        outbox = await Outbox.open(settings.outbox.path)
+        outbox = await Store.open(settings.outbox.path)
         try:
             yield outbox, client
         finally:
@@ -132,11 +132,11 @@ def mark_cmd(bib: str | None, time_text: str | None, void_num: int | None, confi
 
 async def _direct_mark(settings: config_mod.Settings, bib: str, when: datetime | None) -> dict[str, Any]:
     from gateway.model import Read
-    from gateway.outbox import Outbox
     from gateway.pipeline import Pipeline
     from gateway.service import reader_rules, stamp_of
+    from gateway.store import Store
 
-    outbox = await Outbox.open(settings.outbox.path)
+    outbox = await Store.open(settings.outbox.path)
     try:
         ids = await outbox.journal(
             "manual", [Read(chip=None, bib=bib, timestamp=when or datetime.now(UTC), reader="manual")], origin="manual"
@@ -153,9 +153,9 @@ async def _direct_mark(settings: config_mod.Settings, bib: str, when: datetime |
 
 
 async def _direct_void(settings: config_mod.Settings, num: int) -> dict[str, Any]:
-    from gateway.outbox import Outbox
+    from gateway.store import Store
 
-    outbox = await Outbox.open(settings.outbox.path)
+    outbox = await Store.open(settings.outbox.path)
     try:
         session = await outbox.current_session()
         if session is None:
@@ -178,9 +178,9 @@ def session_show(config_path: Path, as_json: bool) -> None:
     settings = _settings(config_path)
 
     async def show() -> list[dict[str, Any]]:
-        from gateway.outbox import Outbox
+        from gateway.store import Store
 
-        outbox = await Outbox.open(settings.outbox.path, lock=False, read_only=True)
+        outbox = await Store.open(settings.outbox.path, lock=False, read_only=True)
         try:
             out = []
             for rec in await outbox.sessions():
@@ -302,11 +302,11 @@ def device_info(config_path: Path) -> None:
     async def info() -> dict[str, Any]:
         from dataclasses import asdict
 
-        from gateway.outbox import Outbox
+        from gateway.store import Store
 
         deviceid = settings.device.deviceid
         if deviceid is None:
-            outbox = await Outbox.open(settings.outbox.path, lock=False, read_only=True)
+            outbox = await Store.open(settings.outbox.path, lock=False, read_only=True)
             try:
                 deviceid = await outbox.get_meta("deviceid")
             finally:
@@ -377,9 +377,9 @@ async def _reconcile(settings: config_mod.Settings, only: str | None) -> list[di
     """Per local session with passings: what is Sent but not in the cloud (then requeued), still Pending,
     Rejected (a Voided passing is the crew's own decision, not a refusal to report)."""
     from gateway import verification
-    from gateway.outbox import Outbox
+    from gateway.store import Store
 
-    outbox = await Outbox.open(settings.outbox.path, lock=False, read_only=True)
+    outbox = await Store.open(settings.outbox.path, lock=False, read_only=True)
     try:
         tokens = [only] if only else [s.token_session for s in await outbox.sessions()]
         local = {tok: await outbox.rows(tok) for tok in tokens}
@@ -424,10 +424,10 @@ async def _reconcile(settings: config_mod.Settings, only: str | None) -> list[di
 
 
 async def _requeue(settings: config_mod.Settings, token: str, nums: list[int]) -> None:
-    from gateway.outbox import Outbox
+    from gateway.store import Store
 
     async def direct() -> dict[str, Any]:
-        box = await Outbox.open(settings.outbox.path)
+        box = await Store.open(settings.outbox.path)
         try:
             return {"requeued": await box.requeue(token, nums)}
         finally:

@@ -18,7 +18,7 @@ from gateway import errors, failpoints
 from gateway.aio import uncancellable
 from gateway.backoff import Backoff
 from gateway.log import get_logger
-from gateway.outbox import OutboxRow, SessionRecord
+from gateway.store import OutboxRow, SessionRecord
 from gateway.uplink import Uplink
 from gateway.verification import Verdict, Verifier
 

@@ -28,10 +28,10 @@ from gateway import config as config_mod
 from gateway import formats
 from gateway import log as log_mod
 from gateway.emulator import Emulator, EmulatorConfig
-from gateway.outbox import Outbox, OutboxStats
 from gateway.simulator.driver import Driver, DriveStats
 from gateway.simulator.race import Race, chip_style_for
 from gateway.simulator.truth import TruthWriter
+from gateway.store import OutboxStats, Store
 
 
 @dataclass(frozen=True)
@@ -243,7 +243,7 @@ class Demo:
 
     async def _checks(self, work: Path, drive: DriveStats, runners_seen: int) -> list[Check]:
         assert self.emulator is not None
-        outbox = await Outbox.open(work / "outbox.db", lock=False, read_only=True)
+        outbox = await Store.open(work / "outbox.db", lock=False, read_only=True)
         try:
             stats = await outbox.stats()
             rows = await outbox.rows()

@@ -25,7 +25,7 @@ from gateway.cloud.models import DeviceBind, SessionCreate, SessionInfo
 from gateway.config import DEFAULT_DEVICE_TYPE, Settings
 from gateway.errors import AuthError, BadRequestError, GatewayError, NotFoundError, RetryableError
 from gateway.log import get_logger
-from gateway.outbox import Outbox, SessionRecord
+from gateway.store import SessionRecord, Store
 
 log = get_logger("gateway.lifecycle")
 
@@ -150,7 +150,7 @@ async def _call(
         await asyncio.sleep(backoff.next_delay(retry_after))
 
 
-async def resolve_device(outbox: Outbox, client: ClientSource, settings: LifecycleSettings) -> str | None:
+async def resolve_device(outbox: Store, client: ClientSource, settings: LifecycleSettings) -> str | None:
     """The deviceid sessions are created for; None when none is configured, stored or bindable."""
     stored = await outbox.get_meta(DEVICE_META_KEY)
     if settings.deviceid:
@@ -212,7 +212,7 @@ async def _cloud_floor(client: ClientSource, token: str, settings: LifecycleSett
         return max(floor, 0), info.alias
 
 
-async def resolve_session(outbox: Outbox, client: ClientSource, settings: LifecycleSettings) -> SessionRecord | None:
+async def resolve_session(outbox: Store, client: ClientSource, settings: LifecycleSettings) -> SessionRecord | None:
     """The session new passings are numbered in: configured, else stored, else created. None when there is
     no session and no device to create one for (reads are still journaled)."""
     current = await outbox.current_session()
@@ -287,7 +287,7 @@ def _creating(deviceid: str, alias: str | None, before: set[str] | None) -> Call
 
 
 async def _create_session(
-    outbox: Outbox, client: ClientSource, deviceid: str, settings: LifecycleSettings
+    outbox: Store, client: ClientSource, deviceid: str, settings: LifecycleSettings
 ) -> tuple[str, str]:
     """POST /sessions for our device. A device the cloud no longer knows (unbound, or a cloud that lost its
     data) is bound again when it can be, else waited on: crashing would stop the readers too."""
@@ -334,7 +334,7 @@ async def _probe_read(client: ClientSource, token: str) -> bool:
     return True
 
 
-async def new_session(outbox: Outbox, client: RufusClient, alias: str | None, deviceid: str | None) -> SessionRecord:
+async def new_session(outbox: Store, client: RufusClient, alias: str | None, deviceid: str | None) -> SessionRecord:
     """`session new`: create a session in the cloud (the cloud closes the device's other one) and number new
     passings in it. One attempt: the crew is at the keyboard and sees the error."""
     if not deviceid:
@@ -356,7 +356,7 @@ async def new_session(outbox: Outbox, client: RufusClient, alias: str | None, de
     return record
 
 
-async def close_session(outbox: Outbox, client: RufusClient, token_session: str) -> None:
+async def close_session(outbox: Store, client: RufusClient, token_session: str) -> None:
     """`session close`: the cloud keeps the session readable but takes no more passings into it."""
     await client.close_session(token_session)
     left = len(await outbox.pending(token_session, 1_000_000))
@@ -371,7 +371,7 @@ async def close_session(outbox: Outbox, client: RufusClient, token_session: str)
 
 
 async def follow_active(
-    outbox: Outbox, client: RufusClient, closed_token: str, deviceid: str
+    outbox: Store, client: RufusClient, closed_token: str, deviceid: str
 ) -> tuple[str, dict[int, int]] | None:
     """Move the Pending passings of a closed session to the device's active one, with fresh numbers above
     the active session's highest, in one transaction. Returns (active token, old->new numbers), or None

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import click
 
 from gateway.errors import ConfigError, GatewayError, StorageError
-from gateway.outbox import STATES, Outbox, OutboxRow
+from gateway.store import STATES, OutboxRow, Store
 
 T = TypeVar("T")
 
@@ -87,8 +87,8 @@ def _run(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
         sys.exit(EXIT_STORAGE)
 
 
-async def _read(path: Path, fn: Callable[[Outbox], Awaitable[T]]) -> T:
-    box = await Outbox.open(path, lock=False, read_only=True)
+async def _read(path: Path, fn: Callable[[Store], Awaitable[T]]) -> T:
+    box = await Store.open(path, lock=False, read_only=True)
     try:
         return await fn(box)
     finally:
@@ -215,7 +215,7 @@ def export_cmd(
     """Everything stored, as CSV or JSON (the database holds no secret: the API key lives only in the config)."""
     path = _db_path(db, config)
 
-    async def fetch(box: Outbox) -> tuple[list[str], list[list[Any]]]:
+    async def fetch(box: Store) -> tuple[list[str], list[list[Any]]]:
         if table == "passings":
             records = [_passing_dict(r) for r in await box.rows(token_session, state)]
             return list(PASSING_FIELDS), [[rec[k] for k in PASSING_FIELDS] for rec in records]
@@ -248,7 +248,7 @@ def check_cmd(db: Path | None, config: Path | None) -> None:
     path = _db_path(db, config)
 
     async def check() -> list[str]:
-        box = await Outbox.open(path, lock=False, read_only=True, quick_check=False)
+        box = await Store.open(path, lock=False, read_only=True, quick_check=False)
         try:
             return await box.integrity_check()
         finally:
@@ -291,7 +291,7 @@ def prune_cmd(db: Path | None, config: Path | None, days: float) -> None:
         if not path.exists():
             raise StorageError(f"database {path} does not exist")
         try:
-            box = await Outbox.open(path)
+            box = await Store.open(path)
         except StorageError as exc:
             if "in use by another" in str(exc):
                 raise StorageError(
@@ -344,7 +344,7 @@ def requeue_cmd(
     async def direct() -> dict[str, Any]:
         if not path.exists():
             raise StorageError(f"database {path} does not exist")
-        box = await Outbox.open(path)
+        box = await Store.open(path)
         try:
             if rejected:
                 return {"requeued": await box.requeue_rejected(token_session)}

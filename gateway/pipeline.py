@@ -39,7 +39,7 @@ from typing import Any, Literal
 from gateway.chipmap import ChipMap
 from gateway.errors import ConfigError
 from gateway.log import get_logger
-from gateway.outbox import JournaledRead, NewPassing, Outbox
+from gateway.store import JournaledRead, NewPassing, Store
 
 log = get_logger("gateway.pipeline")
 
@@ -48,8 +48,8 @@ GENERATION_KEY = "pipeline.generation"  # bumped by every step's transaction: te
 BATCH = 500  # reads per transaction
 HISTORY = 16  # crossings remembered per (reader, chip)
 # A window closes by the clock once `now - CLOCK_SETTLE_MS` has passed its deadline AND no read that arrived
-# before it can still appear: none is in a journal transaction still open (Outbox.journal_open_since), and
-# none committed after the pipeline last read the journal (Outbox.journal_last_id). So the margin only covers
+# before it can still appear: none is in a journal transaction still open (Store.journal_open_since), and
+# none committed after the pipeline last read the journal (Store.journal_last_id). So the margin only covers
 # the clock's own granularity; it used to be 500 ms of hoping the journal was quicker than that.
 CLOCK_SETTLE_MS = 50
 CLOCK_BACK_MS = 300_000  # every open deadline this far ahead of the clock: the clock was set back
@@ -174,7 +174,7 @@ class _Step:
 
 class Pipeline:
     def __init__(
-        self, outbox: Outbox, rules: Mapping[str, ReaderRules], stamp: Stamp, default_rules: ReaderRules = ReaderRules()
+        self, outbox: Store, rules: Mapping[str, ReaderRules], stamp: Stamp, default_rules: ReaderRules = ReaderRules()
     ) -> None:
         self.outbox = outbox
         self.rules = dict(rules)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from gateway import lifecycle
 from gateway.aio import uncancellable
 from gateway.log import get_logger
-from gateway.outbox import SessionRecord
+from gateway.store import SessionRecord
 from gateway.uplink import Uplink
 from gateway.verification import Verifier
 

@@ -31,9 +31,9 @@ from gateway.lifecycle import can_read as lifecycle_can_read
 from gateway.links import Link, open_link
 from gateway.log import get_logger, register_secret
 from gateway.model import Read
-from gateway.outbox import JournalWriter, Outbox
 from gateway.pipeline import CURSOR_KEY, ChipMap, Pipeline, ReaderRules, Stamp
 from gateway.sdnotify import Notifier, watchdog_interval
+from gateway.store import JournalWriter, Store
 from gateway.uploader import Uploader, UploaderSettings
 
 if TYPE_CHECKING:
@@ -176,7 +176,7 @@ class Gateway:
             hold_uploads_until_synced=settings.clock.hold_uploads_until_synced, max_skew_s=settings.clock.max_skew_s
         )
         self.disk = disk or DiskGuard(settings.outbox.path, min_free_mb=settings.outbox.min_free_mb)
-        self.outbox: Outbox | None = None
+        self.outbox: Store | None = None
         self.writer: JournalWriter | None = None
         self.pipeline: Pipeline | None = None
         self.uploader: Uploader | None = None
@@ -311,7 +311,7 @@ class Gateway:
             return {"closed": token}
         raise KeyError(action)
 
-    async def _bind(self, outbox: Outbox, body: Mapping[str, Any]) -> str:
+    async def _bind(self, outbox: Store, body: Mapping[str, Any]) -> str:
         """`device bind`: the CLI's [device] values, the same rules as without a daemon (a configured or
         stored deviceid is kept, not bound again), and the daemon uses the deviceid from now on."""
         if self.client is None:
@@ -360,7 +360,7 @@ class Gateway:
         Path(s.outbox.path).parent.mkdir(parents=True, exist_ok=True)
         await failpoints.stall("before_outbox_open")
         try:
-            outbox = await Outbox.open(s.outbox.path)
+            outbox = await Store.open(s.outbox.path)
         except DatabaseCorruptError as exc:
             # Refusing to start would crash-loop under systemd and stop the race; deleting would lose evidence.
             # So: keep the damaged file beside, start a fresh one (a session it adopts is numbered above the
@@ -369,7 +369,7 @@ class Gateway:
             msg = f"{exc}; moved aside to {kept} and kept; starting with a fresh database"
             log.error("database damaged", error=msg)
             self.state.alerts.append(msg)
-            outbox = await Outbox.open(s.outbox.path)
+            outbox = await Store.open(s.outbox.path)
         self.outbox = outbox
         try:
             if self._stop.is_set():
@@ -385,7 +385,7 @@ class Gateway:
             self.state.phase = "stopped"
             log.info("gateway stopped")
 
-    async def _run(self, outbox: Outbox, rules: dict[str, ReaderRules]) -> None:
+    async def _run(self, outbox: Store, rules: dict[str, ReaderRules]) -> None:
         s = self.settings
         self.writer = JournalWriter(outbox)
         self.pipeline = Pipeline(outbox, rules, stamp_of(s))

@@ -18,7 +18,7 @@ from gateway.errors import GatewayError
 from gateway.guards import ClockStatus, DiskStatus
 from gateway.ingest import ReaderCounters
 from gateway.links.base import LinkState
-from gateway.outbox import OutboxStats
+from gateway.store import OutboxStats
 from gateway.uploader import UploaderStatus
 
 T = TypeVar("T")

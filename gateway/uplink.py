@@ -19,7 +19,7 @@ from gateway.backoff import Backoff, Streak
 from gateway.cloud.client import RufusClient
 from gateway.errors import AuthError, CloudError, NotFoundError, RetryableError
 from gateway.log import get_logger
-from gateway.outbox import Outbox
+from gateway.store import Store
 
 log = get_logger("gateway.uploader")
 
@@ -51,7 +51,7 @@ class UploaderStatus:
 
 class Uplink:
     def __init__(
-        self, outbox: Outbox, client: RufusClient, status: UploaderStatus, *, backoff_base: float, backoff_cap: float
+        self, outbox: Store, client: RufusClient, status: UploaderStatus, *, backoff_base: float, backoff_cap: float
     ) -> None:
         self.outbox = outbox
         self.status = status

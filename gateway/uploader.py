@@ -26,8 +26,8 @@ from gateway.cloud.client import RufusClient
 from gateway.delivery import Delivery, Outcome
 from gateway.errors import AuthError
 from gateway.log import get_logger
-from gateway.outbox import Outbox, OutboxRow
 from gateway.rollover import Rollover
+from gateway.store import OutboxRow, Store
 from gateway.uplink import Uplink, UploaderStatus
 from gateway.verification import Verifier
 
@@ -61,7 +61,7 @@ class UploaderSettings:
 class Uploader:
     def __init__(
         self,
-        outbox: Outbox,
+        outbox: Store,
         client: RufusClient,
         settings: UploaderSettings,
         *,

@@ -16,7 +16,7 @@ from gateway.cloud.client import RufusClient
 from gateway.cloud.models import CloudPassing
 from gateway.log import get_logger
 from gateway.model import Passing, to_utc_ms
-from gateway.outbox import OutboxRow
+from gateway.store import OutboxRow
 from gateway.uplink import Uplink
 
 log = get_logger("gateway.uploader")

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.emulator.store import Store
+from gateway.emulator.store import Store as CloudStore
 from gateway.model import Read, format_ts
-from gateway.outbox import NewPassing, Outbox
+from gateway.store import NewPassing, Store
 from tests.chaos.harness.checker import (
     CloudPassing,
     JournalRow,
@@ -244,7 +244,7 @@ def test_load_truth_merges_files_acks_and_a_cut_line(tmp_path: Path) -> None:
 async def test_snapshots_of_real_databases(tmp_path: Path) -> None:
     """The loaders read what the real outbox and the real emulator store write."""
     when = datetime.fromtimestamp(T0 / 1000, UTC)
-    outbox = await Outbox.open(tmp_path / "gw.db")
+    outbox = await Store.open(tmp_path / "gw.db")
     try:
         await outbox.set_current_session(S, alias=None, deviceid=None, created_by_us=True)
         ids = await outbox.journal(
@@ -262,7 +262,7 @@ async def test_snapshots_of_real_databases(tmp_path: Path) -> None:
     local = snapshot_db(tmp_path / "gw.db")
     assert [p.num for p in local.passings] == [1] and len(local.reads) == 3 and local.rejected_lines == 1
 
-    store = Store(str(tmp_path / "cloud.db"))
+    store = CloudStore(str(tmp_path / "cloud.db"))
     try:
         dev = store.bind("One4All", "SIM-1", None, None, None)
         store.db.execute("INSERT INTO sessions VALUES (?, ?, NULL, ?, NULL, 1, 1)", (S, dev, format_ts(when)))

@@ -12,7 +12,7 @@ from gateway import config, lifecycle
 from gateway.cloud import DeviceBind, RufusClient
 from gateway.emulator import ApiKey, Emulator
 from gateway.errors import BadRequestError
-from gateway.outbox import Outbox
+from gateway.store import Store
 from tests.e2e.support import cli
 from tests.fixtures.daemon import write_config
 
@@ -46,7 +46,7 @@ async def test_lifecycle_binds_with_the_configured_or_default_type(
     )
     settings = config.load(cfg, environ={})
     assert settings.device.type == expected
-    outbox = await Outbox.open(settings.outbox.path)
+    outbox = await Store.open(settings.outbox.path)
     try:
         async with RufusClient(strict.base_url, KEY) as client:
             ls = lifecycle.LifecycleSettings.from_settings(settings, patient=False)

@@ -21,9 +21,9 @@ from gateway.emulator import Emulator, EmulatorConfig
 from gateway.ingest import ReaderCounters
 from gateway.links import open_link
 from gateway.model import format_ts
-from gateway.outbox import NewPassing, Outbox
 from gateway.service import Gateway
 from gateway.simulator.driver import Driver
+from gateway.store import NewPassing, Store
 from gateway.uploader import Uploader, UploaderSettings
 from tests.e2e.support import KEY
 from tests.fixtures.daemon import free_port
@@ -44,9 +44,9 @@ def _screen(demo: Demo) -> dict[str, str]:
     return rows
 
 
-async def _outbox_with(path: Path) -> Outbox:
+async def _outbox_with(path: Path) -> Store:
     """7 reads journaled; 6 passings: 4 Sent, 1 Rejected, 1 Pending since 90 s."""
-    box = await Outbox.open(path)
+    box = await Store.open(path)
     await box.set_current_session(TOKEN, alias="race", deviceid="D" * 64, created_by_us=True)
     await box.journal("finish", [read_at(i, f"C{i}") for i in range(7)])
     await box.add_passings(TOKEN, [NewPassing(timestamp=T0 + timedelta(seconds=i), bib=str(100 + i)) for i in range(6)])
@@ -136,7 +136,7 @@ def test_the_demo_ends_only_when_the_pipeline_was_caught_up_before_the_stats() -
     """A window closing between the pipeline's progress and the outbox stats made passings the stats do not
     hold yet: the demo must judge by the open windows counted before the stats (it once ended with 3 Pending)."""
     from gateway.demo import drained
-    from gateway.outbox import OutboxStats
+    from gateway.store import OutboxStats
 
     stats = OutboxStats(pending=0, sent=37, rejected=0, reads=202, oldest_pending_age_s=None, token_session="T")
     assert drained(202, 0, stats, "T")

@@ -21,10 +21,10 @@ from aiohttp.test_utils import TestClient, TestServer
 from gateway import config as config_mod
 from gateway.ingest import ReaderCounters
 from gateway.model import Read
-from gateway.outbox import Outbox
 from gateway.pipeline import Pipeline
 from gateway.service import Gateway, reader_rules, stamp_of
 from gateway.status.server import COOKIE, StatusServer
+from gateway.store import Store
 from gateway.uploader import UploaderStatus
 from tests.fixtures.daemon import write_config
 
@@ -42,7 +42,7 @@ async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
     )
     settings = config_mod.load(cfg)
     gw = Gateway(settings)
-    gw.outbox = await Outbox.open(settings.outbox.path)
+    gw.outbox = await Store.open(settings.outbox.path)
     await gw.outbox.set_current_session("S-1", alias="Lakeside 10k", deviceid=None, created_by_us=True)
     gw.state.token_session = "S-1"
     gw.pipeline = Pipeline(gw.outbox, reader_rules(settings), stamp_of(settings))

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import StorageError
-from gateway.outbox import Outbox
+from gateway.store import Store
 from tests.fixtures.outbox import count_rows
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,12 +26,12 @@ import asyncio, sys
 from datetime import UTC, datetime, timedelta
 from gateway.log import configure
 from gateway.model import Read
-from gateway.outbox import Outbox
+from gateway.store import Store
 
 configure(stream=sys.stderr)  # stdout carries only the acks
 
 async def main(path):
-    box = await Outbox.open(path)
+    box = await Store.open(path)
     t0 = datetime(2024, 5, 1, 9, tzinfo=UTC)
     n = 0
     if len(sys.argv) > 2 and sys.argv[2] == "hold":
@@ -115,8 +115,8 @@ async def test_lock_refuses_a_second_process_until_it_dies(db_path: Path) -> Non
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "ready"
         with pytest.raises(StorageError, match=rf"in use by another rufus-gateway \(pid {proc.pid}\)"):
-            await Outbox.open(db_path)
+            await Store.open(db_path)
         proc.send_signal(signal.SIGKILL)  # no clean close: the kernel drops the flock with the process
         proc.wait(10)
-    box = await Outbox.open(db_path)
+    box = await Store.open(db_path)
     await box.close()

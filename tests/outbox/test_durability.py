@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from gateway.outbox import Outbox
+from gateway.store import Store
 
 
-async def test_the_writer_connection_is_wal_and_synchronous_full(outbox: Outbox) -> None:
+async def test_the_writer_connection_is_wal_and_synchronous_full(outbox: Store) -> None:
     # FULL (2): a commit is on the disk when it returns, which is what acknowledging a reader relies on.
     # NORMAL in WAL mode could lose the last commits on power loss.
-    assert list(await outbox._db.execute_fetchall("PRAGMA synchronous")) == [(2,)]
-    assert list(await outbox._db.execute_fetchall("PRAGMA journal_mode")) == [("wal",)]
+    assert [tuple(r) for r in await outbox._db.execute_fetchall("PRAGMA synchronous")] == [(2,)]
+    assert [tuple(r) for r in await outbox._db.execute_fetchall("PRAGMA journal_mode")] == [("wal",)]

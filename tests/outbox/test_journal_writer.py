@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import StorageError
-from gateway.outbox import JournalWriter, Outbox
+from gateway.store import JournalWriter, Store
 from tests.fixtures.outbox import count_rows, read_at
 
 
@@ -27,7 +27,7 @@ async def running(writer: JournalWriter) -> AsyncIterator[asyncio.Task[None]]:
 
 
 async def test_concurrent_submissions_share_transactions_and_survive_reopen(db_path: Path) -> None:
-    box = await Outbox.open(db_path)
+    box = await Store.open(db_path)
     writer = JournalWriter(box, max_rows=500, max_delay=0.005)
     async with running(writer):
         assert writer.alive
@@ -48,7 +48,7 @@ async def test_concurrent_submissions_share_transactions_and_survive_reopen(db_p
     assert count_rows(db_path) == 500  # a brand-new connection after close: all durable
 
 
-async def test_batches_respect_max_rows(outbox: Outbox) -> None:
+async def test_batches_respect_max_rows(outbox: Store) -> None:
     writer = JournalWriter(outbox, max_rows=10, max_delay=0.05)
     async with running(writer):
         await asyncio.gather(*[writer.journal("mat", [read_at(i, f"C{i}")]) for i in range(35)])
@@ -56,7 +56,7 @@ async def test_batches_respect_max_rows(outbox: Outbox) -> None:
     assert writer.batches >= 4  # ceil(35 / 10): never more than max_rows per transaction
 
 
-async def test_resent_reads_are_acked_but_not_stored_twice(outbox: Outbox, db_path: Path) -> None:
+async def test_resent_reads_are_acked_but_not_stored_twice(outbox: Store, db_path: Path) -> None:
     writer = JournalWriter(outbox)
     async with running(writer):
         assert list(await writer.journal("mat", [read_at(1, seq=1, reader="R"), read_at(2, seq=2, reader="R")])) == [
@@ -73,7 +73,7 @@ async def test_resent_reads_are_acked_but_not_stored_twice(outbox: Outbox, db_pa
     assert count_rows(db_path, "SELECT COUNT(*) FROM rejected_lines") == 1
 
 
-async def test_cancel_flushes_what_was_submitted(outbox: Outbox, db_path: Path) -> None:
+async def test_cancel_flushes_what_was_submitted(outbox: Store, db_path: Path) -> None:
     # a long linger: the submissions are still queued when the writer is cancelled (SIGTERM path)
     writer = JournalWriter(outbox, max_rows=10_000, max_delay=30.0)
     task = asyncio.create_task(writer.run())

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.outbox import MIGRATIONS, SCHEMA_VERSION, NewPassing, Outbox
+from gateway.store import MIGRATIONS, SCHEMA_VERSION, NewPassing, Store
 from tests.fixtures.outbox import T0, count_rows, read_at
 
 _READ = (
@@ -54,7 +54,7 @@ def _old_file(db: Path, version: int) -> None:
 async def test_an_old_file_with_data_migrates_and_keeps_every_row(db_path: Path, version: int) -> None:
     _old_file(db_path, version)
     before = count_rows(db_path)
-    box = await Outbox.open(db_path)
+    box = await Store.open(db_path)
     try:
         rows = await box.rows("tok-A")
         got = [(r.passing.num_passing, r.passing.bib, r.state) for r in rows]
@@ -76,7 +76,7 @@ async def test_an_old_file_with_data_migrates_and_keeps_every_row(db_path: Path,
 
 async def test_a_migrated_journal_still_recognises_its_resends(db_path: Path) -> None:
     _old_file(db_path, 2)
-    box = await Outbox.open(db_path)
+    box = await Store.open(db_path)
     try:
         again = read_at(1, "C1", reader="box1", seq=1)  # 09:00:01 from T0 = the first migrated read
         assert await box.journal("mat", [again]) == [None]
@@ -86,7 +86,7 @@ async def test_a_migrated_journal_still_recognises_its_resends(db_path: Path) ->
 
 
 async def test_the_database_itself_refuses_the_same_read_twice(db_path: Path) -> None:
-    box = await Outbox.open(db_path)
+    box = await Store.open(db_path)
     await box.close()
     con = sqlite3.connect(db_path, isolation_level=None)
     try:
@@ -129,7 +129,7 @@ def _v3_with_voids(db: Path) -> None:
 
 async def test_v4_turns_stored_voids_into_the_voided_state_and_nothing_else(db_path: Path) -> None:
     _v3_with_voids(db_path)
-    box = await Outbox.open(db_path)
+    box = await Store.open(db_path)
     try:
         got = {r.passing.num_passing: (r.state, r.reason) for r in await box.rows("tok-A")}
         assert got == {
@@ -154,7 +154,7 @@ async def test_v4_turns_stored_voids_into_the_voided_state_and_nothing_else(db_p
 
 
 async def test_the_database_refuses_a_state_outside_the_five(db_path: Path) -> None:
-    box = await Outbox.open(db_path)
+    box = await Store.open(db_path)
     await box.close()
     con = sqlite3.connect(db_path)
     try:
@@ -176,7 +176,7 @@ async def test_the_database_refuses_a_state_outside_the_five(db_path: Path) -> N
 
 async def test_v5_journals_first_and_last_seen_and_leaves_older_reads_without(db_path: Path) -> None:
     _old_file(db_path, 4)
-    box = await Outbox.open(db_path)
+    box = await Store.open(db_path)
     try:
         fs = dataclasses.replace(read_at(10, "C10", reader="box1"), seen="first")
         ls = dataclasses.replace(read_at(11, "C10", reader="box1"), seen="last")

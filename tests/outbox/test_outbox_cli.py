@@ -16,8 +16,8 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from gateway.cli import cli
-from gateway.outbox import NewPassing, Outbox
 from gateway.outbox_cli import PASSING_FIELDS
+from gateway.store import NewPassing, Store
 from tests.fixtures.outbox import T0, read_at
 from tests.fixtures.surface import gateway_over
 from tests.fixtures.wait import until
@@ -26,7 +26,7 @@ STATS_KEYS = ["pending", "sent", "rejected", "reads", "oldest_pending_age_s", "t
 
 
 async def _fill(db: Path) -> None:
-    box = await Outbox.open(db)
+    box = await Store.open(db)
     try:
         await box.set_current_session("tok-A", alias="race", deviceid="dev-1", created_by_us=True)
         await box.journal("mat", [read_at(i, f"C{i}") for i in range(4)])
@@ -50,7 +50,7 @@ def _invoke(*args: str) -> tuple[int, str, str]:
 
 async def test_stats_json_exact_keys_while_the_daemon_holds_the_lock(db_path: Path) -> None:
     await _fill(db_path)
-    daemon = await Outbox.open(db_path)  # the running daemon: holds the lock
+    daemon = await Store.open(db_path)  # the running daemon: holds the lock
     try:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -96,7 +96,7 @@ def test_stats_json_on_an_empty_database(db_path: Path) -> None:
 
 
 async def _open_close(db: Path) -> None:
-    box = await Outbox.open(db)
+    box = await Store.open(db)
     await box.close()
 
 
@@ -154,7 +154,7 @@ def test_prune_refuses_while_the_daemon_runs_then_prunes(db_path: Path) -> None:
     asyncio.run(_fill(db_path))
 
     async def while_locked() -> tuple[int, str, str]:
-        daemon = await Outbox.open(db_path)
+        daemon = await Store.open(db_path)
         try:
             return await asyncio.to_thread(_invoke, "prune", "--db", str(db_path), "--older-than", "0")
         finally:
@@ -193,7 +193,7 @@ async def test_requeue_goes_through_the_running_daemon(db_path: Path) -> None:
     from gateway.control import ControlServer
 
     await _fill(db_path)
-    daemon_box = await Outbox.open(db_path)  # the daemon holds the lock: a direct write would be refused
+    daemon_box = await Store.open(db_path)  # the daemon holds the lock: a direct write would be refused
     server = ControlServer(gateway_over(daemon_box, db_path.parent), str(db_path.with_suffix(".ctl")))
     task = asyncio.create_task(server.serve())
     try:

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from gateway.cli import cli
 from gateway.control import ControlServer
-from gateway.outbox import NewPassing, Outbox
+from gateway.store import NewPassing, Store
 from tests.fixtures.outbox import T0
 from tests.fixtures.surface import gateway_over
 from tests.fixtures.wait import until
@@ -22,7 +22,7 @@ from tests.fixtures.wait import until
 async def _fill(db: Path) -> None:
     """tok-A: 1 Sent, 2 Rejected by the cloud, 3 voided by the operator, 4 Pending; tok-B (older, closed): 1
     Rejected by the cloud."""
-    box = await Outbox.open(db)
+    box = await Store.open(db)
     try:
         await box.add_passings("tok-B", [NewPassing(timestamp=T0, bib="900")])
         await box.mark_rejected("tok-B", 1, "Invalid passing")
@@ -80,7 +80,7 @@ def test_requeue_rejected_of_one_session_and_usage_errors(db_path: Path) -> None
 
 async def test_requeue_rejected_goes_through_the_running_daemon_and_wakes_the_uploader(db_path: Path) -> None:
     await _fill(db_path)
-    daemon_box = await Outbox.open(db_path)  # the daemon holds the lock: a direct write would be refused
+    daemon_box = await Store.open(db_path)  # the daemon holds the lock: a direct write would be refused
     woken: list[bool] = []
     uploader = SimpleNamespace(retry_now=lambda: woken.append(True), notify=lambda: None)
     server = ControlServer(

@@ -6,11 +6,11 @@ import dataclasses
 from datetime import timedelta
 from pathlib import Path
 
-from gateway.outbox import Outbox
+from gateway.store import Store
 from tests.fixtures.outbox import count_rows, read_at
 
 
-async def test_reader_that_restarts_its_numbering_keeps_its_new_reads(outbox: Outbox, db_path: Path) -> None:
+async def test_reader_that_restarts_its_numbering_keeps_its_new_reads(outbox: Store, db_path: Path) -> None:
     first = [dataclasses.replace(read_at(i, f"C{i}"), reader="box1", seq=i) for i in range(1, 4)]
     assert all(x is not None for x in await outbox.journal("mat", first))
     # the same reads again (not acknowledged in time): recognised, not stored twice

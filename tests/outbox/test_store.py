@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import DatabaseCorruptError, StorageError
-from gateway.outbox import SCHEMA_VERSION, NewPassing, Outbox
+from gateway.store import SCHEMA_VERSION, NewPassing, Store
 from tests.fixtures.outbox import T0, count_rows, read_at
 
 
@@ -38,7 +38,7 @@ def _np(i: int, *, origin: str = "reader") -> NewPassing:
 
 
 async def test_migrates_an_empty_file_and_sets_wal(db_path: Path) -> None:
-    box = await Outbox.open(db_path)
+    box = await Store.open(db_path)
     await box.close()
     con = sqlite3.connect(db_path)
     try:
@@ -53,14 +53,14 @@ async def test_migrates_an_empty_file_and_sets_wal(db_path: Path) -> None:
 
 
 async def test_reopen_resumes_sessions_meta_reads_and_numbering(db_path: Path) -> None:
-    box = await Outbox.open(db_path)
+    box = await Store.open(db_path)
     await box.set_meta("deviceid", "dev-9")
     await box.set_current_session("tok-A", alias="race", deviceid="dev-9", created_by_us=True)
     await box.journal("mat", [read_at(1), read_at(2, "C2")])
     assert await box.add_passings("tok-A", [_np(1), _np(2)]) == [1, 2]
     await box.close()
 
-    box = await Outbox.open(db_path)
+    box = await Store.open(db_path)
     try:
         assert await box.get_meta("deviceid") == "dev-9"
         cur = await box.current_session()
@@ -73,7 +73,7 @@ async def test_reopen_resumes_sessions_meta_reads_and_numbering(db_path: Path) -
         await box.close()
 
 
-async def test_resent_reads_are_recognised_not_journaled_twice(outbox: Outbox, db_path: Path) -> None:
+async def test_resent_reads_are_recognised_not_journaled_twice(outbox: Store, db_path: Path) -> None:
     first = await outbox.journal("mat", [read_at(1, seq=7, reader="R1"), read_at(2, seq=8, reader="R1")])
     assert None not in first
     # the reader re-sends seq 8 (it never got the ack) together with a new one, and one twice in a batch
@@ -92,7 +92,7 @@ async def test_resent_reads_are_recognised_not_journaled_twice(outbox: Outbox, d
     assert a[0] is not None and b == [None] and c[0] is not None
 
 
-async def test_journal_is_durable_when_it_returns(outbox: Outbox, db_path: Path) -> None:
+async def test_journal_is_durable_when_it_returns(outbox: Store, db_path: Path) -> None:
     await outbox.journal("mat", [read_at(i, f"C{i}") for i in range(50)])
     await outbox.reject_line("mat", 120, "field 3: not a timestamp", "x,y,zz")
     # another connection sees the committed rows before this one closes
@@ -100,7 +100,7 @@ async def test_journal_is_durable_when_it_returns(outbox: Outbox, db_path: Path)
     assert count_rows(db_path, "SELECT COUNT(*) FROM rejected_lines WHERE offset = 120") == 1
 
 
-async def test_num_passing_gapless_and_unique_under_concurrency(session_outbox: Outbox, db_path: Path) -> None:
+async def test_num_passing_gapless_and_unique_under_concurrency(session_outbox: Store, db_path: Path) -> None:
     box = session_outbox
 
     async def writer(k: int) -> list[int]:
@@ -116,7 +116,7 @@ async def test_num_passing_gapless_and_unique_under_concurrency(session_outbox: 
     assert await box.max_num_passing("tok-A") == 160
 
 
-async def test_adopted_session_numbers_above_its_floor(outbox: Outbox) -> None:
+async def test_adopted_session_numbers_above_its_floor(outbox: Store) -> None:
     await outbox.set_current_session("tok-B", alias=None, deviceid=None, created_by_us=False, floor=41)
     assert await outbox.add_passings("tok-B", [_np(1), _np(2)]) == [42, 43]
     # adopting again with a lower floor never lowers numbering
@@ -126,14 +126,14 @@ async def test_adopted_session_numbers_above_its_floor(outbox: Outbox) -> None:
     assert rec is not None and rec.floor == 41 and not rec.created_by_us
 
 
-async def test_switching_session_deactivates_the_other(session_outbox: Outbox) -> None:
+async def test_switching_session_deactivates_the_other(session_outbox: Store) -> None:
     await session_outbox.set_current_session("tok-C", alias="second", deviceid="dev-1", created_by_us=True)
     sessions = {s.token_session: s for s in await session_outbox.sessions()}
     assert sessions["tok-C"].active and not sessions["tok-A"].active
     assert (await session_outbox.current_session()).token_session == "tok-C"  # type: ignore[union-attr]
 
 
-async def test_pending_sent_attempts_rejected(session_outbox: Outbox) -> None:
+async def test_pending_sent_attempts_rejected(session_outbox: Store) -> None:
     box = session_outbox
     await box.add_passings("tok-A", [_np(i) for i in range(1, 6)])
     assert [r.passing.num_passing for r in await box.pending("tok-A", 3)] == [1, 2, 3]
@@ -153,7 +153,7 @@ async def test_pending_sent_attempts_rejected(session_outbox: Outbox) -> None:
     assert [r.passing.num_passing for r in await box.pending("tok-A", 10)] == [1, 4, 5]
 
 
-async def test_renumber_within_session_keeps_old_rows_as_moved(session_outbox: Outbox) -> None:
+async def test_renumber_within_session_keeps_old_rows_as_moved(session_outbox: Store) -> None:
     box = session_outbox
     await box.add_passings("tok-A", [_np(i) for i in range(1, 6)])
     await box.mark_sent("tok-A", [1, 2])
@@ -169,7 +169,7 @@ async def test_renumber_within_session_keeps_old_rows_as_moved(session_outbox: O
     assert await box.add_passings("tok-A", [_np(6)]) == [13]
 
 
-async def test_renumber_all_pending_to_another_session(session_outbox: Outbox) -> None:
+async def test_renumber_all_pending_to_another_session(session_outbox: Store) -> None:
     box = session_outbox
     await box.add_passings("tok-A", [_np(i) for i in range(1, 5)])
     await box.mark_sent("tok-A", [1])
@@ -181,7 +181,7 @@ async def test_renumber_all_pending_to_another_session(session_outbox: Outbox) -
     assert await box.renumber("tok-A", None, to_session="tok-Z", floor=100) == {}
 
 
-async def test_void_only_a_pending_manual_passing(session_outbox: Outbox) -> None:
+async def test_void_only_a_pending_manual_passing(session_outbox: Store) -> None:
     box = session_outbox
     await box.add_passings("tok-A", [_np(1), _np(2, origin="manual"), _np(3, origin="manual")])
     await box.mark_sent("tok-A", [3])
@@ -192,7 +192,7 @@ async def test_void_only_a_pending_manual_passing(session_outbox: Outbox) -> Non
     assert row.state == "Voided" and row.reason == "voided by operator"
 
 
-async def test_prune_deletes_only_old_sent_and_never_frees_numbers(session_outbox: Outbox, db_path: Path) -> None:
+async def test_prune_deletes_only_old_sent_and_never_frees_numbers(session_outbox: Store, db_path: Path) -> None:
     box = session_outbox
     await box.journal("mat", [read_at(1)])
     await box.add_passings("tok-A", [_np(i) for i in range(1, 4)])
@@ -206,11 +206,11 @@ async def test_prune_deletes_only_old_sent_and_never_frees_numbers(session_outbo
 
 
 async def test_second_opener_is_refused_and_read_only_is_not(db_path: Path) -> None:
-    box = await Outbox.open(db_path)
+    box = await Store.open(db_path)
     try:
         with pytest.raises(StorageError, match=r"in use by another rufus-gateway \(pid \d+\)"):
-            await Outbox.open(db_path)
-        ro = await Outbox.open(db_path, lock=False, read_only=True)
+            await Store.open(db_path)
+        ro = await Store.open(db_path, lock=False, read_only=True)
         try:
             assert (await ro.stats()).reads == 0
             with pytest.raises(StorageError, match="read-only"):
@@ -220,17 +220,17 @@ async def test_second_opener_is_refused_and_read_only_is_not(db_path: Path) -> N
     finally:
         await box.close()
     # released at close: the next daemon starts
-    again = await Outbox.open(db_path)
+    again = await Store.open(db_path)
     await again.close()
 
 
 async def test_corrupted_file_is_refused_in_one_line(db_path: Path) -> None:
-    box = await Outbox.open(db_path)
+    box = await Store.open(db_path)
     await box.journal("mat", [read_at(i, f"C{i}", bib="x" * 200) for i in range(400)])
     await box.close()
     _scribble(db_path)
     with pytest.raises(DatabaseCorruptError) as err:  # typed, so the daemon can move it aside
-        await Outbox.open(db_path)
+        await Store.open(db_path)
     msg = str(err.value)
     assert "\n" not in msg and str(db_path) in msg
     assert "integrity" in msg or "damaged" in msg
@@ -245,7 +245,7 @@ async def test_corrupted_file_is_refused_in_one_line(db_path: Path) -> None:
 async def test_not_a_database_is_refused_in_one_line(db_path: Path) -> None:
     _write(db_path, b"this is a text file, not SQLite\n" * 200)
     with pytest.raises(StorageError, match="damaged") as err:
-        await Outbox.open(db_path)
+        await Store.open(db_path)
     assert "\n" not in str(err.value)
 
 
@@ -254,21 +254,21 @@ async def test_newer_schema_is_refused(db_path: Path) -> None:
     con.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     con.close()
     with pytest.raises(StorageError, match="newer than this gateway"):
-        await Outbox.open(db_path)
+        await Store.open(db_path)
 
 
 async def test_read_only_open_of_missing_file(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="does not exist"):
-        await Outbox.open(tmp_path / "nope.db", read_only=True)
+        await Store.open(tmp_path / "nope.db", read_only=True)
     assert not (tmp_path / "nope.db").exists()
 
 
-async def test_integrity_check_ok(outbox: Outbox) -> None:
+async def test_integrity_check_ok(outbox: Store) -> None:
     assert await outbox.integrity_check() == ["ok"]
 
 
 async def test_use_after_close_is_a_storage_error(db_path: Path) -> None:
-    box = await Outbox.open(db_path)
+    box = await Store.open(db_path)
     await box.close()
     await box.close()  # idempotent
     with pytest.raises(StorageError, match="closed"):
@@ -277,7 +277,7 @@ async def test_use_after_close_is_a_storage_error(db_path: Path) -> None:
         await box.journal("mat", [read_at(1)])
 
 
-async def test_cancelled_writes_leave_a_usable_store_and_gapless_numbers(session_outbox: Outbox) -> None:
+async def test_cancelled_writes_leave_a_usable_store_and_gapless_numbers(session_outbox: Store) -> None:
     """Cancel writes at every point of their transaction (SIGTERM cancelling a task): no transaction is left
     open, and whatever landed is numbered without a gap."""
     box = session_outbox

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from gateway.outbox import NewPassing, Outbox, VoidRefused
+from gateway.store import NewPassing, Store, VoidRefused
 from tests.fixtures.outbox import T0
 
 
@@ -14,7 +14,7 @@ def _manual(i: int) -> NewPassing:
     return NewPassing(timestamp=T0 + timedelta(seconds=i), bib=str(i), origin="manual")
 
 
-async def test_a_passing_a_request_may_have_carried_cannot_be_voided(session_outbox: Outbox) -> None:
+async def test_a_passing_a_request_may_have_carried_cannot_be_voided(session_outbox: Store) -> None:
     box = session_outbox
     await box.add_passings("tok-A", [_manual(1), _manual(2)])
     assert await box.add_attempt("tok-A", [1]) == {1}  # the uploader is sending 1 (or retrying it)
@@ -24,7 +24,7 @@ async def test_a_passing_a_request_may_have_carried_cannot_be_voided(session_out
     assert await box.void("tok-A", 2)  # never sent: still voidable
 
 
-async def test_a_row_voided_before_the_request_is_left_out_of_it(session_outbox: Outbox) -> None:
+async def test_a_row_voided_before_the_request_is_left_out_of_it(session_outbox: Store) -> None:
     box = session_outbox
     await box.add_passings("tok-A", [_manual(1), _manual(2), _manual(3)])
     batch = await box.pending("tok-A", 10)  # the uploader read the batch...

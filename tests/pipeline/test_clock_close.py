@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 
 from gateway import failpoints
-from gateway.outbox import Outbox
 from gateway.pipeline import Pipeline, ReaderRules, Stamp
+from gateway.store import Store
 from tests.fixtures.outbox import read_at
 
 
 async def test_the_journal_says_while_a_transaction_is_open_and_what_it_committed(
-    session_outbox: Outbox, monkeypatch: pytest.MonkeyPatch
+    session_outbox: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     box = session_outbox
     seen: list[tuple[str, Any, int]] = []
@@ -38,7 +38,7 @@ async def test_the_journal_says_while_a_transaction_is_open_and_what_it_committe
     assert box.journal_open_since is None and last_after == box.journal_last_id == max(i for i in ids if i)
 
 
-async def test_a_window_waits_for_a_transaction_that_opened_before_its_deadline(session_outbox: Outbox) -> None:
+async def test_a_window_waits_for_a_transaction_that_opened_before_its_deadline(session_outbox: Store) -> None:
     box = session_outbox
     pl = Pipeline(box, {"mat": ReaderRules(dedup_window_s=3.0)}, Stamp())
     await box.journal("mat", [read_at(0, "C1")])
@@ -53,7 +53,7 @@ async def test_a_window_waits_for_a_transaction_that_opened_before_its_deadline(
     assert pl.last_closed_by_clock == 1
 
 
-async def test_a_window_waits_while_a_commit_is_newer_than_the_pipelines_last_look(session_outbox: Outbox) -> None:
+async def test_a_window_waits_while_a_commit_is_newer_than_the_pipelines_last_look(session_outbox: Store) -> None:
     box = session_outbox
     pl = Pipeline(box, {"mat": ReaderRules(dedup_window_s=3.0)}, Stamp())
     await box.journal("mat", [read_at(0, "C1")])
@@ -64,7 +64,7 @@ async def test_a_window_waits_while_a_commit_is_newer_than_the_pipelines_last_lo
     assert await pl.step(late) == 1
 
 
-async def test_the_pipeline_says_when_its_next_window_is_due(session_outbox: Outbox) -> None:
+async def test_the_pipeline_says_when_its_next_window_is_due(session_outbox: Store) -> None:
     box = session_outbox
     pl = Pipeline(box, {"mat": ReaderRules(dedup_window_s=3.0)}, Stamp())
     assert pl.next_deadline_s() is None

@@ -10,8 +10,8 @@ import pytest
 
 from gateway import formats
 from gateway.formats.base import ParseContext, Read
-from gateway.outbox import Outbox
 from gateway.pipeline import Pipeline, ReaderRules, Stamp
+from gateway.store import Store
 
 CTX = ParseContext(tz=UTC, now=datetime(2026, 3, 7, 14, tzinfo=UTC))
 FMT = formats.get("ipico")
@@ -42,7 +42,7 @@ PRESENCE = (
 )
 
 
-async def _run(box: Outbox, seen: str) -> tuple[Pipeline, list[tuple[str | None, str]]]:
+async def _run(box: Store, seen: str) -> tuple[Pipeline, list[tuple[str | None, str]]]:
     pl = Pipeline(box, {"finish": ReaderRules(dedup_window_s=0.0, seen=seen)}, Stamp())  # type: ignore[arg-type]
     await box.journal("finish", _reads(*PRESENCE))
     await pl.step(datetime.now(UTC) + timedelta(hours=1))
@@ -63,7 +63,7 @@ async def _run(box: Outbox, seen: str) -> tuple[Pipeline, list[tuple[str | None,
     ],
 )
 async def test_ipico_seen_keeps_one_of_first_and_last_seen(
-    session_outbox: Outbox, seen: str, want: list[tuple[str, str]], dropped: int
+    session_outbox: Store, seen: str, want: list[tuple[str, str]], dropped: int
 ) -> None:
     pl, got = await _run(session_outbox, seen)
     assert got == want
@@ -72,7 +72,7 @@ async def test_ipico_seen_keeps_one_of_first_and_last_seen(
     assert [r.seen for r in await session_outbox.reads_after(0, 10)] == ["first", "both", "last"]
 
 
-async def test_ordinary_reads_are_kept_whatever_ipico_seen_says(session_outbox: Outbox) -> None:
+async def test_ordinary_reads_are_kept_whatever_ipico_seen_says(session_outbox: Store) -> None:
     pl = Pipeline(session_outbox, {"finish": ReaderRules(dedup_window_s=0.0, seen="last")}, Stamp())
     await session_outbox.journal(
         "finish", _reads(_line("058000123b32", "134850", 10), _line("058000121838", "134851", 0))
@@ -81,7 +81,7 @@ async def test_ordinary_reads_are_kept_whatever_ipico_seen_says(session_outbox: 
     assert pl.reads_dropped_seen == 0
 
 
-async def test_strongest_does_not_pick_by_the_i_q_counters(session_outbox: Outbox) -> None:
+async def test_strongest_does_not_pick_by_the_i_q_counters(session_outbox: Store) -> None:
     """Three reads of one crossing, the last with Q = ff: with RSSI meaning counters, 'strongest' would have
     taken it; the passing is the crossing's first read."""
     pl = Pipeline(session_outbox, {"finish": ReaderRules(dedup_window_s=3.0, dedup_mode="strongest")}, Stamp())

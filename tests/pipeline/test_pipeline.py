@@ -11,8 +11,8 @@ import pytest
 
 from gateway import pipeline as pipeline_mod
 from gateway.model import Read
-from gateway.outbox import Outbox
 from gateway.pipeline import ChipMap, Pipeline, ReaderRules, Stamp
+from gateway.store import Store
 from tests.fixtures.outbox import T0, read_at
 
 STAMP = Stamp(timezone="Europe/Paris", latitude=48.85, longitude=2.35)
@@ -27,14 +27,14 @@ def _future() -> datetime:
     return datetime.now(UTC) + timedelta(hours=1)
 
 
-async def _passings(box: Outbox, token: str = "tok-A") -> list[tuple[int, str, str, str | None, int | None]]:
+async def _passings(box: Store, token: str = "tok-A") -> list[tuple[int, str, str, str | None, int | None]]:
     return [
         (r.passing.num_passing, r.passing.bib, r.passing.timestamp.isoformat(), r.passing.chip, r.read_id)
         for r in await box.rows(token)
     ]
 
 
-async def test_first_mode_one_passing_per_crossing_on_reader_time(session_outbox: Outbox) -> None:
+async def test_first_mode_one_passing_per_crossing_on_reader_time(session_outbox: Store) -> None:
     box = session_outbox
     pl = Pipeline(box, {"mat": ReaderRules(dedup_window_s=3.0)}, STAMP)
     # three reads of one crossing, arriving in separate commits, then the same chip 10 s later
@@ -57,7 +57,7 @@ async def test_first_mode_one_passing_per_crossing_on_reader_time(session_outbox
     assert pl.passings_created == 3 and pl.reads_processed == 6 and pl.reads_suppressed == 3
 
 
-async def test_arrival_time_does_not_matter(session_outbox: Outbox) -> None:
+async def test_arrival_time_does_not_matter(session_outbox: Store) -> None:
     """Two crossings 10 s apart in reader time, delivered in one burst (a reader catching up after a cable
     cut), are two passings; a crossing's reads delivered far apart are one."""
     box = session_outbox
@@ -69,7 +69,7 @@ async def test_arrival_time_does_not_matter(session_outbox: Outbox) -> None:
 
 @pytest.mark.parametrize("order", [(5.0, 5.1, 5.3), (5.3, 5.0, 5.1), (5.1, 5.3, 5.0)])
 async def test_first_mode_passing_is_the_earliest_read_whatever_the_arrival_order(
-    session_outbox: Outbox, order: tuple[float, float, float]
+    session_outbox: Store, order: tuple[float, float, float]
 ) -> None:
     """A re-fetch brings a lost read after later ones: the crossing's passing is still its earliest read."""
     box = session_outbox
@@ -85,7 +85,7 @@ async def test_first_mode_passing_is_the_earliest_read_whatever_the_arrival_orde
     assert await pl.step(_future()) == 0
 
 
-async def test_first_mode_passing_waits_one_window_on_the_clock(session_outbox: Outbox) -> None:
+async def test_first_mode_passing_waits_one_window_on_the_clock(session_outbox: Store) -> None:
     box = session_outbox
     pl = Pipeline(box, {"mat": ReaderRules(dedup_window_s=3.0)}, STAMP)
     await box.journal("mat", [read_at(0.0, "C1")])
@@ -93,7 +93,7 @@ async def test_first_mode_passing_waits_one_window_on_the_clock(session_outbox: 
     assert await pl.step(datetime.now(UTC) + timedelta(seconds=4)) == 1  # window (3 s) + settle, no grace
 
 
-async def test_dedup_is_per_reader(session_outbox: Outbox) -> None:
+async def test_dedup_is_per_reader(session_outbox: Store) -> None:
     box = session_outbox
     pl = Pipeline(box, {}, STAMP)
     await box.journal(
@@ -102,7 +102,7 @@ async def test_dedup_is_per_reader(session_outbox: Outbox) -> None:
     assert await pl.step(_future()) == 2
 
 
-async def test_strongest_emits_max_rssi_when_a_later_read_closes_the_window(session_outbox: Outbox) -> None:
+async def test_strongest_emits_max_rssi_when_a_later_read_closes_the_window(session_outbox: Store) -> None:
     box = session_outbox
     pl = Pipeline(box, {"mat": ReaderRules(dedup_window_s=3.0, dedup_mode="strongest")}, STAMP)
     await box.journal(
@@ -123,7 +123,7 @@ async def test_strongest_emits_max_rssi_when_a_later_read_closes_the_window(sess
     assert rows[0].read_id == 2
 
 
-async def test_strongest_window_closes_on_the_clock_when_the_chip_is_not_read_again(session_outbox: Outbox) -> None:
+async def test_strongest_window_closes_on_the_clock_when_the_chip_is_not_read_again(session_outbox: Store) -> None:
     box = session_outbox
     pl = Pipeline(box, {"mat": ReaderRules(dedup_window_s=3.0, dedup_mode="strongest", close_grace_s=1.0)}, STAMP)
     await box.journal("mat", [read_at(0.0, "C1", rssi=-60), read_at(0.5, "C1", rssi=-40)])
@@ -135,7 +135,7 @@ async def test_strongest_window_closes_on_the_clock_when_the_chip_is_not_read_ag
     assert await pl.step(_future()) == 0
 
 
-async def test_strongest_deadline_uses_stored_arrival_times(session_outbox: Outbox) -> None:
+async def test_strongest_deadline_uses_stored_arrival_times(session_outbox: Store) -> None:
     """A window is also closed by any read that ARRIVED after its deadline, before that read is processed,
     so the order of passings follows the journal whatever the step boundaries were."""
     box = session_outbox
@@ -150,7 +150,7 @@ async def test_strongest_deadline_uses_stored_arrival_times(session_outbox: Outb
     assert [p[1] for p in await _passings(box)] == ["A", "B"]
 
 
-async def test_finished_window_suppresses_later_crossings(session_outbox: Outbox) -> None:
+async def test_finished_window_suppresses_later_crossings(session_outbox: Store) -> None:
     box = session_outbox
     pl = Pipeline(box, {"mat": ReaderRules(dedup_window_s=3.0, finished_window_s=60.0)}, STAMP)
     await box.journal(
@@ -164,14 +164,14 @@ async def test_finished_window_suppresses_later_crossings(session_outbox: Outbox
     ]
 
 
-async def test_zero_window_keeps_every_read(session_outbox: Outbox) -> None:
+async def test_zero_window_keeps_every_read(session_outbox: Store) -> None:
     box = session_outbox
     pl = Pipeline(box, {"mat": ReaderRules(dedup_window_s=0.0)}, STAMP)
     await box.journal("mat", [read_at(0, "C1"), read_at(0.1, "C1"), read_at(0.1, "C1")])
     assert await pl.step(_now()) == 3
 
 
-async def test_manual_reads_bypass_dedup(session_outbox: Outbox) -> None:
+async def test_manual_reads_bypass_dedup(session_outbox: Store) -> None:
     box = session_outbox
     pl = Pipeline(box, {}, STAMP)
     manual = Read(chip=None, bib="42", timestamp=T0, reader="manual")
@@ -183,7 +183,7 @@ async def test_manual_reads_bypass_dedup(session_outbox: Outbox) -> None:
     assert await box.void("tok-A", 2)
 
 
-async def test_bib_without_chip_and_chip_map(session_outbox: Outbox, tmp_path: Path) -> None:
+async def test_bib_without_chip_and_chip_map(session_outbox: Store, tmp_path: Path) -> None:
     box = session_outbox
     mapfile = tmp_path / "chips.csv"
     mapfile.write_text("chip,bib\n000123,7\nE2000017ABCD0456,8\n")
@@ -210,7 +210,7 @@ async def test_bib_without_chip_and_chip_map(session_outbox: Outbox, tmp_path: P
     assert pl.unmapped_chips == {"9999"}  # the reader gave bib 12 for 0000777: not flagged
 
 
-async def test_no_session_reads_wait_in_the_journal(outbox: Outbox) -> None:
+async def test_no_session_reads_wait_in_the_journal(outbox: Store) -> None:
     pl = Pipeline(outbox, {}, STAMP)
     await outbox.journal("mat", [read_at(0, "C1"), read_at(5, "C2")])
     assert await pl.step(_future()) == 0
@@ -269,14 +269,14 @@ async def test_restart_mid_stream_derives_identical_passings(
     cuts = sorted(rnd.sample(range(1, len(reads)), 12))
     chunks = [reads[a:b] for a, b in zip([0, *cuts], [*cuts, len(reads)], strict=True)]
 
-    async def journal(box: Outbox, chunk: list[tuple[str, Read]]) -> None:
+    async def journal(box: Store, chunk: list[tuple[str, Read]]) -> None:
         for link in ("mat1", "mat2"):
             part = [r for lk, r in chunk if lk == link]
             if part:
                 await box.journal(link, part)
 
     # uninterrupted: everything journaled, one pipeline, one final step
-    a = await Outbox.open(tmp_path / "a.db")
+    a = await Store.open(tmp_path / "a.db")
     try:
         await a.set_current_session("tok-A", alias=None, deviceid=None, created_by_us=True)
         for chunk in chunks:
@@ -290,7 +290,7 @@ async def test_restart_mid_stream_derives_identical_passings(
     monkeypatch.setattr(pipeline_mod, "BATCH", 7)
     path = tmp_path / "b.db"
     for i, chunk in enumerate(chunks):
-        b = await Outbox.open(path)
+        b = await Store.open(path)
         try:
             if i == 0:
                 await b.set_current_session("tok-A", alias=None, deviceid=None, created_by_us=True)
@@ -298,7 +298,7 @@ async def test_restart_mid_stream_derives_identical_passings(
             await Pipeline(b, RULES, STAMP).step(_now())
         finally:
             await b.close()
-    b = await Outbox.open(path)
+    b = await Store.open(path)
     try:
         await Pipeline(b, RULES, STAMP).step(_future())
         got = await _passings(b)
@@ -328,13 +328,13 @@ async def test_first_mode_out_of_order_restart_derives_identical_passings(
     cuts = sorted(rnd.sample(range(1, len(reads)), 15))
     chunks = [list(reversed(reads[a:b])) for a, b in zip([0, *cuts], [*cuts, len(reads)], strict=True)]
 
-    async def journal(box: Outbox, chunk: list[tuple[str, Read]]) -> None:
+    async def journal(box: Store, chunk: list[tuple[str, Read]]) -> None:
         for link in ("mat1", "mat2"):
             part = [r for lk, r in chunk if lk == link]
             if part:
                 await box.journal(link, part)
 
-    a = await Outbox.open(tmp_path / "a.db")
+    a = await Store.open(tmp_path / "a.db")
     try:
         await a.set_current_session("tok-A", alias=None, deviceid=None, created_by_us=True)
         for chunk in chunks:
@@ -347,7 +347,7 @@ async def test_first_mode_out_of_order_restart_derives_identical_passings(
     monkeypatch.setattr(pipeline_mod, "BATCH", 5)
     path = tmp_path / "b.db"
     for i, chunk in enumerate(chunks):
-        b = await Outbox.open(path)
+        b = await Store.open(path)
         try:
             if i == 0:
                 await b.set_current_session("tok-A", alias=None, deviceid=None, created_by_us=True)
@@ -355,7 +355,7 @@ async def test_first_mode_out_of_order_restart_derives_identical_passings(
             await Pipeline(b, FIRST_RULES, STAMP).step(_now())
         finally:
             await b.close()
-    b = await Outbox.open(path)
+    b = await Store.open(path)
     try:
         await Pipeline(b, FIRST_RULES, STAMP).step(_future())
         got = await _passings(b)
@@ -367,7 +367,7 @@ async def test_first_mode_out_of_order_restart_derives_identical_passings(
     assert [p[0] for p in expected] == list(range(1, len(expected) + 1))
 
 
-async def test_clock_set_back_does_not_hold_passings(session_outbox: Outbox) -> None:
+async def test_clock_set_back_does_not_hold_passings(session_outbox: Store) -> None:
     box = session_outbox
     pl = Pipeline(box, {"mat": ReaderRules(dedup_window_s=3.0, dedup_mode="strongest")}, STAMP)
     await box.journal("mat", [read_at(0.0, "C1", rssi=-60), read_at(0.0, "C2", rssi=-60)])
@@ -378,7 +378,7 @@ async def test_clock_set_back_does_not_hold_passings(session_outbox: Outbox) -> 
 
 
 async def test_a_commit_interrupted_after_it_landed_is_not_emitted_twice(
-    session_outbox: Outbox, monkeypatch: pytest.MonkeyPatch
+    session_outbox: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """SIGTERM cancels the pipeline task while its COMMIT runs: the database has the passing, the task saw
     CancelledError. The next step (the shutdown's last one) must not emit that window again."""

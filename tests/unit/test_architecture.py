@@ -33,7 +33,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "bytes": ("gateway.links",),
     "parsing": ("gateway.formats", "gateway.chipmap"),
     "cloud": ("gateway.cloud",),
-    "store": ("gateway.store", "gateway.outbox"),
+    "store": ("gateway.store",),
     "settings": ("gateway.config",),
     "guards": ("gateway.guards",),
     "ingest": ("gateway.ingest",),

@@ -16,10 +16,10 @@ from gateway.control import ControlServer
 from gateway.guards import ClockStatus, DiskStatus
 from gateway.ingest import ReaderCounters
 from gateway.links.base import LinkState
-from gateway.outbox import OutboxStats
 from gateway.service import Gateway
 from gateway.snapshot import JournalFigures, Live, NotReady, OutboxFigures, ReaderFigures
 from gateway.status.server import StatusServer
+from gateway.store import OutboxStats
 from tests.fixtures.surface import settings_in
 from tests.fixtures.wait import until
 

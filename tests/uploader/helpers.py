@@ -13,7 +13,7 @@ from typing import Any
 from gateway.cloud.client import RufusClient, Timeouts
 from gateway.cloud.models import DeviceBind, SessionCreate
 from gateway.emulator import Emulator
-from gateway.outbox import NewPassing, Outbox
+from gateway.store import NewPassing, Store
 from gateway.uploader import Uploader, UploaderSettings
 from tests.fixtures.emulator import cloud_nums  # noqa: F401 - re-exported for the uploader tests
 from tests.fixtures.wait import until as eventually  # noqa: F401 - this area's name for the one wait
@@ -41,7 +41,7 @@ def client_for(emu: Emulator, key: str | None = None, *, read_timeout: float = 2
 @dataclass
 class Env:
     emu: Emulator
-    outbox: Outbox
+    outbox: Store
     client: RufusClient
     deviceid: str
     token: str
@@ -74,7 +74,7 @@ class Env:
 
 
 async def make_env(emu: Emulator, tmp_path: Path, *, client: RufusClient | None = None) -> Env:
-    outbox = await Outbox.open(tmp_path / "outbox.db")
+    outbox = await Store.open(tmp_path / "outbox.db")
     client = client or client_for(emu)
     deviceid = (await client.bind_device(DeviceBind("One4All", f"SN-{id(tmp_path) % 100000}"))).deviceid
     token = (await client.create_session(SessionCreate(deviceid, "race"))).token_session

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from gateway.backoff import Backoff
 from gateway.delivery import Delivery, Outcome, Refusal
-from gateway.outbox import OutboxRow, SessionRecord
+from gateway.store import OutboxRow, SessionRecord
 from gateway.uplink import Uplink, UploaderStatus
 from gateway.verification import Verifier
 from tests.uploader.fakefront import FakeFront

@@ -15,7 +15,7 @@ from gateway.emulator import Emulator
 from gateway.errors import GatewayError, RetryableError
 from gateway.lifecycle import LifecycleSettings, resolve_device, resolve_session
 from gateway.model import Passing
-from gateway.outbox import Outbox
+from gateway.store import Store
 from gateway.uploader import Uploader
 from tests.uploader.helpers import T0, W_KEY, Env, all_sent, client_for, cloud_nums, eventually, fast, make_env, running
 
@@ -30,7 +30,7 @@ async def test_bind_then_create_then_resume(cloud: Emulator, tmp_path: Path) -> 
     client = client_for(cloud)
     settings = ls(serial_number="SN-42", model="One4All", device_alias="finish", session_alias="10k")
     try:
-        outbox = await Outbox.open(tmp_path / "o.db")
+        outbox = await Store.open(tmp_path / "o.db")
         try:
             deviceid = await resolve_device(outbox, client, settings)
             assert deviceid is not None and len(deviceid) == 64
@@ -42,7 +42,7 @@ async def test_bind_then_create_then_resume(cloud: Emulator, tmp_path: Path) -> 
         finally:
             await outbox.close()
         # A restart resumes exactly where it stopped: same device, same session, nothing new in the cloud.
-        outbox = await Outbox.open(tmp_path / "o.db")
+        outbox = await Store.open(tmp_path / "o.db")
         try:
             assert await resolve_device(outbox, client, settings) == deviceid
             again = await resolve_session(outbox, client, settings)
@@ -56,7 +56,7 @@ async def test_bind_then_create_then_resume(cloud: Emulator, tmp_path: Path) -> 
 
 async def test_nothing_configured_gives_no_session(cloud: Emulator, tmp_path: Path) -> None:
     client = client_for(cloud)
-    outbox = await Outbox.open(tmp_path / "o.db")
+    outbox = await Store.open(tmp_path / "o.db")
     try:
         assert await resolve_device(outbox, client, ls()) is None
         assert await resolve_session(outbox, client, ls()) is None
@@ -70,7 +70,7 @@ async def test_nothing_configured_gives_no_session(cloud: Emulator, tmp_path: Pa
 async def test_adopted_session_numbers_above_the_clouds_highest(cloud: Emulator, tmp_path: Path) -> None:
     emu = cloud
     client = client_for(emu)
-    outbox = await Outbox.open(tmp_path / "o.db")
+    outbox = await Store.open(tmp_path / "o.db")
     try:
         deviceid = (await client.bind_device(DeviceBind("One4All", "SN-ADOPT"))).deviceid
         token = (await client.create_session(SessionCreate(deviceid, "shared"))).token_session
@@ -94,7 +94,7 @@ async def test_adopted_session_numbers_above_the_clouds_highest(cloud: Emulator,
 async def test_cloud_unreachable_at_start_is_waited_out(cloud: Emulator, tmp_path: Path) -> None:
     emu = cloud
     client = client_for(emu)
-    outbox = await Outbox.open(tmp_path / "o.db")
+    outbox = await Store.open(tmp_path / "o.db")
     try:
         emu.set_offline(True)
         task = asyncio.create_task(
@@ -170,7 +170,7 @@ async def test_wrong_key_at_start_waits_for_the_reloaded_one(cloud: Emulator, tm
     """The service passes a callable: a SIGHUP with the fixed key reaches a lifecycle still waiting."""
     clients = {"now": client_for(cloud, "ror-00000000000000000000")}
     bad = clients["now"]
-    outbox = await Outbox.open(tmp_path / "o.db")
+    outbox = await Store.open(tmp_path / "o.db")
     try:
         task = asyncio.create_task(
             resolve_session(outbox, lambda: clients["now"], ls(serial_number="SN-KEY", model="One4All"))
@@ -193,7 +193,7 @@ async def _is(value: bool) -> bool:
 
 async def test_stored_device_the_cloud_forgot_is_bound_again(cloud: Emulator, tmp_path: Path) -> None:
     client = client_for(cloud)
-    outbox = await Outbox.open(tmp_path / "o.db")
+    outbox = await Store.open(tmp_path / "o.db")
     try:
         await outbox.set_meta("deviceid", "A" * 64)  # bound once, then unbound in the cloud
         rec = await resolve_session(outbox, client, ls(serial_number="SN-AGAIN", model="One4All"))
@@ -208,7 +208,7 @@ async def test_stored_device_the_cloud_forgot_is_bound_again(cloud: Emulator, tm
 async def test_not_patient_raises_at_once_for_the_crew(cloud: Emulator, tmp_path: Path) -> None:
     """`device bind` at the keyboard: an unreachable cloud is an error now, not a wait."""
     client = client_for(cloud)
-    outbox = await Outbox.open(tmp_path / "o.db")
+    outbox = await Store.open(tmp_path / "o.db")
     try:
         cloud.set_offline(True)
         with pytest.raises(RetryableError):
@@ -221,7 +221,7 @@ async def test_not_patient_raises_at_once_for_the_crew(cloud: Emulator, tmp_path
 
 async def test_lost_answer_to_session_creation_does_not_create_two(cloud: Emulator, tmp_path: Path) -> None:
     client = client_for(cloud)
-    outbox = await Outbox.open(tmp_path / "o.db")
+    outbox = await Store.open(tmp_path / "o.db")
     try:
         deviceid = (await client.bind_device(DeviceBind("One4All", "SN-DROP"))).deviceid
         cloud.set_faults(drop_after_commit=1.0)  # every write committed, every answer lost

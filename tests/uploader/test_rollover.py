@@ -6,8 +6,8 @@ from __future__ import annotations
 import time
 
 from gateway.cloud.models import SessionCreate
-from gateway.outbox import SessionRecord
 from gateway.rollover import Rollover
+from gateway.store import SessionRecord
 from gateway.uplink import Uplink, UploaderStatus
 from gateway.verification import Verifier
 from tests.uploader.helpers import Env, cloud_nums
