@@ -277,6 +277,9 @@ async def footprint(d: Path, emu: Emulator, rows: int, live: int) -> tuple[float
         con.execute("COMMIT")
     finally:
         con.close()
+    # The season's last run: a start that checks the file another process wrote, and a clean stop.
+    await dm.start()
+    await dm.terminate()
     t0 = time.perf_counter()
     await dm.start()
     startup = time.perf_counter() - t0

@@ -14,10 +14,11 @@ import click
 from gateway import config as config_mod
 from gateway import failpoints
 from gateway import log as log_mod
-from gateway.errors import ConfigError, GatewayError, StorageError
+from gateway.errors import ConfigError, DatabaseCorruptError, GatewayError, StorageError
 
 EX_SOFTWARE = 70
 EX_CANTCREAT = 73  # read-only, locked or otherwise unusable database: a restart cannot fix it
+EX_IOERR = 74  # a damaged page met while running: the restart (systemd restarts on it) moves the file aside
 EX_TEMPFAIL = 75  # the disk is full: a restart can, once space is freed (systemd restarts on it)
 SQLITE_FULL = 13
 
@@ -63,6 +64,9 @@ def run_cmd(config_path: Path, check: bool) -> None:
         if isinstance(cause, ConfigError):
             click.echo(f"rufus-gateway: config error: {message}", err=True)
             sys.exit(config_mod.EX_CONFIG)
+        if isinstance(cause, DatabaseCorruptError):
+            click.echo(f"rufus-gateway: database error: {message}", err=True)
+            sys.exit(EX_IOERR)
         if isinstance(cause, StorageError):
             click.echo(f"rufus-gateway: database error: {message}", err=True)
             sys.exit(EX_TEMPFAIL if disk_full(cause) else EX_CANTCREAT)

@@ -425,6 +425,8 @@ class Gateway:
             self.running.set()
             self.notifier.ready(self._status_line())
             log.info("gateway running", readers=[r.name for r in s.readers], db=s.outbox.path)
+            if not outbox.checked_at_open:  # a clean stop left the file untouched: checked now, beside the readers
+                core.append(tg.create_task(self._guard("integrity", self._check_aside(outbox)), name="integrity"))
             await self._stop.wait()
             # Shutdown order matters: stop taking reads, let every taken read commit, then the rest.
             self.state.phase = "stopping"
@@ -515,6 +517,20 @@ class Gateway:
                 exc_info=not isinstance(exc, GatewayError),
             )
             raise
+
+    async def _check_aside(self, outbox: Store) -> None:
+        """The start's integrity check, after READY: the open skipped it because the file is exactly as the last
+        clean stop left it (store.db.CleanStamp). Damage found now stops the daemon (exit 74, which systemd
+        restarts): the next start checks the file first, keeps it aside and runs on a fresh one, instead of
+        acknowledging more reads into a file it will leave."""
+        t0 = time.monotonic()
+        found = await outbox.check_aside()
+        if found != ["ok"]:
+            raise DatabaseCorruptError(
+                f"database {outbox.path} failed its integrity check ({outbox.damaged}): stopping; the restart keeps "
+                "it aside and starts a fresh one"
+            )
+        log.info("database integrity checked", db=str(outbox.path), seconds=round(time.monotonic() - t0, 2))
 
     async def _pipeline_loop(self) -> None:
         assert self.pipeline is not None

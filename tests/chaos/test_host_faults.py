@@ -332,6 +332,53 @@ async def test_corrupt_database_is_moved_aside_kept_and_the_daemon_runs(tmp_path
         assert await gw.terminate() == 0, gw.tail()
 
 
+def _damage_in_place(db: Path) -> bytes:
+    """A card that damaged pages in place: the file's inode, size and modification time as they were."""
+    st = os.stat(db)
+    with open(db, "r+b") as f:
+        f.seek(4096 * 3)
+        f.write(bytes(range(256)) * 32)
+    os.utime(db, ns=(st.st_atime_ns, st.st_mtime_ns))
+    return db.read_bytes()
+
+
+async def test_damage_after_a_clean_stop_is_found_running_and_the_restart_moves_it_aside(tmp_path: Path) -> None:
+    """After a clean stop the start skips the O(database) check before READY (the file is as it was closed)
+    and runs it beside the readers. Damage that kept the file's stamp is met running: the daemon stops with one
+    clear line and exit 74 (systemd restarts on it), no traceback; the restart checks first and moves it aside."""
+    port = free_port()
+    async with (
+        cloud(tmp_path) as emu,
+        daemon(tmp_path, emu, [{"name": "mat", "url": f"tcp-listen://127.0.0.1:{port}", "format": "csv"}]) as gw,
+    ):
+        await gw.start()
+        await gw.wait_ready()
+        _r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(b"".join(csv_line(i) for i in range(300)))
+        await w.drain()
+        await until(lambda: settled(gw) and gw.query("SELECT COUNT(*) FROM reads")[0][0] == 300, 20, "300 reads")
+        w.close()
+        assert await gw.terminate() == 0, gw.tail()
+        await gw.start()
+        await gw.wait_ready()
+        await until(lambda: "database integrity checked" in gw.tail(100_000), 20, "the check beside the readers")
+        assert await gw.terminate() == 0, gw.tail()
+        damaged = await asyncio.to_thread(_damage_in_place, gw.db)
+        await gw.start()
+        rc = await gw.wait(30)
+        output = gw.tail(100_000)
+        assert rc == 74, output[-3000:]
+        assert "Traceback" not in output and "internal error" not in output, output[-3000:]
+        line = one_clear_line(output, "rufus-gateway:")
+        assert "database error" in line and ("damaged" in line or "integrity" in line), line
+        await gw.start()
+        await gw.wait_ready(20)  # the restart checks first, keeps the file beside and runs on a fresh one
+        kept = [p for p in gw.db.parent.iterdir() if p.is_file() and p.read_bytes() == damaged]
+        assert kept and kept[0] != gw.db, "the damaged file must be kept, byte for byte, beside the new one"
+        assert "database damaged" in gw.tail(100_000)
+        assert await gw.terminate() == 0, gw.tail()
+
+
 @pytest.mark.timeout(200)
 async def test_sigterm_under_full_load_exits_clean_and_loses_nothing(tmp_path: Path) -> None:
     port = free_port()
