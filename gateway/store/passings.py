@@ -155,13 +155,20 @@ class Passings(Sessions):
         """Pending -> Sent. `reason` notes a Sent the gateway could not verify (the crew sees it in lists)."""
         if not nums:
             return 0
+        sent_at = to_text(now())  # one instant for the batch: the 2xx that made it Sent
+        wanted = sorted(set(nums))
+        marked = 0
         async with self._write() as db:
-            cur = await db.executemany(
-                "UPDATE passings SET state = 'Sent', sent_at = ?, reason = ? "
-                "WHERE token_session = ? AND num_passing = ? AND state = 'Pending'",
-                [(to_text(now()), reason, token_session, n) for n in nums],
-            )
-            return max(cur.rowcount, 0)
+            # one UPDATE per CHUNK numbers, not one per row: a batch of 500 was 500 statements (profile)
+            for i in range(0, len(wanted), CHUNK):
+                chunk = wanted[i : i + CHUNK]
+                cur = await db.execute(
+                    "UPDATE passings SET state = 'Sent', sent_at = ?, reason = ? WHERE token_session = ? "
+                    f"AND state = 'Pending' AND num_passing IN ({','.join('?' * len(chunk))})",
+                    (sent_at, reason, token_session, *chunk),
+                )
+                marked += max(cur.rowcount, 0)
+        return marked
 
     async def last_sent(self, token_session: str) -> OutboxRow | None:
         """The session's highest-numbered Sent passing (a passing the cloud is known to have taken)."""
@@ -180,15 +187,16 @@ class Passings(Sessions):
         if not nums:
             return set()
         async with self._write() as db:
-            await db.executemany(
-                "UPDATE passings SET attempts = attempts + 1 "
-                "WHERE token_session = ? AND num_passing = ? AND state = 'Pending'",
-                [(token_session, n) for n in nums],
-            )
             live: set[int] = set()
             wanted = sorted(set(nums))
             for i in range(0, len(wanted), CHUNK):
                 chunk = wanted[i : i + CHUNK]
+                marks = ",".join("?" * len(chunk))
+                await db.execute(
+                    "UPDATE passings SET attempts = attempts + 1 "
+                    f"WHERE token_session = ? AND state = 'Pending' AND num_passing IN ({marks})",
+                    (token_session, *chunk),
+                )
                 rows = await db.execute_fetchall(
                     f"SELECT num_passing FROM passings WHERE token_session = ? AND state = 'Pending' "
                     f"AND num_passing IN ({','.join('?' * len(chunk))})",
