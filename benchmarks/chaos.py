@@ -8,7 +8,7 @@ fault kind fired at least once), and the API key is in none of the run's files n
 
     .venv/bin/python benchmarks/chaos.py --kills 300          # ~17 min on 2 cores
     .venv/bin/python benchmarks/chaos.py --kills 30 --outage 20 --runners 120   # the CI profile's size
-    .venv/bin/python benchmarks/chaos.py --quick              # a ~40 s smoke run (tests/benchmarks)
+    .venv/bin/python benchmarks/chaos.py --quick              # a ~40 s smoke run (tests/e2e/test_benchmarks_smoke.py)
 
 The bounded CI profile of the same harness is tests/chaos/test_crash_loop.py.
 """
