@@ -19,7 +19,7 @@ import pytest
 from gateway import control
 from tests.chaos.harness import cloud, daemon, free_port, settled, until, verdict
 from tests.chaos.harness.checker import load_truth, snapshot_db
-from tests.chaos.harness.processes import ReaderProcess
+from tests.chaos.harness.processes import GatewayProcess, ReaderProcess
 from tests.fixtures.filemodes import obeys_file_modes
 
 pytestmark = pytest.mark.chaos
@@ -292,6 +292,18 @@ async def test_read_only_database_is_one_clear_line_and_left_alone(tmp_path: Pat
             assert await gw.terminate() == 0, gw.tail()
 
 
+async def _300_reads_then_a_clean_stop(gw: GatewayProcess, port: int) -> None:
+    """A database with something in it, closed as a SIGTERM closes it."""
+    await gw.start()
+    await gw.wait_ready()
+    _r, w = await asyncio.open_connection("127.0.0.1", port)
+    w.write(b"".join(csv_line(i) for i in range(300)))
+    await w.drain()
+    await until(lambda: settled(gw) and gw.query("SELECT COUNT(*) FROM reads")[0][0] == 300, 20, "300 reads")
+    w.close()
+    assert await gw.terminate() == 0, gw.tail()
+
+
 @pytest.mark.parametrize("damage", ["header", "pages"])
 async def test_corrupt_database_is_moved_aside_kept_and_the_daemon_runs(tmp_path: Path, damage: str) -> None:
     port = free_port()
@@ -299,14 +311,7 @@ async def test_corrupt_database_is_moved_aside_kept_and_the_daemon_runs(tmp_path
         cloud(tmp_path) as emu,
         daemon(tmp_path, emu, [{"name": "mat", "url": f"tcp-listen://127.0.0.1:{port}", "format": "csv"}]) as gw,
     ):
-        await gw.start()
-        await gw.wait_ready()
-        _r, w = await asyncio.open_connection("127.0.0.1", port)
-        w.write(b"".join(csv_line(i) for i in range(300)))
-        await w.drain()
-        await until(lambda: settled(gw) and gw.query("SELECT COUNT(*) FROM reads")[0][0] == 300, 20, "300 reads")
-        w.close()
-        assert await gw.terminate() == 0, gw.tail()
+        await _300_reads_then_a_clean_stop(gw, port)
         data = bytearray(gw.db.read_bytes())
         if damage == "header":
             data[0:100] = b"\x42" * 100  # "file is not a database"
@@ -351,14 +356,7 @@ async def test_damage_after_a_clean_stop_is_found_running_and_the_restart_moves_
         cloud(tmp_path) as emu,
         daemon(tmp_path, emu, [{"name": "mat", "url": f"tcp-listen://127.0.0.1:{port}", "format": "csv"}]) as gw,
     ):
-        await gw.start()
-        await gw.wait_ready()
-        _r, w = await asyncio.open_connection("127.0.0.1", port)
-        w.write(b"".join(csv_line(i) for i in range(300)))
-        await w.drain()
-        await until(lambda: settled(gw) and gw.query("SELECT COUNT(*) FROM reads")[0][0] == 300, 20, "300 reads")
-        w.close()
-        assert await gw.terminate() == 0, gw.tail()
+        await _300_reads_then_a_clean_stop(gw, port)
         await gw.start()
         await gw.wait_ready()
         await until(lambda: "database integrity checked" in gw.tail(100_000), 20, "the check beside the readers")
