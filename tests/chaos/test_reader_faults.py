@@ -350,7 +350,8 @@ async def test_decoder_numbering_restarted_with_new_reads_is_not_dropped(tmp_pat
             w = await asyncio.wait_for(sessions.get(), 20)
             conv = fmt.reader_conversation(ctx)  # wiped: numbers from 1 again, for different passings
             w.write(b"".join(conv.encode(r) for r in later))
-            await asyncio.sleep(2.0)
+            want = len(first) + len(later)  # reused numbers, other passings: new reads, none dropped as re-sends
+            await until(lambda: gw.query("SELECT COUNT(*) FROM reads")[0][0] >= want, 20, "the later reads", gw.tail)
             chips = sorted(c for (c,) in gw.query("SELECT chip FROM reads"))
             w.close()
             assert chips == sorted(r.chip or "" for r in first + later), chips
