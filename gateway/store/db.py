@@ -289,8 +289,11 @@ class Database:
         whole file checked. Problems found (not ["ok"]) are kept in `damaged`, so close() leaves no clean stamp
         and the next start checks before READY (and moves a damaged file aside)."""
 
+        opened: list[sqlite3.Connection] = []
+
         def check() -> list[str]:
-            con = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+            con = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+            opened.append(con)
             try:
                 con.execute("PRAGMA busy_timeout = 5000")
                 return [str(r[0]) for r in con.execute("PRAGMA quick_check")]
@@ -299,6 +302,13 @@ class Database:
 
         try:
             found = await asyncio.to_thread(check)
+        except asyncio.CancelledError:
+            # A stop during the check: interrupt it, or asyncio.run would wait for the thread (seconds on a Pi
+            # with a big file) before the process exits. The check stays owed: no clean stamp at close.
+            for con in opened:
+                with contextlib.suppress(sqlite3.Error):
+                    con.interrupt()
+            raise
         except sqlite3.DatabaseError as exc:
             found = [one_line(exc)]
         if found != ["ok"]:

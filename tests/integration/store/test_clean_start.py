@@ -5,6 +5,7 @@ checks the whole file before open() returns, as every start did before."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
@@ -93,3 +94,20 @@ async def test_damage_that_keeps_the_stamp_is_found_beside_and_refused_at_the_ne
     assert not _left(db_path).startswith("clean")
     with pytest.raises(DatabaseCorruptError):
         await Store.open(db_path)
+
+
+async def test_a_stop_during_the_check_beside_leaves_it_owed(db_path: Path) -> None:
+    await _filled(db_path)
+    box = await Store.open(db_path)
+    assert box.check_owed
+    task = asyncio.create_task(box.check_aside())
+    await asyncio.sleep(0)  # the check is under way in its thread
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert box.check_owed and box.damaged is None
+    await box.close()
+    assert not _left(db_path).startswith("clean")  # so the next start checks before READY
+    again = await Store.open(db_path)
+    assert again.checked_at_open
+    await again.close()
