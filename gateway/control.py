@@ -17,10 +17,8 @@ import aiohttp
 from aiohttp import web
 
 from gateway.errors import GatewayError
-from gateway.log import get_logger
 from gateway.snapshot import COMMANDS, Surface
 
-log = get_logger("gateway.control")
 SHUTDOWN_GRACE_S = 1.0  # at stop, how long an unfinished request may hold us
 
 

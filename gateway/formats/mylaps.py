@@ -102,12 +102,6 @@ def _items(text: str) -> dict[str, str] | None:
         return None
 
 
-def _value_offset(text: str, offset: int, key: str) -> int:
-    """Byte offset of `key`'s value in the record (the last item of that key wins, as in `values`)."""
-    where = [o for item, o in field_offsets(text, "|") if item.partition("=")[0] == key]
-    return offset + where[-1] + len(key.encode()) + 1
-
-
 def _passing(text: str, offset: int, location: str, ctx: ParseContext, raw: str, seq: int | None) -> ParseResult:
     """One `|`-separated passing starting at byte `offset` of the record (`seq`: the message number, for a
     message that carries this one passing)."""
@@ -117,7 +111,9 @@ def _passing(text: str, offset: int, location: str, ctx: ParseContext, raw: str,
         return Rejected(f"passing item {show(item)} at byte {offset + item_off}: not key=value", raw)
 
     def at(key: str) -> int:
-        return _value_offset(text, offset, key)
+        """Byte offset of `key`'s value in the record (the last item of that key wins, as in `values`)."""
+        where = [o for item, o in field_offsets(text, "|") if item.partition("=")[0] == key]
+        return offset + where[-1] + len(key.encode()) + 1
 
     chip = values.get("c") or None
     bib = values.get("b") or None

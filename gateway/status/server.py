@@ -22,7 +22,7 @@ import json
 import re
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, is_dataclass
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from importlib import resources
 from typing import Any
@@ -68,12 +68,6 @@ class AccessLogger(AbstractAccessLogger):
             peer=request.remote,
             ms=round(time * 1000, 1),
         )
-
-
-def _plain(obj: Any) -> dict[str, Any]:
-    if is_dataclass(obj) and not isinstance(obj, type):
-        return asdict(obj)
-    return {k: v for k, v in vars(obj).items() if not k.startswith("_")}
 
 
 def safe_url(url: str) -> str:
@@ -263,9 +257,9 @@ class StatusServer:
         for r in live.readers:
             entry: dict[str, Any] = {"name": r.name, "format": r.format, "url": safe_url(r.url)}
             if r.link is not None:
-                entry |= _plain(r.link)
+                entry |= asdict(r.link)
             if r.counters is not None:
-                entry |= {k: v for k, v in _plain(r.counters).items() if k not in ("last_seq",)}
+                entry |= {k: v for k, v in asdict(r.counters).items() if k not in ("last_seq",)}
                 entry["reads_last_min"] = self._reads_last_min(r.name, r.counters.reads)
             readers.append(entry)
         pipeline = live.pipeline
@@ -293,7 +287,7 @@ class StatusServer:
             "outbox": self._stats,
             "uploader": None
             if live.uploader is None
-            else {k: v for k, v in _plain(live.uploader).items() if k != "alerts"},
+            else {k: v for k, v in asdict(live.uploader).items() if k != "alerts"},
             "alerts": list(live.alerts[-50:]),
             "watchdog_at": live.watchdog_at,
             "clock": asdict(live.clock),
