@@ -3,8 +3,10 @@
 Follows the public descriptions of the reader's ASCII tag report: iwismer/rusty-timer
 `docs/ipico-protocol/ipico-control-protocol.md` (which quotes the vendor's 2007 "IPICO Reader Serial
 Protocol" and decodes packet captures of an Elite reader), its parser `crates/ipico-core/src/read.rs`, and
-the reader's own download in `docs/ipico-protocol/captures/testreads`; the golden lines in
-tests/data/formats/ipico.json are taken from those captures.
+the reader's own download in `docs/ipico-protocol/captures/testreads` (commit 3650628); the 42-character
+TTO frames of `captures/fsls-event-tto.pcapng` as that document quotes them at commit 3cffddc ("TTO-enabled
+`aa` frame layout is now observed") and its `scripts/tests/test_parse_pcap.py` decodes them. The golden
+lines in tests/data/formats/ipico.json are taken from those captures.
 
 One read per line (CRLF, LF or CR), four lengths:
 
@@ -21,7 +23,10 @@ are kept as `Read.counters` and `rssi` stays None. Date and time are decimal on 
 from the gateway's. `KK` is the checksum: the sum of the ASCII bytes after `aa` up to the checksum (chars
 2..33, or 2..39 with TTO bytes) modulo 256, two lowercase hex digits. The TTO bytes are an index `XX`, a
 page `PP` and the flags `FF`: bit 7 first-seen, bit 6 last-seen, bit 0 tamper, and `ff` means tamper only.
-The `FS`/`LS` suffix is what other parsers accept; the spec carries first/last-seen in the flags byte.
+A real reader in first/last-seen mode sends `80` for the first report and `60` for the delayed one (bit 5
+is not in the spec and is ignored); in event mode, `00`. The TTO bytes are on when the `0x11` report format's
+first parameter is `ff` (`7f`: off, 36 characters). The `FS`/`LS` suffix is what other parsers accept; no
+published capture shows it, and the spec carries first/last-seen in the flags byte.
 Either way the read keeps it as `Read.seen` ("first", "last", or "both" for a tag seen once), and a
 reader's `ipico_seen` setting may keep only one of them for the duplicate window. Lines starting `ab` are
 the reader's answers and status, not reads.

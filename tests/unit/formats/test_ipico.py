@@ -37,6 +37,9 @@ def test_parse_reads_a_capture_mixing_36_and_42_character_frames() -> None:
         # ab00000222 (a control frame) is skipped, not a rejection
         ("000000012345", "2001-12-30T18:45:59.390Z", [10, 42], "first", None),  # 42 characters, flags 80
         ("058000120e38", "2026-03-07T13:56:01.540Z", [0, 14], None, None),
+        # real TTO frames (fsls-event-tto.pcapng): first-seen in first/last-seen mode, flags 00 in event mode
+        ("058000123b32", "2026-03-08T12:22:02.470Z", [0, 1], "first", None),
+        ("058000128608", "2026-03-08T12:22:53.160Z", [0, 1], None, None),
         ("000000012345", "2001-12-30T18:45:59.390Z", [10, 42], "last", None),  # flags 40
         ("000000012345", "2001-12-30T18:45:59.390Z", [10, 42], None, None),  # ff: tamper only
         ("000000012345", "2001-12-30T18:45:59.390Z", [10, 42], "last", None),  # 44: flags 00 + LS
@@ -53,10 +56,10 @@ def test_parse_names_the_line_of_a_broken_frame_of_either_length(tmp_path: Path)
     )
     proc = _parse_cli(capture)
     assert proc.returncode == 1
-    assert len(proc.stdout.splitlines()) == 10  # every good read still printed
+    assert len(proc.stdout.splitlines()) == 12  # every good read still printed
     assert proc.stderr.decode().splitlines() == [
-        "12: checksum 'a7' at byte 40: computed 'd2'",
-        "13: checksum '77' at byte 34: computed '78'",
+        "14: checksum 'a7' at byte 40: computed 'd2'",
+        "15: checksum '77' at byte 34: computed '78'",
     ]
 
 
@@ -66,6 +69,27 @@ def test_checksum_is_the_published_rule_on_every_real_line() -> None:
             assert checksum(line) == line[34:36], line
         elif len(line) >= 42:
             assert checksum(line, 40) == line[40:42], line
+
+
+def test_the_flags_bytes_a_real_reader_sends_give_first_last_or_none() -> None:
+    # fsls-event-tto.pcapng: in first/last-seen mode (0505) the TTO bytes read 060080, 070080 (first seen)
+    # and 060060, 080060 (the delayed report: 0x60, last-seen plus a bit 5 the spec does not name); in
+    # event mode (0305) 0c0000, 0d0000. Each is put on the capture's first-seen frame, checksum redone.
+    real = "aa00058000123b3200012603081222022f060080cd"
+    seen = {}
+    for tto in ("060080", "070080", "060060", "080060", "0c0000", "0d0000"):
+        body = real[:34] + tto
+        read = formats.get("ipico").parse((body + checksum(body, 40)).encode(), CTX)
+        assert isinstance(read, Read), read
+        seen[tto] = read.seen
+    assert seen == {
+        "060080": "first",
+        "070080": "first",
+        "060060": "last",
+        "080060": "last",
+        "0c0000": None,
+        "0d0000": None,
+    }
 
 
 def test_simulated_reads_carry_reader_like_counters_and_no_rssi() -> None:
