@@ -17,11 +17,14 @@ from gateway import failpoints
 from gateway.errors import StorageError
 from gateway.log import get_logger
 from gateway.model import Read
-from gateway.store.db import CHUNK, Columns, Database, from_text, now, to_text
+from gateway.store.db import CHUNK, Columns, Database, from_text, insert_rows, now, to_text
 
 log = get_logger("gateway.store")
 
 ORIGINS = ("reader", "manual")
+_INSERT_READS = (
+    "INSERT INTO reads (link, reader, seq, reader_ts, received_at, chip, bib, antenna, rssi, raw, origin, seen) VALUES "
+)
 
 
 @dataclass(frozen=True)
@@ -175,18 +178,15 @@ class Journal(Database):
                 )
             if inserts:
                 before = int((await self._one("SELECT COALESCE(MAX(id), 0) AS last_id FROM reads"))["last_id"])
-                await db.executemany(
-                    "INSERT INTO reads (link, reader, seq, reader_ts, received_at, chip, bib, antenna, rssi, raw,"
-                    " origin, seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    inserts,
+                await insert_rows(db, _INSERT_READS, inserts)
+                # We hold the write lock, so the rows after `before` are exactly ours, in insertion order: asked
+                # for as one row of figures, not a row per read (a step per row: see insert_rows).
+                got = await self._one(
+                    "SELECT COUNT(*) AS n, MIN(id) AS first, MAX(id) AS last FROM reads WHERE id > ?", (before,)
                 )
-                # We hold the write lock, so the rows after `before` are exactly ours, in insertion order.
-                ids = [
-                    r["id"]
-                    for r in await db.execute_fetchall("SELECT id FROM reads WHERE id > ? ORDER BY id", (before,))
-                ]
-                if len(ids) != len(slots):
-                    raise StorageError(f"database {self.path}: journal insert stored {len(ids)} of {len(slots)}")
+                if got["n"] != len(slots) or (got["n"] and got["last"] - got["first"] + 1 != got["n"]):
+                    raise StorageError(f"database {self.path}: journal insert stored {got['n']} of {len(slots)}")
+                ids = range(got["first"], got["first"] + got["n"])
                 for (b, i), read_id in zip(slots, ids, strict=True):
                     results[b][i] = read_id
             if rejects:

@@ -18,7 +18,7 @@ import aiosqlite
 from gateway.errors import StorageError
 from gateway.log import get_logger
 from gateway.model import Passing
-from gateway.store.db import CHUNK, Columns, from_text, now, to_text
+from gateway.store.db import CHUNK, Columns, from_text, insert_rows, now, to_text
 from gateway.store.sessions import Sessions
 
 log = get_logger("gateway.store")
@@ -32,8 +32,7 @@ _PASSING_COLS = (
 )
 _INSERT_PASSINGS = (
     "INSERT INTO passings (token_session, num_passing, timestamp, bib, chip, participant_id, timezone, "
-    "latitude, longitude, gender, status, origin, read_id, created_at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "latitude, longitude, gender, status, origin, read_id, created_at) VALUES "
 )
 
 
@@ -113,7 +112,8 @@ class Passings(Sessions):
         first = await self._allocate(db, token, len(passings))
         created = to_text(now())
         nums = list(range(first, first + len(passings)))
-        await db.executemany(
+        await insert_rows(
+            db,
             _INSERT_PASSINGS,
             [
                 (
@@ -245,7 +245,8 @@ class Passings(Sessions):
                 "UPDATE passings SET state = 'Moved', reason = ? WHERE id = ?",
                 [(f"moved to session {to_session} as num_passing {mapping[r.passing.num_passing]}", r.id) for r in old],
             )
-            await db.executemany(
+            await insert_rows(
+                db,
                 _INSERT_PASSINGS,
                 [
                     (

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import aiosqlite
 
+from gateway.store.db import insert_rows
 from gateway.store.passings import NewPassing, Passings
 
 
@@ -74,10 +75,11 @@ class Progress(Passings):
             nums = await self._insert_passings(db, token, passings)
             await self._set_meta(db, meta)
             if dedup_set:
-                await db.executemany(
-                    "INSERT INTO dedup (reader, key, state) VALUES (?, ?, ?) "
-                    "ON CONFLICT (reader, key) DO UPDATE SET state = excluded.state",
+                await insert_rows(
+                    db,
+                    "INSERT INTO dedup (reader, key, state) VALUES ",
                     [(r, k, s) for (r, k), s in dedup_set.items()],
+                    " ON CONFLICT (reader, key) DO UPDATE SET state = excluded.state",
                 )
             dels = list(dedup_delete)
             if dels:

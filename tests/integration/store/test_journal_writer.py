@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -89,3 +90,30 @@ async def test_cancel_flushes_what_was_submitted(outbox: Store, db_path: Path) -
     assert count_rows(db_path) == 40
     with pytest.raises(StorageError, match="stopped"):
         await writer.journal("mat", [read_at(99)])
+
+
+async def test_a_batch_of_many_statements_gives_each_read_its_own_row(outbox: Store, db_path: Path) -> None:
+    """One transaction of 250 reads from three links (several INSERT statements of ROWS_PER_INSERT rows each),
+    re-sends among them: each new read is told the id of the row holding it, in submission order."""
+    await outbox.journal_batch([("mat", [read_at(i, f"OLD{i}", reader="R", seq=i) for i in range(5)], "reader")])
+    batches = [
+        (
+            "mat",
+            [read_at(i, f"OLD{i}", reader="R", seq=i) for i in range(5)]  # re-sent: not stored again
+            + [read_at(i, f"A{i}", reader="R", seq=i) for i in range(5, 100)],
+            "reader",
+        ),
+        ("start", [read_at(i, f"B{i}") for i in range(90)], "reader"),
+        ("manual", [read_at(i, f"M{i}") for i in range(60)], "manual"),
+    ]
+    results = await outbox.journal_batch(batches)
+    assert results[0][:5] == [None] * 5
+    new = [i for ids in results for i in ids if i is not None]
+    assert len(new) == 245 and new == sorted(new) and len(set(new)) == 245
+    with sqlite3.connect(db_path) as con:
+        stored = dict(con.execute("SELECT id, chip FROM reads").fetchall())
+    for (_link, reads, _origin), ids in zip(batches, results, strict=True):
+        for read, read_id in zip(reads, ids, strict=True):
+            if read_id is not None:
+                assert stored[read_id] == read.chip
+    assert len(stored) == 250
