@@ -217,9 +217,10 @@ class _PlainReader(ReaderConversation):
 
 def parse_record(fmt: Format, record: Record, ctx: ParseContext) -> ParseResult:
     """Parse a framed record, turning framing problems into rejections that say where they happened."""
-    raw = record.data.decode("utf-8", errors="replace")
     if record.oversize:
+        raw = record.data.decode("utf-8", errors="replace")
         return Rejected(f"record at byte {record.offset} longer than {MAX_RECORD} bytes", raw[:200])
     if record.truncated:
+        raw = record.data.decode("utf-8", errors="replace")
         return Rejected(f"record at byte {record.offset} cut off before its terminator", raw)
-    return fmt.parse(record.data, ctx)
+    return fmt.parse(record.data, ctx)  # the raw text of a good record is the format's to decode, once
