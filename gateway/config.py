@@ -60,6 +60,21 @@ class SessionSettings:
     follow_active_session: bool = False
 
 
+# The choices of two [reader] keys, here once: the loader checks them, and so does pipeline.ReaderRules for
+# rules built in code (tests, the demo).
+DEDUP_MODES = ("first", "strongest")
+IPICO_SEEN = ("both", "first", "last")
+
+
+def choices_text(choices: tuple[str, ...]) -> str:
+    """'first or strongest', 'both, first or last'."""
+    return ", ".join(choices[:-1]) + " or " + choices[-1]
+
+
+def _one_of(choices: tuple[str, ...]) -> Callable[[str], str | None]:
+    return lambda v: None if v in choices else f"must be {choices_text(choices)}"
+
+
 @dataclass(frozen=True)
 class ReaderSettings:
     name: str
@@ -437,7 +452,7 @@ def load(path: str | Path | None, environ: Mapping[str, str] | None = None) -> S
                 _str,
                 "first",
                 idx,
-                check=lambda v: None if v in ("first", "strongest") else "must be first or strongest",
+                check=_one_of(DEDUP_MODES),
             ),
             finished_window_s=ld.get(r, "reader", "finished_window_s", _opt_float, None, idx, check=_range(0, 86400)),
             chip_map=ld.get(r, "reader", "chip_map", _opt_str, None, idx),
@@ -451,7 +466,7 @@ def load(path: str | Path | None, environ: Mapping[str, str] | None = None) -> S
                 _str,
                 "both",
                 idx,
-                check=lambda v: None if v in ("both", "first", "last") else "must be both, first or last",
+                check=_one_of(IPICO_SEEN),
             ),
         )
         if reader.ipico_seen != "both" and fmt != "ipico":  # no other format reports first/last-seen

@@ -37,6 +37,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from gateway.chipmap import ChipMap
+from gateway.config import DEDUP_MODES, IPICO_SEEN, choices_text
 from gateway.errors import ConfigError
 from gateway.log import get_logger
 from gateway.store import JournaledRead, NewPassing, Store
@@ -86,13 +87,13 @@ class ReaderRules:
         return round(grace * 1000)
 
     def __post_init__(self) -> None:
-        if self.dedup_mode not in ("first", "strongest"):
+        if self.dedup_mode not in DEDUP_MODES:
             raise ConfigError(
-                f"dedup_mode must be 'first' or 'strongest', got {self.dedup_mode!r}", key="reader.dedup_mode"
+                f"dedup_mode must be {choices_text(DEDUP_MODES)}, got {self.dedup_mode!r}", key="reader.dedup_mode"
             )
-        if self.seen not in ("both", "first", "last"):
+        if self.seen not in IPICO_SEEN:
             raise ConfigError(
-                f"ipico_seen must be 'both', 'first' or 'last', got {self.seen!r}", key="reader.ipico_seen"
+                f"ipico_seen must be {choices_text(IPICO_SEEN)}, got {self.seen!r}", key="reader.ipico_seen"
             )
         if self.dedup_window_s < 0:
             raise ConfigError("dedup_window_s must be >= 0", key="reader.dedup_window_s")
