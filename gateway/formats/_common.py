@@ -163,8 +163,14 @@ def show(value: str, limit: int = 40) -> str:
     return repr(shown)
 
 
-def finite(value: float) -> bool:
-    return not (math.isnan(value) or math.isinf(value))
+def number(text: str) -> float | str:
+    """A signal figure (csv's rssi, MYLAPS' amd) as a float, or why it is not one: NaN and infinities, which
+    `float` accepts, are refused like any other word."""
+    try:
+        value = float(text)
+    except ValueError:
+        return "not a number"
+    return value if math.isfinite(value) else "not a finite number"
 
 
 def signal_byte(rssi: float | None) -> int:

@@ -17,7 +17,7 @@ import re
 from datetime import UTC, datetime, time, timedelta, timezone
 from typing import ClassVar, Literal
 
-from gateway.formats._common import LineFormat, complete_time, field_offsets, finite, show
+from gateway.formats._common import LineFormat, complete_time, field_offsets, number, show
 from gateway.formats.base import ParseContext, ParseResult, ReaderConversation, Rejected, Skipped
 from gateway.model import Read, format_ts, to_utc_ms
 
@@ -157,12 +157,10 @@ class CsvFormat(LineFormat):
             antenna = int(a_text)
         if len(fields) == 5 and fields[4][0].strip():
             r_text, r_off = fields[4]
-            try:
-                rssi = float(r_text)
-            except ValueError:
-                return Rejected(f"rssi {show(r_text)} at byte {r_off}: not a number", raw)
-            if not finite(rssi):
-                return Rejected(f"rssi {show(r_text)} at byte {r_off}: not a finite number", raw)
+            signal = number(r_text)
+            if isinstance(signal, str):
+                return Rejected(f"rssi {show(r_text)} at byte {r_off}: {signal}", raw)
+            rssi = signal
         return Read(chip=chip, bib=bib, timestamp=ts, antenna=antenna, rssi=rssi, reader=ctx.reader, raw=raw)
 
     def format(self, read: Read, ctx: ParseContext) -> bytes:

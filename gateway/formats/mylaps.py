@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import date, time
 from typing import ClassVar, Literal, NamedTuple
 
-from gateway.formats._common import DelimFramer, complete_time, decode_line, digits, field_offsets, finite, local, show
+from gateway.formats._common import DelimFramer, complete_time, decode_line, digits, field_offsets, local, number, show
 from gateway.formats.base import (
     Conversation,
     Format,
@@ -146,12 +146,10 @@ def _passing(text: str, offset: int, location: str, ctx: ParseContext, raw: str,
     rssi = None
     r_text = values.get("amd")
     if r_text:
-        try:
-            rssi = float(r_text)
-        except ValueError:
-            return Rejected(f"amd {show(r_text)} at byte {at('amd')}: not a number", raw)
-        if not finite(rssi):
-            return Rejected(f"amd {show(r_text)} at byte {at('amd')}: not a finite number", raw)
+        signal = number(r_text)
+        if isinstance(signal, str):
+            return Rejected(f"amd {show(r_text)} at byte {at('amd')}: {signal}", raw)
+        rssi = signal
     return Read(
         chip=chip, bib=bib, timestamp=ts, antenna=antenna, rssi=rssi, reader=location or ctx.reader, seq=seq, raw=raw
     )
