@@ -425,7 +425,7 @@ class Gateway:
             self.running.set()
             self.notifier.ready(self._status_line())
             log.info("gateway running", readers=[r.name for r in s.readers], db=s.outbox.path)
-            if not outbox.checked_at_open:  # a clean stop left the file untouched: checked now, beside the readers
+            if outbox.check_owed:  # a clean stop left the file untouched: the open skipped the check, run it now
                 core.append(tg.create_task(self._guard("integrity", self._check_aside(outbox)), name="integrity"))
             await self._stop.wait()
             # Shutdown order matters: stop taking reads, let every taken read commit, then the rest.
