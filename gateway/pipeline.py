@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import collections
 import dataclasses
 import heapq
 import json
@@ -54,6 +55,12 @@ HISTORY = 16  # crossings remembered per (reader, chip)
 # the clock's own granularity; it used to be 500 ms of hoping the journal was quicker than that.
 CLOCK_SETTLE_MS = 50
 CLOCK_BACK_MS = 300_000  # every open deadline this far ahead of the clock: the clock was set back
+# The dedup state of every (reader, chip) is in the database (`dedup`); memory holds the keys with an open
+# window and, of the others, at most CACHED_KEYS touched in the last CACHE_IDLE_MS of arrival time. A read of a
+# key not held is looked up in the table first (one query a batch), so what the pipeline decides is the same
+# whether a key was held or not: a closed window's state costs memory only while its chip is being read.
+CACHED_KEYS = 20_000
+CACHE_IDLE_MS = 60_000
 
 
 def _ms(dt: datetime) -> int:
@@ -190,7 +197,10 @@ class Pipeline:
         self.last_closed_by_clock = 0  # passings the last step emitted from windows that closed on the clock
         self.cursor: int | None = None
         self._generation: str | None = None
-        self._state: dict[tuple[str, str], _KeyState] = {}
+        self._state: dict[tuple[str, str], _KeyState] = {}  # the keys held in memory (see CACHED_KEYS)
+        # held keys without an open window, by the arrival ms of their last change, oldest first (an OrderedDict:
+        # a dict emptied from the front makes every next(iter()) skip what was deleted, O(n) each)
+        self._touched: collections.OrderedDict[tuple[str, str], int] = collections.OrderedDict()
         self._open: set[tuple[str, str]] = set()
         self._deadlines: list[tuple[int, int, tuple[str, str]]] = []
         self._lock = asyncio.Lock()
@@ -212,7 +222,8 @@ class Pipeline:
                 # writer: the database is the truth, never the cache.
                 self._generation = generation
                 stored = int(await self.outbox.get_meta(CURSOR_KEY) or 0)
-                self._state = {k: _KeyState.load(v) for k, v in (await self.outbox.dedup_state()).items()}
+                self._state = {k: _KeyState.load(v) for k, v in (await self.outbox.dedup_open()).items()}
+                self._touched = collections.OrderedDict()
                 self._open = {k for k, s in self._state.items() if s.window is not None}
                 self._deadlines = [
                     (s.window.deadline_rx_ms, s.window.opened_id, k) for k, s in self._state.items() if s.window
@@ -224,11 +235,12 @@ class Pipeline:
                 reads = await self.outbox.reads_after(self.cursor, BATCH)
                 if not reads:
                     break
+                await self._hold(reads)
                 work = self._work()
                 for read in reads:
                     self._close_due(work, _ms(read.received_at))
                     self._take(work, read)
-                n = await self._commit(work, reads[-1].id, len(reads))
+                n = await self._commit(work, reads[-1].id, len(reads), _ms(reads[-1].received_at))
                 if n is None:
                     return created
                 created += n
@@ -243,7 +255,7 @@ class Pipeline:
             self._close_due(work, now_ms)
             self._close_from_the_future(work, now_ms)
             if work.passings:
-                by_clock = await self._commit(work, self.cursor, 0) or 0
+                by_clock = await self._commit(work, self.cursor, 0, now_ms) or 0
                 self.last_closed_by_clock = by_clock
                 created += by_clock
             else:
@@ -256,7 +268,31 @@ class Pipeline:
             return None
         return (self._deadlines[0][0] + CLOCK_SETTLE_MS) / 1000
 
-    async def _commit(self, work: _Step, cursor: int, reads: int) -> int | None:
+    async def _hold(self, reads: Sequence[JournaledRead]) -> None:
+        """Bring the stored state of this batch's keys that memory does not hold into `_state`."""
+        missing = set()
+        for read in reads:
+            key = self._key_of(read, self._rules_for(read.link))
+            if key is not None and key not in self._state:
+                missing.add(key)
+        if missing:
+            for key, text in (await self.outbox.dedup_state_of(sorted(missing))).items():
+                self._state[key] = _KeyState.load(text)
+
+    def _forget(self, now_rx: int) -> None:
+        """Let go of closed windows' states memory need not hold: beyond CACHED_KEYS, or idle for CACHE_IDLE_MS,
+        oldest first. `_touched` holds only keys without an open window, so each one looked at goes."""
+        touched, state = self._touched, self._state
+        while touched:
+            key = next(iter(touched))
+            if len(touched) <= CACHED_KEYS and touched[key] > now_rx - CACHE_IDLE_MS:
+                break
+            touched.popitem(last=False)
+            st = state.get(key)
+            if st is not None and st.window is None:
+                del state[key]
+
+    async def _commit(self, work: _Step, cursor: int, reads: int, rx_ms: int) -> int | None:
         generation = str(int(self._generation or 0) + 1)
         try:
             result = await self.outbox.commit_step(
@@ -271,6 +307,14 @@ class Pipeline:
             return None
         self._generation = generation
         self._state.update(work.changed)
+        touched = self._touched
+        for key, st in work.changed.items():
+            if st.window is None:  # an open window is held until it closes, then counts from its close
+                touched[key] = rx_ms
+                touched.move_to_end(key)
+            else:
+                touched.pop(key, None)
+        self._forget(rx_ms)
         self._open = work.open
         self._deadlines = work.deadlines
         self.cursor = cursor
@@ -361,6 +405,18 @@ class Pipeline:
         st.window = None
         work.open.discard(key)
 
+    @staticmethod
+    def _key_of(read: JournaledRead, rules: ReaderRules) -> tuple[str, str] | None:
+        """The duplicate-window key of a read the windows take; None for one they do not (a manual read, a
+        first/last-seen read `seen` leaves out, a read with neither chip nor bib)."""
+        if read.origin == "manual":
+            return None
+        if rules.seen != "both" and read.seen in ("first", "last") and read.seen != rules.seen:
+            return None
+        if read.chip:
+            return (read.reader, "chip:" + (rules.chip_map or _NO_MAP).normalise(read.chip))
+        return (read.reader, "bib:" + read.bib) if read.bib else None
+
     def _take(self, work: _Step, read: JournaledRead) -> None:
         rules = self._rules_for(read.link)
         bib = self._bib(work, read.chip, read.bib, rules)
@@ -374,8 +430,8 @@ class Pipeline:
         if rules.seen != "both" and read.seen in ("first", "last") and read.seen != rules.seen:
             work.dropped_seen += 1
             return
-        cmap = rules.chip_map or _NO_MAP
-        key = (read.reader, "chip:" + cmap.normalise(read.chip) if read.chip else "bib:" + bib)
+        key = self._key_of(read, rules)
+        assert key is not None  # manual, seen and bib-less reads returned above
         t = _ms(read.timestamp)
         w_ms = round(rules.dedup_window_s * 1000)
         hold_ms = max(w_ms, round((rules.finished_window_s or 0) * 1000))

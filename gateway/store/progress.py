@@ -6,10 +6,11 @@ replay derives exactly the same passings (design.md: the pipeline's progress is 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import aiosqlite
 
-from gateway.store.db import insert_rows
+from gateway.store.db import CHUNK, insert_rows
 from gateway.store.passings import NewPassing, Passings
 
 
@@ -41,9 +42,31 @@ class Progress(Passings):
         if dels:
             await db.executemany("DELETE FROM meta WHERE key = ?", dels)
 
-    async def dedup_state(self) -> dict[tuple[str, str], str]:
-        rows = await self._fetchall("SELECT reader, key, state FROM dedup")
+    async def dedup_state(self, where: str = "", args: Sequence[Any] = ()) -> dict[tuple[str, str], str]:
+        rows = await self._fetchall(f"SELECT reader, key, state FROM dedup {where}", args)
         return {(r["reader"], r["key"]): r["state"] for r in rows}
+
+    async def dedup_state_of(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """The stored state of these (reader, key)s, those that have one: a step's keys the pipeline no longer
+        holds in memory. One index search each, CHUNK keys a query."""
+        wanted = list(keys)
+        found: dict[tuple[str, str], str] = {}
+        for i in range(0, len(wanted), CHUNK):
+            chunk = wanted[i : i + CHUNK]
+            marks = ",".join("(?, ?)" for _ in chunk)
+            # CROSS JOIN keeps the keys outside: one primary-key search each, never a scan of the table
+            rows = await self._fetchall(
+                f"WITH k(r, s) AS (VALUES {marks}) SELECT dedup.reader, dedup.key, dedup.state "
+                "FROM k CROSS JOIN dedup ON dedup.reader = k.r AND dedup.key = k.s",
+                [v for pair in chunk for v in pair],
+            )
+            found.update({(r["reader"], r["key"]): r["state"] for r in rows})
+        return found
+
+    async def dedup_open(self) -> dict[tuple[str, str], str]:
+        """The states with a window still open (pipeline._KeyState.dump writes a "window" key only then): what
+        a restarted pipeline must hold in memory, whatever the number of chips it has seen."""
+        return await self.dedup_state("""WHERE state LIKE '%"window"%'""")
 
     async def commit_step(
         self,
