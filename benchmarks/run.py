@@ -247,7 +247,8 @@ def vm_hwm_mb(pid: int) -> float:
 
 
 async def footprint(d: Path, emu: Emulator, rows: int, live: int) -> tuple[float, float, float]:
-    """(peak RSS MB, start -> READY s after a clean stop, start -> READY s after a SIGKILL): the first start
+    """(peak RSS MB, start -> READY s after a clean stop, start -> READY s after a SIGKILL), with `rows` reads,
+    Sent passings and chips' dedup states of an earlier season already in the database: the first start
     follows SIGTERM (the database was closed cleanly); the second follows a kill, the power cut's case, where
     the integrity check runs before READY."""
     port = free_port()
@@ -274,7 +275,12 @@ async def footprint(d: Path, emu: Emulator, rows: int, live: int) -> tuple[float
             " created_at) VALUES ('old-season', ?, ?, ?, ?, 'Sent', ?, ?, ?)",
             ((i, now, str(i), f"OLD{i}", now, i, now) for i in range(1, rows + 1)),
         )
-        # the pipeline has long processed them, as on a card after a season
+        # the pipeline has long processed them, as on a card after a season: and it remembers each chip's
+        # crossing (its closed window's dedup state), which a start must not bring into memory
+        con.executemany(
+            "INSERT INTO dedup (reader, key, state) VALUES ('finish', ?, ?)",
+            ((f"chip:OLD{i}", f'{{"crossings": [{1777712400000 + i}]}}') for i in range(1, rows + 1)),
+        )
         con.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('pipeline.cursor', ?)", (str(rows),))
         con.execute("COMMIT")
     finally:
