@@ -20,7 +20,7 @@ import errno
 import fcntl
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +36,17 @@ from gateway.store import schema
 log = get_logger("gateway.store")
 
 CHUNK = 400  # rows per IN (...) lookup: far below SQLite's bound-parameter limit
+
+
+def keyed_chunks(pairs: Sequence[tuple[Any, Any]]) -> Iterator[tuple[str, list[Any]]]:
+    """A lookup by two columns, CHUNK pairs at a time: (`WITH k(r, s) AS (VALUES ...)`, its parameters). The
+    caller's `FROM k CROSS JOIN t ON t.a = k.r AND t.b = k.s` keeps the keys outside: one index search each,
+    never a scan of the table."""
+    for i in range(0, len(pairs), CHUNK):
+        chunk = pairs[i : i + CHUNK]
+        yield "WITH k(r, s) AS (VALUES " + ",".join(["(?, ?)"] * len(chunk)) + ")", [v for pair in chunk for v in pair]
+
+
 PARAMS_PER_STATEMENT = 999  # SQLite's oldest bound-parameter limit (3.32 raised its default to 32766)
 
 

@@ -17,7 +17,7 @@ from gateway import failpoints
 from gateway.errors import StorageError
 from gateway.log import get_logger
 from gateway.model import Read
-from gateway.store.db import CHUNK, Columns, Database, from_text, insert_rows, now, to_text
+from gateway.store.db import Columns, Database, from_text, insert_rows, keyed_chunks, now, to_text
 
 log = get_logger("gateway.store")
 
@@ -126,15 +126,11 @@ class Journal(Database):
                 (read.reader or link, read.seq) for link, reads, _ in batches for read in reads if read.seq is not None
             }
             existing: set[tuple[str, int, str, str | None]] = set()
-            pairs = list(keyed)
-            for i in range(0, len(pairs), CHUNK):
-                chunk = pairs[i : i + CHUNK]
-                marks = ",".join("(?, ?)" for _ in chunk)
-                # CROSS JOIN keeps the few keys outside: one index search each, never a scan of the journal
+            for with_keys, args in keyed_chunks(list(keyed)):
                 rows = await db.execute_fetchall(
-                    f"WITH k(r, s) AS (VALUES {marks}) SELECT k.r AS reader, k.s AS seq, reads.reader_ts, reads.chip "
+                    f"{with_keys} SELECT k.r AS reader, k.s AS seq, reads.reader_ts, reads.chip "
                     "FROM k CROSS JOIN reads ON reads.reader = k.r AND reads.seq = k.s WHERE reads.seq IS NOT NULL",
-                    [v for pair in chunk for v in pair],
+                    args,
                 )
                 existing.update((r["reader"], r["seq"], r["reader_ts"], r["chip"]) for r in rows)
             numbers_seen = {(r, s) for r, s, _, _ in existing}

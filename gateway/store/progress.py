@@ -10,7 +10,7 @@ from typing import Any
 
 import aiosqlite
 
-from gateway.store.db import CHUNK, insert_rows
+from gateway.store.db import insert_rows, keyed_chunks
 from gateway.store.passings import NewPassing, Passings
 
 
@@ -48,17 +48,13 @@ class Progress(Passings):
 
     async def dedup_state_of(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
         """The stored state of these (reader, key)s, those that have one: a step's keys the pipeline no longer
-        holds in memory. One index search each, CHUNK keys a query."""
-        wanted = list(keys)
+        holds in memory (store.db.keyed_chunks: one index search each)."""
         found: dict[tuple[str, str], str] = {}
-        for i in range(0, len(wanted), CHUNK):
-            chunk = wanted[i : i + CHUNK]
-            marks = ",".join("(?, ?)" for _ in chunk)
-            # CROSS JOIN keeps the keys outside: one primary-key search each, never a scan of the table
+        for with_keys, args in keyed_chunks(list(keys)):
             rows = await self._fetchall(
-                f"WITH k(r, s) AS (VALUES {marks}) SELECT dedup.reader, dedup.key, dedup.state "
+                f"{with_keys} SELECT dedup.reader, dedup.key, dedup.state "
                 "FROM k CROSS JOIN dedup ON dedup.reader = k.r AND dedup.key = k.s",
-                [v for pair in chunk for v in pair],
+                args,
             )
             found.update({(r["reader"], r["key"]): r["state"] for r in rows})
         return found

@@ -117,3 +117,13 @@ async def test_a_batch_of_many_statements_gives_each_read_its_own_row(outbox: St
             if read_id is not None:
                 assert stored[read_id] == read.chip
     assert len(stored) == 250
+
+
+async def test_a_resend_of_more_reads_than_one_lookup_takes_is_recognised_whole(outbox: Store) -> None:
+    """1,000 numbered reads, then the same 1,000 again (a decoder replaying its memory) and one new: the
+    re-send lookup runs in chunks of store.db.CHUNK pairs, and every chunk finds its reads."""
+    first = [read_at(i, f"C{i}", reader="R", seq=i) for i in range(1000)]
+    assert all(i is not None for i in (await outbox.journal_batch([("mat", first, "reader")]))[0])
+    again = await outbox.journal_batch([("mat", [*first, read_at(1000, "C1000", reader="R", seq=1000)], "reader")])
+    assert again[0][:1000] == [None] * 1000 and again[0][1000] is not None
+    assert len(await outbox.reads_after(0, 5000)) == 1001
