@@ -160,6 +160,11 @@ class _KeyState:
         return cls(crossings=list(d.get("crossings", [])), window=_Window(**w) if w else None)
 
 
+def _left_out(read: JournaledRead, rules: ReaderRules) -> bool:
+    """A first/last-seen read of the kind the reader's `seen` does not keep."""
+    return rules.seen != "both" and read.seen in ("first", "last") and read.seen != rules.seen
+
+
 def _better(rssi: float | None, than: float | None) -> bool:
     """Strictly stronger: on a tie the earlier read stays (deterministic)."""
     if rssi is None:
@@ -235,11 +240,11 @@ class Pipeline:
                 reads = await self.outbox.reads_after(self.cursor, BATCH)
                 if not reads:
                     break
-                await self._hold(reads)
+                keys = await self._hold(reads)
                 work = self._work()
-                for read in reads:
+                for read, key in zip(reads, keys, strict=True):
                     self._close_due(work, _ms(read.received_at))
-                    self._take(work, read)
+                    self._take(work, read, key)
                 n = await self._commit(work, reads[-1].id, len(reads), _ms(reads[-1].received_at))
                 if n is None:
                     return created
@@ -268,16 +273,15 @@ class Pipeline:
             return None
         return (self._deadlines[0][0] + CLOCK_SETTLE_MS) / 1000
 
-    async def _hold(self, reads: Sequence[JournaledRead]) -> None:
-        """Bring the stored state of this batch's keys that memory does not hold into `_state`."""
-        missing = set()
-        for read in reads:
-            key = self._key_of(read, self._rules_for(read.link))
-            if key is not None and key not in self._state:
-                missing.add(key)
+    async def _hold(self, reads: Sequence[JournaledRead]) -> list[tuple[str, str] | None]:
+        """Each read's duplicate-window key (None: the windows do not take it), once the stored state of those
+        that memory does not hold is in `_state`."""
+        keys = [self._key_of(read, self._rules_for(read.link)) for read in reads]
+        missing = {key for key in keys if key is not None and key not in self._state}
         if missing:
-            for key, text in (await self.outbox.dedup_state_of(sorted(missing))).items():
+            for key, text in (await self.outbox.dedup_state_of(missing)).items():
                 self._state[key] = _KeyState.load(text)
+        return keys
 
     def _forget(self, now_rx: int) -> None:
         """Let go of closed windows' states memory need not hold: beyond CACHED_KEYS, or idle for CACHE_IDLE_MS,
@@ -409,15 +413,14 @@ class Pipeline:
     def _key_of(read: JournaledRead, rules: ReaderRules) -> tuple[str, str] | None:
         """The duplicate-window key of a read the windows take; None for one they do not (a manual read, a
         first/last-seen read `seen` leaves out, a read with neither chip nor bib)."""
-        if read.origin == "manual":
-            return None
-        if rules.seen != "both" and read.seen in ("first", "last") and read.seen != rules.seen:
+        if read.origin == "manual" or _left_out(read, rules):
             return None
         if read.chip:
             return (read.reader, "chip:" + (rules.chip_map or _NO_MAP).normalise(read.chip))
         return (read.reader, "bib:" + read.bib) if read.bib else None
 
-    def _take(self, work: _Step, read: JournaledRead) -> None:
+    def _take(self, work: _Step, read: JournaledRead, key: tuple[str, str] | None) -> None:
+        """One read through the windows; `key` is its _key_of."""
         rules = self._rules_for(read.link)
         bib = self._bib(work, read.chip, read.bib, rules)
         if bib is None:  # a format never yields this; refuse to invent a bib
@@ -427,10 +430,9 @@ class Pipeline:
         if read.origin == "manual":
             self._emit(work, read.timestamp, bib, read.chip, "manual", read.id)
             return
-        if rules.seen != "both" and read.seen in ("first", "last") and read.seen != rules.seen:
+        if _left_out(read, rules):
             work.dropped_seen += 1
             return
-        key = self._key_of(read, rules)
         assert key is not None  # manual, seen and bib-less reads returned above
         t = _ms(read.timestamp)
         w_ms = round(rules.dedup_window_s * 1000)
