@@ -260,14 +260,18 @@ RULES = {
 }
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
-async def test_restart_mid_stream_derives_identical_passings(
-    tmp_path: Path, seed: int, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    reads = _race(seed)
-    rnd = random.Random(seed * 7919)
-    cuts = sorted(rnd.sample(range(1, len(reads)), 12))
-    chunks = [reads[a:b] for a, b in zip([0, *cuts], [*cuts, len(reads)], strict=True)]
+Passings = list[tuple[int, str, str, str | None, int | None]]
+
+
+async def _once_and_restarted(
+    tmp_path: Path,
+    chunks: list[list[tuple[str, Read]]],
+    rules: dict[str, ReaderRules],
+    monkeypatch: pytest.MonkeyPatch,
+    batch: int,
+) -> tuple[Passings, Passings]:
+    """The passings of `chunks` (link, read) as one process derives them (everything journaled, one final step)
+    and as a fresh process (new Store, new Pipeline) after every chunk does, in transactions of `batch` reads."""
 
     async def journal(box: Store, chunk: list[tuple[str, Read]]) -> None:
         for link in ("mat1", "mat2"):
@@ -281,13 +285,13 @@ async def test_restart_mid_stream_derives_identical_passings(
         await a.set_current_session("tok-A", alias=None, deviceid=None, created_by_us=True)
         for chunk in chunks:
             await journal(a, chunk)
-        await Pipeline(a, RULES, STAMP).step(_future())
+        await Pipeline(a, rules, STAMP).step(_future())
         expected = await _passings(a)
     finally:
         await a.close()
 
-    # interrupted: a fresh process (new Outbox, new Pipeline) after every chunk, small transactions
-    monkeypatch.setattr(pipeline_mod, "BATCH", 7)
+    # interrupted: a fresh process after every chunk, small transactions
+    monkeypatch.setattr(pipeline_mod, "BATCH", batch)
     path = tmp_path / "b.db"
     for i, chunk in enumerate(chunks):
         b = await Store.open(path)
@@ -295,16 +299,27 @@ async def test_restart_mid_stream_derives_identical_passings(
             if i == 0:
                 await b.set_current_session("tok-A", alias=None, deviceid=None, created_by_us=True)
             await journal(b, chunk)
-            await Pipeline(b, RULES, STAMP).step(_now())
+            await Pipeline(b, rules, STAMP).step(_now())
         finally:
             await b.close()
     b = await Store.open(path)
     try:
-        await Pipeline(b, RULES, STAMP).step(_future())
+        await Pipeline(b, rules, STAMP).step(_future())
         got = await _passings(b)
     finally:
         await b.close()
+    return expected, got
 
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_restart_mid_stream_derives_identical_passings(
+    tmp_path: Path, seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads = _race(seed)
+    rnd = random.Random(seed * 7919)
+    cuts = sorted(rnd.sample(range(1, len(reads)), 12))
+    chunks = [reads[a:b] for a, b in zip([0, *cuts], [*cuts, len(reads)], strict=True)]
+    expected, got = await _once_and_restarted(tmp_path, chunks, RULES, monkeypatch, batch=7)
     assert got == expected
     assert len(expected) > 20
     assert [p[0] for p in expected] == list(range(1, len(expected) + 1))
@@ -327,41 +342,7 @@ async def test_first_mode_out_of_order_restart_derives_identical_passings(
     rnd = random.Random(seed * 31)
     cuts = sorted(rnd.sample(range(1, len(reads)), 15))
     chunks = [list(reversed(reads[a:b])) for a, b in zip([0, *cuts], [*cuts, len(reads)], strict=True)]
-
-    async def journal(box: Store, chunk: list[tuple[str, Read]]) -> None:
-        for link in ("mat1", "mat2"):
-            part = [r for lk, r in chunk if lk == link]
-            if part:
-                await box.journal(link, part)
-
-    a = await Store.open(tmp_path / "a.db")
-    try:
-        await a.set_current_session("tok-A", alias=None, deviceid=None, created_by_us=True)
-        for chunk in chunks:
-            await journal(a, chunk)
-        await Pipeline(a, FIRST_RULES, STAMP).step(_future())
-        expected = await _passings(a)
-    finally:
-        await a.close()
-
-    monkeypatch.setattr(pipeline_mod, "BATCH", 5)
-    path = tmp_path / "b.db"
-    for i, chunk in enumerate(chunks):
-        b = await Store.open(path)
-        try:
-            if i == 0:
-                await b.set_current_session("tok-A", alias=None, deviceid=None, created_by_us=True)
-            await journal(b, chunk)
-            await Pipeline(b, FIRST_RULES, STAMP).step(_now())
-        finally:
-            await b.close()
-    b = await Store.open(path)
-    try:
-        await Pipeline(b, FIRST_RULES, STAMP).step(_future())
-        got = await _passings(b)
-    finally:
-        await b.close()
-
+    expected, got = await _once_and_restarted(tmp_path, chunks, FIRST_RULES, monkeypatch, batch=5)
     assert got == expected
     assert len(expected) > 20
     assert [p[0] for p in expected] == list(range(1, len(expected) + 1))
